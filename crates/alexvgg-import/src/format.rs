@@ -1,0 +1,175 @@
+//! Format detection from content (never from the file name) and the one-call readers.
+
+use std::io::Read;
+use std::path::Path;
+
+use alexvgg_models::{Architecture, Model, NetworkShape};
+use burn::tensor::Device;
+
+use crate::{ImportError, TensorMap, from_tf, from_torch};
+
+/// Weight file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// safetensors (PyTorch names and layouts).
+    Safetensors,
+    /// numpy `.npy` (TensorFlow layouts: `bvlc_alexnet.npy`).
+    Npy,
+    /// numpy `.npz` (TensorFlow layouts: `vgg16_weights.npz`).
+    Npz,
+    /// burn's native burnpack (written by `alexvgg convert`).
+    Burnpack,
+    /// A PyTorch zip checkpoint (`torch.save`), not read by this build.
+    TorchZip,
+}
+
+impl Format {
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Safetensors => "safetensors",
+            Format::Npy => "npy",
+            Format::Npz => "npz",
+            Format::Burnpack => "burnpack",
+            Format::TorchZip => "pytorch",
+        }
+    }
+}
+
+/// Detects the format of `path` from its first bytes (and, for zips, its member names).
+///
+/// # Errors
+/// I/O errors, and [`ImportError::Unsupported`] for content no reader understands.
+pub fn detect(path: &Path) -> Result<Format, ImportError> {
+    let mut head = [0u8; 16];
+    let mut file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
+    let n = read_up_to(&mut file, &mut head).map_err(|e| ImportError::io(path, e))?;
+    let head = &head[..n];
+    let what = path.display().to_string();
+    if head.starts_with(b"\x93NUMPY") {
+        return Ok(Format::Npy);
+    }
+    if head.len() >= 4 && u32::from_le_bytes([head[0], head[1], head[2], head[3]]) == 0x4255_524E {
+        return Ok(Format::Burnpack);
+    }
+    if head.starts_with(b"PK\x03\x04") {
+        let file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
+        let zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+        let names: Vec<&str> = zip.file_names().collect();
+        if names.iter().any(|n| n.ends_with("data.pkl")) {
+            return Ok(Format::TorchZip);
+        }
+        if names.iter().all(|n| n.ends_with(".npy")) {
+            return Ok(Format::Npz);
+        }
+        return Err(ImportError::Unsupported {
+            what,
+            reason: "zip archive that is neither .npz nor a PyTorch checkpoint".into(),
+        });
+    }
+    if head.len() >= 9 && head[8] == b'{' {
+        return Ok(Format::Safetensors);
+    }
+    Err(ImportError::Unsupported {
+        what,
+        reason: "file format (expected safetensors, .npy, .npz or burnpack)".into(),
+    })
+}
+
+fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut total = 0;
+    while total < buf.len() {
+        match file.read(&mut buf[total..])? {
+            0 => break,
+            n => total += n,
+        }
+    }
+    Ok(total)
+}
+
+/// Reads every tensor of a weight file with the names and layouts the file uses.
+///
+/// # Errors
+/// Detection and reader errors; [`ImportError::Unsupported`] for burnpack and PyTorch zips
+/// (burnpack files load straight into a module).
+pub fn read_tensors(path: &Path) -> Result<(Format, TensorMap), ImportError> {
+    let format = detect(path)?;
+    let map = match format {
+        Format::Safetensors => crate::read_safetensors(path)?,
+        Format::Npy => crate::read_npy(path)?,
+        Format::Npz => crate::read_npz(path)?,
+        Format::Burnpack => crate::read_burnpack(path)?.2,
+        Format::TorchZip => {
+            return Err(ImportError::Unsupported {
+                what: path.display().to_string(),
+                reason: format!("{} files as a tensor list in this build", format.name()),
+            });
+        }
+    };
+    Ok((format, map))
+}
+
+/// Reads a weight file for `arch`, with keys already our burn module paths and layouts ours.
+///
+/// # Errors
+/// Reader errors, [`ImportError::WrongNetwork`] and [`ImportError::Mismatch`].
+pub fn read_for(path: &Path, arch: &Architecture) -> Result<(Format, TensorMap), ImportError> {
+    let what = path.display().to_string();
+    if detect(path)? == Format::Burnpack {
+        // Converted files already hold our paths and layouts; check they are for this network.
+        let (stored, _, map) = crate::read_burnpack(path)?;
+        if let Some(stored) = stored.filter(|s| s != arch) {
+            return Err(ImportError::WrongNetwork { file: what, found: stored.describe(), wanted: arch.describe() });
+        }
+        return Ok((Format::Burnpack, map));
+    }
+    let (format, map) = read_tensors(path)?;
+    let mapped = match format {
+        Format::Npy | Format::Npz => from_tf(map, arch, &what)?,
+        _ => from_torch(map, arch, &what)?,
+    };
+    Ok((format, mapped))
+}
+
+/// Reads a weight file of any supported format into a freshly built `arch` network on
+/// `device`, inferring classes, hidden width and channel divisor from the file.
+///
+/// # Errors
+/// Every reader and mapping error; the model is only returned when every tensor fitted.
+pub fn load_model(path: &Path, arch: &Architecture, device: &Device) -> Result<(Model, NetworkShape, Format), ImportError> {
+    let what = path.display().to_string();
+    let (format, map) = read_for(path, arch)?;
+    let shape = infer_shape(arch, &map, &what)?;
+    let model = arch.init(&shape, device).map_err(|e| ImportError::Mismatch {
+        file: what.clone(),
+        model: arch.describe(),
+        details: format!("\n  {e}"),
+    })?;
+    let model = crate::load_module(model, map, &what, &arch.describe())?;
+    Ok((model, shape, format))
+}
+
+/// Infers classes, hidden width and channel divisor from mapped tensors, so that fine-tuned
+/// heads and reduced-width test networks load without extra flags.
+///
+/// # Errors
+/// [`ImportError::Mismatch`] when the first convolution or the fully connected layers are
+/// missing or their channels do not divide the original's.
+pub fn infer_shape(arch: &Architecture, map: &TensorMap, file: &str) -> Result<NetworkShape, ImportError> {
+    let (conv1, full) = match arch {
+        Architecture::AlexNet(v) => ("convs.0.conv.weight", v.spec().convs[0].channels),
+        Architecture::Vgg { .. } => ("features.0.conv.weight", 64),
+    };
+    let dim = |key: &str, axis: usize| map.get(key).and_then(|t| t.shape.get(axis).copied());
+    let fail = |what: &str| ImportError::Mismatch {
+        file: file.to_string(),
+        model: arch.describe(),
+        details: format!("\n  {what}"),
+    };
+    let c1 = dim(conv1, 0).filter(|&c| c > 0 && full % c == 0).ok_or_else(|| fail("first convolution missing or of unexpected width"))?;
+    Ok(NetworkShape {
+        num_classes: dim("fc8.weight", 1).ok_or_else(|| fail("fc8.weight missing"))?,
+        hidden: dim("fc7.weight", 1).ok_or_else(|| fail("fc7.weight missing"))?,
+        width_divisor: full / c1,
+    })
+}

@@ -1,0 +1,157 @@
+//! burn's native burnpack format, written once by `alexvgg convert` and read back fast.
+//!
+//! Tensors are stored under our module paths in our layouts, with the architecture and network
+//! shape in the pack's metadata, so a converted file loads through the same all-or-nothing
+//! [`load_module`](crate::load_module) as every other format.
+
+use std::path::Path;
+
+use alexvgg_models::{Architecture, NetworkShape};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use burn_pack::{Bytes, DType, Reader, Writer};
+
+use crate::{ImportError, RawTensor, TensorMap};
+
+/// Metadata key of the architecture name.
+pub const META_ARCH: &str = "alexvgg.architecture";
+/// Metadata key of the class count.
+pub const META_CLASSES: &str = "alexvgg.num_classes";
+/// Metadata key of fc6/fc7 width.
+pub const META_HIDDEN: &str = "alexvgg.hidden";
+/// Metadata key of the channel divisor.
+pub const META_WIDTH: &str = "alexvgg.width_divisor";
+
+struct PathVisitor<F> {
+    path: Vec<String>,
+    pushed: Vec<bool>,
+    f: F,
+}
+
+impl<F: FnMut(String, Vec<usize>, Option<Vec<f32>>)> PathVisitor<F> {
+    fn key(&self) -> String {
+        self.path.join(".")
+    }
+}
+
+/// Visits every float parameter (and BatchNorm running statistic) with its module path.
+struct Collect<F> {
+    inner: PathVisitor<F>,
+    values: bool,
+}
+
+impl<F: FnMut(String, Vec<usize>, Option<Vec<f32>>)> ModuleVisitor for Collect<F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        let push = !container_type.starts_with("Enum:");
+        if push {
+            self.inner.path.push(name.to_string());
+        }
+        self.inner.pushed.push(push);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        if self.inner.pushed.pop() == Some(true) {
+            self.inner.path.pop();
+        }
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let key = self.inner.key();
+        let shape = param.lazy_shape().to_vec();
+        let values = self
+            .values
+            .then(|| param.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default());
+        (self.inner.f)(key, shape, values);
+    }
+}
+
+/// Every parameter's module path and shape, in module order, without reading values.
+pub fn param_shapes<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    let mut v = Collect {
+        inner: PathVisitor {
+            path: Vec::new(),
+            pushed: Vec::new(),
+            f: |k, s, _| out.push((k, s)),
+        },
+        values: false,
+    };
+    module.visit(&mut v);
+    out
+}
+
+/// Every parameter's values, keyed by module path.
+pub fn module_tensors<M: Module>(module: &M) -> TensorMap {
+    let mut out = TensorMap::new();
+    let mut v = Collect {
+        inner: PathVisitor {
+            path: Vec::new(),
+            pushed: Vec::new(),
+            f: |k, shape, data: Option<Vec<f32>>| {
+                out.insert(k, RawTensor { shape, data: data.unwrap_or_default() });
+            },
+        },
+        values: true,
+    };
+    module.visit(&mut v);
+    out
+}
+
+/// Writes `module` as a burnpack file with its architecture and shape in the metadata.
+///
+/// The pack is written to a temporary file beside `path` and renamed into place, so a failure
+/// never leaves a partial file under the final name.
+///
+/// # Errors
+/// [`ImportError::Io`] when writing or renaming fails.
+pub fn write_burnpack<M: Module>(module: &M, arch: &Architecture, shape: &NetworkShape, path: &Path) -> Result<(), ImportError> {
+    let tensors = module_tensors(module)
+        .into_iter()
+        .map(|(name, t)| {
+            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            burn_pack::Tensor::new(name, DType::F32, t.shape, None, Bytes::from_bytes_vec(bytes))
+        })
+        .collect();
+    let writer = Writer::new(tensors)
+        .with_metadata(META_ARCH, &arch.name())
+        .with_metadata(META_CLASSES, &shape.num_classes.to_string())
+        .with_metadata(META_HIDDEN, &shape.hidden.to_string())
+        .with_metadata(META_WIDTH, &shape.width_divisor.to_string())
+        .auto_extension(false)
+        .overwrite(true);
+    let tmp = path.with_extension("partial");
+    writer
+        .write_to_file(&tmp)
+        .map_err(|e| ImportError::io(&tmp, std::io::Error::other(e.to_string())))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        ImportError::io(path, e)
+    })
+}
+
+/// Reads a burnpack written by [`write_burnpack`]: architecture, shape and tensors.
+///
+/// # Errors
+/// [`ImportError::Corrupt`] for unreadable packs or missing metadata.
+pub fn read_burnpack(path: &Path) -> Result<(Option<Architecture>, Option<NetworkShape>, TensorMap), ImportError> {
+    let what = path.display().to_string();
+    let reader = Reader::from_file_exact(path).map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+    let meta = reader.metadata().clone();
+    let arch = meta.get(META_ARCH).and_then(|a| Architecture::parse(a).ok());
+    let num = |k: &str| meta.get(k).and_then(|v| v.parse::<usize>().ok());
+    let shape = match (num(META_CLASSES), num(META_HIDDEN), num(META_WIDTH)) {
+        (Some(num_classes), Some(hidden), Some(width_divisor)) => Some(NetworkShape { num_classes, hidden, width_divisor }),
+        _ => None,
+    };
+    let mut map = TensorMap::new();
+    for t in reader.into_tensors().map_err(|e| ImportError::corrupt(&what, e.to_string()))? {
+        let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+        if dtype != DType::F32 {
+            return Err(ImportError::Unsupported { what: format!("{what}: tensor '{name}'"), reason: format!("dtype {dtype:?}") });
+        }
+        let data: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let t = RawTensor::new(&format!("{what}: tensor '{name}'"), shape.to_vec(), data)?;
+        map.insert(name, t);
+    }
+    Ok((arch, shape, map))
+}

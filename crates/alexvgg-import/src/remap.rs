@@ -1,0 +1,281 @@
+//! Every key remap and layout change between weight files and our modules, in one place.
+//!
+//! Our modules use burn's layouts: convolution weights `[out, in/groups, kh, kw]` (OIHW, as
+//! PyTorch and Caffe), linear weights `[in, out]` (as TensorFlow; PyTorch and Caffe store
+//! `[out, in]`), and fc6 reads the last feature map flattened channels-first `(c, h, w)`.
+//! TensorFlow files (`bvlc_alexnet.npy`, `vgg16_weights.npz`) store convolutions HWIO and fc6's
+//! rows in NHWC flatten order `(h, w, c)`.
+
+use alexvgg_models::{AlexNetVariant, vgg::VggItem};
+
+use crate::{ImportError, RawTensor, TensorMap};
+
+pub use alexvgg_models::Architecture as Target;
+
+/// Layer names of an architecture with their burn module paths.
+trait Layers {
+    /// Our layer names in module order with their burn module paths:
+    /// (`conv1`, `convs.0.conv`), ..., (`fc6`, `fc6`) for AlexNet;
+    /// (`conv1_1`, `features.0`), ... for VGG (the path of the `VggConv`, holding `conv` and `bn`).
+    fn layers(&self) -> Vec<(String, String)>;
+}
+
+impl Layers for Target {
+    fn layers(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        match self {
+            Target::AlexNet(_) => {
+                for i in 0..5 {
+                    out.push((format!("conv{}", i + 1), format!("convs.{i}.conv")));
+                }
+            }
+            Target::Vgg { depth, .. } => {
+                let (mut block, mut index, mut k) = (1, 1, 0);
+                for item in depth.table() {
+                    match item {
+                        VggItem::Conv(_) => {
+                            out.push((format!("conv{block}_{index}"), format!("features.{k}")));
+                            index += 1;
+                            k += 1;
+                        }
+                        VggItem::Pool => {
+                            block += 1;
+                            index = 1;
+                        }
+                    }
+                }
+            }
+        }
+        for fc in ["fc6", "fc7", "fc8"] {
+            out.push((fc.to_string(), fc.to_string()));
+        }
+        out
+    }
+}
+
+/// Moves `from` to `to` in `dst`, transformed by `f`; records absent keys in `missing`.
+fn take(
+    src: &mut TensorMap,
+    dst: &mut TensorMap,
+    missing: &mut Vec<String>,
+    from: &str,
+    to: String,
+    f: impl FnOnce(RawTensor) -> Result<RawTensor, ImportError>,
+) -> Result<(), ImportError> {
+    match src.remove(from) {
+        Some(t) => {
+            dst.insert(to, f(t)?);
+        }
+        None => missing.push(from.to_string()),
+    }
+    Ok(())
+}
+
+/// `[out, in]` -> `[in, out]`.
+fn transpose(t: RawTensor) -> Result<RawTensor, ImportError> {
+    if t.shape.len() != 2 {
+        return Err(ImportError::corrupt("linear weight", format!("expected 2 dimensions, found {:?}", t.shape)));
+    }
+    Ok(t.permute(&[1, 0]))
+}
+
+/// HWIO -> OIHW.
+fn hwio_to_oihw(t: RawTensor) -> Result<RawTensor, ImportError> {
+    if t.shape.len() != 4 {
+        return Err(ImportError::corrupt("conv weight", format!("expected 4 dimensions (HWIO), found {:?}", t.shape)));
+    }
+    Ok(t.permute(&[3, 2, 0, 1]))
+}
+
+/// Rows of a `[h*w*c, out]` TensorFlow fc6 weight reordered to `(c, h, w)`.
+fn fc6_rows_hwc_to_chw(t: RawTensor, grid: usize) -> Result<RawTensor, ImportError> {
+    let (rows, out) = match t.shape[..] {
+        [rows, out] if rows % (grid * grid) == 0 => (rows, out),
+        _ => {
+            return Err(ImportError::corrupt(
+                "fc6 weight",
+                format!("expected [{grid}*{grid}*C, out], found {:?}", t.shape),
+            ));
+        }
+    };
+    let c = rows / (grid * grid);
+    Ok(t.reshape(vec![grid, grid, c, out]).permute(&[2, 0, 1, 3]).reshape(vec![rows, out]))
+}
+
+fn finish(src: TensorMap, missing: Vec<String>, file: &str, target: &Target) -> Result<(), ImportError> {
+    if missing.is_empty() && src.is_empty() {
+        return Ok(());
+    }
+    let mut details = String::new();
+    for key in &missing {
+        details.push_str(&format!("\n  missing key: {key}"));
+    }
+    for (key, t) in &src {
+        details.push_str(&format!("\n  unexpected key: {key} {:?}", t.shape));
+    }
+    Err(ImportError::Mismatch {
+        file: file.to_string(),
+        model: target.describe(),
+        details,
+    })
+}
+
+/// PyTorch-convention files (torchvision `.pth`, safetensors, our fixtures): names and layouts.
+///
+/// - torchvision AlexNet: `features.{0,3,6,8,10}.*` -> `convs.{0..4}.conv.*`;
+///   `classifier.{1,4,6}.*` -> `fc6/fc7/fc8.*`.
+/// - torchvision VGG: `features.N.*` numbered as `make_layers` builds them (conv, [bn,] relu,
+///   and one index per pool) -> `features.K.conv.*`, `features.K.bn.{gamma,beta,running_*}`;
+///   `classifier.{0,3,6}.*` -> `fc6/fc7/fc8.*`.
+/// - Caffe-named (`conv1.weight` ... `fc8.bias`, as caffe-to-PyTorch conversions and our
+///   fixtures name the LRN AlexNets) -> `convs.{n-1}.conv.*`, `fc*.*`.
+/// - Every linear weight `[out, in]` -> `[in, out]`.
+pub fn from_torch(mut src: TensorMap, target: &Target, file: &str) -> Result<TensorMap, ImportError> {
+    check_network(&src, target, file)?;
+    let mut dst = TensorMap::new();
+    let mut missing = Vec::new();
+    let torchvision = src.contains_key("features.0.weight");
+    let batch_norm = matches!(target, Target::Vgg { batch_norm: true, .. });
+    // torchvision's `features` indices of the convolutions, and of `classifier`'s linears.
+    let (conv_indices, fc_indices) = match target {
+        Target::AlexNet(_) => (vec![0, 3, 6, 8, 10], [1, 4, 6]),
+        Target::Vgg { depth, .. } => {
+            let mut k = 0;
+            let mut indices = Vec::new();
+            for item in depth.table() {
+                match item {
+                    VggItem::Conv(_) => {
+                        indices.push(k);
+                        k += if batch_norm { 3 } else { 2 }; // conv, [bn,] relu
+                    }
+                    VggItem::Pool => k += 1,
+                }
+            }
+            (indices, [0, 3, 6])
+        }
+    };
+    let vgg = matches!(target, Target::Vgg { .. });
+    let (mut conv_no, mut fc_no) = (0, 0);
+    for (name, path) in target.layers() {
+        let is_fc = name.starts_with("fc");
+        let source = match (torchvision, is_fc) {
+            (false, _) => name.clone(),
+            (true, true) => format!("classifier.{}", fc_indices[fc_no]),
+            (true, false) => format!("features.{}", conv_indices[conv_no]),
+        };
+        let to = if vgg && !is_fc { format!("{path}.conv") } else { path.clone() };
+        let transform: fn(RawTensor) -> Result<RawTensor, ImportError> = if is_fc { transpose } else { Ok };
+        take(&mut src, &mut dst, &mut missing, &format!("{source}.weight"), format!("{to}.weight"), transform)?;
+        take(&mut src, &mut dst, &mut missing, &format!("{source}.bias"), format!("{to}.bias"), Ok)?;
+        if batch_norm && !is_fc {
+            // features.{k+1} is the BatchNorm after features.{k}.
+            let bn = format!("features.{}", conv_indices[conv_no] + 1);
+            for (from, to) in [
+                ("weight", "gamma"),
+                ("bias", "beta"),
+                ("running_mean", "running_mean"),
+                ("running_var", "running_var"),
+            ] {
+                take(&mut src, &mut dst, &mut missing, &format!("{bn}.{from}"), format!("{path}.bn.{to}"), Ok)?;
+            }
+            src.remove(&format!("{bn}.num_batches_tracked"));
+        }
+        if is_fc {
+            fc_no += 1;
+        } else {
+            conv_no += 1;
+        }
+    }
+    finish(src, missing, file, target)?;
+    Ok(dst)
+}
+
+/// TensorFlow-convention files: `bvlc_alexnet.npy` (read as `conv1_W`, `conv1_b`, ...) and
+/// Frossard's `vgg16_weights.npz` (`conv1_1_W`, ...).
+///
+/// - `{layer}_W` HWIO -> OIHW; `{layer}_b` as is.
+/// - `fc6_W` rows `(h, w, c)` -> `(c, h, w)` (6x6 grid for AlexNet, 7x7 for VGG).
+/// - Linear weights are already `[in, out]`.
+pub fn from_tf(mut src: TensorMap, target: &Target, file: &str) -> Result<TensorMap, ImportError> {
+    check_network(&src, target, file)?;
+    let grid = match target {
+        Target::AlexNet(_) => 6,
+        Target::Vgg { .. } => 7,
+    };
+    let vgg = matches!(target, Target::Vgg { .. });
+    let mut dst = TensorMap::new();
+    let mut missing = Vec::new();
+    for (name, path) in target.layers() {
+        let conv_path = if vgg && !name.starts_with("fc") { format!("{path}.conv") } else { path };
+        let weight = format!("{conv_path}.weight");
+        match name.as_str() {
+            "fc6" => take(&mut src, &mut dst, &mut missing, "fc6_W", weight, |t| fc6_rows_hwc_to_chw(t, grid))?,
+            "fc7" | "fc8" => take(&mut src, &mut dst, &mut missing, &format!("{name}_W"), weight, Ok)?,
+            _ => take(&mut src, &mut dst, &mut missing, &format!("{name}_W"), weight, hwio_to_oihw)?,
+        }
+        take(&mut src, &mut dst, &mut missing, &format!("{name}_b"), format!("{conv_path}.bias"), Ok)?;
+    }
+    finish(src, missing, file, target)?;
+    Ok(dst)
+}
+
+/// Recognises a file meant for another network before any key is mapped, so the message says
+/// "this looks like VGG16 weights; you asked for AlexNet" rather than listing 30 keys.
+fn check_network(src: &TensorMap, target: &Target, file: &str) -> Result<(), ImportError> {
+    let found = guess_network(src);
+    let compatible = match (&found, target) {
+        (None, _) => true,
+        (Some(g), Target::AlexNet(AlexNetVariant::Torchvision)) => g == "AlexNet (torchvision)",
+        (Some(g), Target::AlexNet(_)) => g == "AlexNet (tf/caffe)",
+        (Some(g), Target::Vgg { .. }) => g.starts_with("VGG"),
+    };
+    if compatible {
+        Ok(())
+    } else {
+        Err(ImportError::WrongNetwork {
+            file: file.to_string(),
+            found: found.unwrap_or_default(),
+            wanted: target.describe(),
+        })
+    }
+}
+
+/// Guesses which network a set of tensors belongs to from its keys and shapes.
+pub fn guess_network(src: &TensorMap) -> Option<String> {
+    let has = |k: &str| src.contains_key(k);
+    if has("conv5_3_W") || has("conv1_1_W") || has("classifier.0.weight") || has("pre_logits.fc1.weight") {
+        return Some("VGG".to_string());
+    }
+    if has("features.0.weight") {
+        // torchvision AlexNet's first conv has 64 filters of 11x11; VGG's are 3x3.
+        return match src.get("features.0.weight").map(|t| t.shape.clone()) {
+            Some(s) if s.len() == 4 && s[2] == 11 => Some("AlexNet (torchvision)".to_string()),
+            _ => Some("VGG".to_string()),
+        };
+    }
+    if has("conv1_W") || has("conv1.weight") {
+        return Some("AlexNet (tf/caffe)".to_string());
+    }
+    None
+}
+
+/// The TensorFlow name and shape a parameter has in the note's files (`conv1_1_W (3,3,3,64)`),
+/// for a burn module path and burn shape; `None` for parameters TensorFlow files do not have
+/// (BatchNorm).
+pub fn tf_name(arch: &Target, path: &str, shape: &[usize]) -> Option<(String, Vec<usize>)> {
+    let vgg = matches!(arch, Target::Vgg { .. });
+    for (name, p) in arch.layers() {
+        let prefix = if vgg && !name.starts_with("fc") { format!("{p}.conv") } else { p };
+        if path == format!("{prefix}.weight") {
+            let tf_shape = match shape {
+                [o, i, kh, kw] => vec![*kh, *kw, *i, *o],
+                other => other.to_vec(),
+            };
+            return Some((format!("{name}_W"), tf_shape));
+        }
+        if path == format!("{prefix}.bias") {
+            return Some((format!("{name}_b"), shape.to_vec()));
+        }
+    }
+    None
+}

@@ -1,0 +1,77 @@
+//! A plain host tensor (shape + f32 values) and the layout changes weight files need.
+
+use std::collections::BTreeMap;
+
+use crate::ImportError;
+
+/// A named collection of host tensors, the common currency of every reader.
+pub type TensorMap = BTreeMap<String, RawTensor>;
+
+/// A dense, row-major f32 tensor on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawTensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// `shape.iter().product()` values in row-major order.
+    pub data: Vec<f32>,
+}
+
+impl RawTensor {
+    /// Wraps values, checking that they fill the shape.
+    ///
+    /// # Errors
+    /// [`ImportError::Corrupt`] naming `name` when the counts disagree.
+    pub fn new(name: &str, shape: Vec<usize>, data: Vec<f32>) -> Result<Self, ImportError> {
+        let expected = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if expected != Some(data.len()) {
+            return Err(ImportError::Corrupt {
+                what: name.to_string(),
+                reason: format!("shape {shape:?} does not hold {} values", data.len()),
+            });
+        }
+        Ok(Self { shape, data })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True for a tensor with no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Reorders the axes: output axis `i` is input axis `perm[i]` (numpy's `transpose(perm)`).
+    pub fn permute(&self, perm: &[usize]) -> RawTensor {
+        let rank = self.shape.len();
+        assert_eq!(perm.len(), rank, "permutation rank");
+        let shape: Vec<usize> = perm.iter().map(|&p| self.shape[p]).collect();
+        let mut in_strides = vec![1usize; rank];
+        for i in (0..rank.saturating_sub(1)).rev() {
+            in_strides[i] = in_strides[i + 1] * self.shape[i + 1];
+        }
+        let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+        let mut data = Vec::with_capacity(self.data.len());
+        let mut index = vec![0usize; rank];
+        for _ in 0..self.data.len() {
+            let offset: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
+            data.push(self.data[offset]);
+            for axis in (0..rank).rev() {
+                index[axis] += 1;
+                if index[axis] < shape[axis] {
+                    break;
+                }
+                index[axis] = 0;
+            }
+        }
+        RawTensor { shape, data }
+    }
+
+    /// The same values under another shape with as many elements.
+    pub fn reshape(mut self, shape: Vec<usize>) -> RawTensor {
+        assert_eq!(shape.iter().product::<usize>(), self.data.len(), "reshape size");
+        self.shape = shape;
+        self
+    }
+}

@@ -1,0 +1,193 @@
+//! One name for every network this crate builds, and a [`Model`] that holds any of them.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::{AlexNet, AlexNetConfig, AlexNetVariant, LayerInfo, ModelError, Observer, Vgg, VggConfig, VggDepth};
+
+/// Which network: an AlexNet variant or a VGG configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Architecture {
+    /// An AlexNet variant.
+    AlexNet(AlexNetVariant),
+    /// A VGG, with or without BatchNorm.
+    Vgg {
+        /// Configuration (11/13/16/19).
+        depth: VggDepth,
+        /// torchvision's `_bn` layout.
+        batch_norm: bool,
+    },
+}
+
+impl Architecture {
+    /// Every architecture, in the order the CLI lists them.
+    pub fn all() -> Vec<Architecture> {
+        let mut all: Vec<_> = AlexNetVariant::ALL.into_iter().map(Architecture::AlexNet).collect();
+        for depth in VggDepth::ALL {
+            for batch_norm in [false, true] {
+                all.push(Architecture::Vgg { depth, batch_norm });
+            }
+        }
+        all
+    }
+
+    /// Canonical name: `alexnet-tf`, `alexnet-caffe`, `alexnet-torchvision`, `vgg16`, `vgg16_bn`...
+    pub fn name(&self) -> String {
+        match self {
+            Architecture::AlexNet(v) => format!("alexnet-{}", v.name()),
+            Architecture::Vgg { depth, batch_norm } => {
+                format!("{}{}", depth.name(), if *batch_norm { "_bn" } else { "" })
+            }
+        }
+    }
+
+    /// Parses a [`name`](Self::name).
+    ///
+    /// # Errors
+    /// [`ModelError::UnknownArchitecture`] listing the known names.
+    pub fn parse(name: &str) -> Result<Self, ModelError> {
+        Self::all().into_iter().find(|a| a.name() == name).ok_or_else(|| {
+            ModelError::UnknownArchitecture(
+                name.to_string(),
+                Self::all().iter().map(|a| a.name()).collect::<Vec<_>>().join(", "),
+            )
+        })
+    }
+
+    /// Human-readable name (`AlexNet (tf)`, `VGG16`, `VGG16-BN`).
+    pub fn describe(&self) -> String {
+        match self {
+            Architecture::AlexNet(v) => format!("AlexNet ({})", v.name()),
+            Architecture::Vgg { depth, batch_norm } => {
+                format!("{}{}", depth.name().to_uppercase(), if *batch_norm { "-BN" } else { "" })
+            }
+        }
+    }
+
+    /// Input side the original network was run at (227 or 224).
+    pub fn input_size(&self) -> usize {
+        match self {
+            Architecture::AlexNet(v) => v.spec().input_size,
+            Architecture::Vgg { .. } => 224,
+        }
+    }
+
+    /// Builds the network with fresh parameters.
+    ///
+    /// # Errors
+    /// [`ModelError::BadWidth`] for a width divisor that leaves no channels or uneven groups.
+    pub fn init(&self, shape: &NetworkShape, device: &Device) -> Result<Model, ModelError> {
+        Ok(match *self {
+            Architecture::AlexNet(variant) => Model::AlexNet(
+                AlexNetConfig::new(variant)
+                    .with_num_classes(shape.num_classes)
+                    .with_hidden(shape.hidden)
+                    .with_width_divisor(shape.width_divisor)
+                    .try_init(device)?,
+            ),
+            Architecture::Vgg { depth, batch_norm } => Model::Vgg(
+                VggConfig::new(depth)
+                    .with_batch_norm(batch_norm)
+                    .with_num_classes(shape.num_classes)
+                    .with_hidden(shape.hidden)
+                    .with_width_divisor(shape.width_divisor)
+                    .try_init(device)?,
+            ),
+        })
+    }
+}
+
+/// Size knobs shared by every architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkShape {
+    /// Output classes (1000 for ImageNet).
+    pub num_classes: usize,
+    /// Width of fc6 and fc7 (4096 in the originals).
+    pub hidden: usize,
+    /// Channel divisor of the convolutions (1 in the originals).
+    pub width_divisor: usize,
+}
+
+impl Default for NetworkShape {
+    fn default() -> Self {
+        Self {
+            num_classes: 1000,
+            hidden: 4096,
+            width_divisor: 1,
+        }
+    }
+}
+
+/// Any network of this crate.
+#[derive(Module, Debug)]
+pub enum Model {
+    /// An AlexNet.
+    AlexNet(AlexNet),
+    /// A VGG.
+    Vgg(Vgg),
+}
+
+impl Model {
+    /// Class logits.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, 3, H, W]`
+    /// - output: `[batch, num_classes]`
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
+        match self {
+            Model::AlexNet(m) => m.forward(input),
+            Model::Vgg(m) => m.forward(input),
+        }
+    }
+
+    /// Logits, reporting each named activation to `observer`.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, 3, H, W]`
+    /// - output: `[batch, num_classes]`
+    pub fn forward_observed(&self, input: Tensor<4>, observer: &mut Observer<'_>) -> Tensor<2> {
+        match self {
+            Model::AlexNet(m) => m.forward_observed(input, observer),
+            Model::Vgg(m) => m.forward_observed(input, observer),
+        }
+    }
+
+    /// fc7 activations (after ReLU).
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, 3, H, W]`
+    /// - output: `[batch, hidden]`
+    pub fn forward_fc7(&self, input: Tensor<4>) -> Tensor<2> {
+        match self {
+            Model::AlexNet(m) => m.forward_fc7(input),
+            Model::Vgg(m) => m.forward_fc7(input),
+        }
+    }
+
+    /// The per-layer table for an input of `[channels, height, width]`.
+    ///
+    /// # Errors
+    /// See [`AlexNet::layers`] and [`Vgg::layers`].
+    pub fn layers(&self, input: [usize; 3]) -> Result<Vec<LayerInfo>, ModelError> {
+        match self {
+            Model::AlexNet(m) => m.layers(input),
+            Model::Vgg(m) => m.layers(input),
+        }
+    }
+
+    /// Replaces the classifier head.
+    pub fn with_classes(self, num_classes: usize, device: &Device) -> Self {
+        match self {
+            Model::AlexNet(m) => Model::AlexNet(m.with_classes(num_classes, device)),
+            Model::Vgg(m) => Model::Vgg(m.with_classes(num_classes, device)),
+        }
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Model::AlexNet(m) => m.num_classes(),
+            Model::Vgg(m) => m.num_classes(),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! AlexNet (three variants) and VGG (11/13/16/19, with or without BatchNorm) as pure burn
+//! modules, plus the window arithmetic that explains their layer sizes.
+//!
+//! No file I/O lives here: weight files are the business of `alexvgg-import`.
+//!
+//! ```no_run
+//! use alexvgg_models::{AlexNetConfig, AlexNetVariant};
+//! use burn::tensor::{Device, Tensor};
+//!
+//! let device = Device::default();
+//! let model = AlexNetConfig::new(AlexNetVariant::Tf).init(&device);
+//! let logits = model.forward(Tensor::zeros([1, 3, 227, 227], &device));
+//! assert_eq!(logits.dims(), [1, 1000]);
+//! ```
+
+pub mod alexnet;
+pub mod arch;
+pub mod info;
+pub mod lrn;
+pub mod shape;
+pub mod vgg;
+
+pub use alexnet::{AlexNet, AlexNetConfig, AlexNetVariant};
+pub use arch::{Architecture, Model, NetworkShape};
+pub use info::{LayerInfo, LayerKind, gflops};
+pub use lrn::{Lrn, LrnConfig};
+pub use shape::{Pad, output_size, same_padding};
+pub use vgg::{Vgg, VggConfig, VggDepth};
+
+use burn::tensor::Tensor;
+
+/// A callback that receives every named intermediate activation of a forward pass.
+pub type Observer<'a> = dyn FnMut(&str, &Tensor<4>) + 'a;
+
+/// Errors from building or describing a model.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    /// LRN window sizes must be odd (Caffe's `local_size`).
+    #[error("LRN size must be odd and positive (Caffe's local_size = 2 * depth_radius + 1), got {0}")]
+    EvenLrnSize(usize),
+    /// A reduced width that does not divide a layer's channels into its groups.
+    #[error("width divisor {divisor} leaves {channels} channels, which cannot be split into {groups} group(s)")]
+    BadWidth {
+        /// The divisor asked for.
+        divisor: usize,
+        /// Channels left at that width.
+        channels: usize,
+        /// Groups of the layer.
+        groups: usize,
+    },
+    /// The input is too small for a window of the network.
+    #[error("input of {height}x{width} is too small for layer {layer}")]
+    InputTooSmall {
+        /// Layer whose window does not fit.
+        layer: String,
+        /// Height reaching that layer.
+        height: usize,
+        /// Width reaching that layer.
+        width: usize,
+    },
+    /// The final feature map does not flatten to fc6's input size.
+    #[error("features of shape {shape:?} flatten to {found} values but fc6 expects {expected}; this network needs its original input size")]
+    FlattenMismatch {
+        /// fc6's input size.
+        expected: usize,
+        /// Flattened size found.
+        found: usize,
+        /// `[C, H, W]` reaching fc6.
+        shape: [usize; 3],
+    },
+    /// An unknown architecture name.
+    #[error("unknown model '{0}' (known: {1})")]
+    UnknownArchitecture(String, String),
+    /// An unknown variant name.
+    #[error("unknown AlexNet variant '{0}' (expected tf, caffe or torchvision)")]
+    UnknownVariant(String),
+}

@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""Regenerates the parity fixtures in tests/fixtures/ from the reference frameworks.
+
+Every golden value the Rust tests compare against comes from here:
+
+- the `tf` AlexNet is built in TensorFlow exactly as the study note's script builds it
+  (tf.nn.conv2d SAME, split/concat groups, tf.nn.local_response_normalization, VALID pools,
+  NHWC flatten before fc6);
+- the `caffe` and `torchvision` AlexNets and the VGGs are built in PyTorch;
+- the note's LRN example is run through tf.nn.lrn.
+
+Networks are reduced in width (same kernels, strides, groups, padding, LRN and input sizes
+227/224, fewer channels) so the fixtures stay small. Weights are stored in PyTorch key names and
+layouts (conv OIHW, linear [out, in], fc6 columns in (c, h, w) order); activations as NCHW.
+
+Usage (from the repository root, Python with torch, tensorflow-cpu, safetensors, numpy):
+    python scripts/make_fixtures.py
+"""
+import io
+import os
+import pickle
+import pickletools
+import struct
+import sys
+
+import numpy as np
+import torch  # import torch before tensorflow in one process
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision  # also before tensorflow: both bundle LLVM
+import tensorflow as tf
+from safetensors.numpy import load_file, save_file
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+BATCH = 2
+CLASSES = 10
+HIDDEN = 64
+
+
+def rng(seed):
+    return np.random.default_rng(seed)
+
+
+def f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+INPUTS = {}
+
+
+def image_batch(size):
+    """The shared input batch for a side length, in the range of mean-subtracted 0..255 pixels.
+
+    Values are rounded to float16 so that inputs.safetensors can store them exactly in half the
+    space; the networks see the same float32 values either way."""
+    if size not in INPUTS:
+        x = rng(size).uniform(-120.0, 130.0, size=(BATCH, 3, size, size))
+        INPUTS[size] = f32(x.astype(np.float16))
+    return INPUTS[size]
+
+
+# ---------------------------------------------------------------------------------------------
+# The note's LRN example.
+
+def lrn_example():
+    x = np.arange(1, 33, dtype=np.float32).reshape([2, 2, 2, 4])  # NHWC
+    y = tf.nn.lrn(x, depth_radius=2, bias=0.0, alpha=1.0, beta=1.0).numpy()
+    # random data through TF's LRN with AlexNet's parameters, for the layout-independent check
+    r = f32(rng(7).normal(0, 30, size=(2, 5, 3, 16)))  # NHWC, 16 channels
+    ry = tf.nn.lrn(r, depth_radius=2, bias=1.0, alpha=2e-5, beta=0.75).numpy()
+    r3 = tf.nn.lrn(r, depth_radius=3, bias=2.0, alpha=1e-3, beta=0.6).numpy()
+    nchw = lambda a: f32(a.transpose(0, 3, 1, 2))
+    save_file({"x": nchw(x), "y": nchw(y), "random_x": nchw(r), "random_alexnet": nchw(ry),
+               "random_r3_b2_a1e-3_beta0.6": nchw(r3)},
+              os.path.join(OUT, "lrn.safetensors"))
+
+
+# ---------------------------------------------------------------------------------------------
+# AlexNet of the note, in TensorFlow, exactly as myalexnet_forward.py.
+
+TF_CONVS = [  # (name, out, k, stride, group)
+    ("conv1", 96, 11, 4, 1), ("conv2", 256, 5, 1, 2), ("conv3", 384, 3, 1, 1),
+    ("conv4", 384, 3, 1, 2), ("conv5", 256, 3, 1, 2),
+]
+
+
+def tf_conv(inp, kernel, biases, s, padding="SAME", group=1):
+    convolve = lambda i, k: tf.nn.conv2d(i, k, [1, s, s, 1], padding=padding)
+    if group == 1:
+        conv = convolve(inp, kernel)
+    else:
+        input_groups = tf.split(inp, group, 3)
+        kernel_groups = tf.split(kernel, group, 3)
+        conv = tf.concat([convolve(i, k) for i, k in zip(input_groups, kernel_groups)], 3)
+    return tf.nn.bias_add(conv, biases)
+
+
+def alexnet_tf(divisor=8):
+    g = rng(1)
+    chans = [c // divisor for _, c, _, _, _ in TF_CONVS]
+    w = {}
+    cin = 3
+    for (name, _, k, _, group), cout in zip(TF_CONVS, chans):
+        fan_in = k * k * cin // group
+        w[name] = (f32(g.normal(0, np.sqrt(2.0 / fan_in), (k, k, cin // group, cout))),
+                   f32(g.normal(0.1, 0.05, cout)))
+        cin = cout
+    feat = chans[-1] * 36
+    for name, din, dout in [("fc6", feat, HIDDEN), ("fc7", HIDDEN, HIDDEN), ("fc8", HIDDEN, CLASSES)]:
+        w[name] = (f32(g.normal(0, np.sqrt(2.0 / din), (din, dout))), f32(g.normal(0, 0.05, dout)))
+
+    x_nchw = image_batch(227)
+    x = tf.constant(x_nchw.transpose(0, 2, 3, 1))  # NHWC
+    acts = {}
+    rec = lambda n, t: acts.__setitem__(n, f32(t.numpy().transpose(0, 3, 1, 2)))
+    lrn = lambda t: tf.nn.local_response_normalization(t, depth_radius=2, alpha=2e-05, beta=0.75, bias=1.0)
+    pool = lambda t: tf.nn.max_pool(t, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="VALID")
+
+    conv1 = tf.nn.relu(tf_conv(x, *w["conv1"], 4)); rec("conv1", conv1)
+    lrn1 = lrn(conv1); rec("lrn1", lrn1)
+    pool1 = pool(lrn1); rec("pool1", pool1)
+    conv2 = tf.nn.relu(tf_conv(pool1, *w["conv2"], 1, group=2)); rec("conv2", conv2)
+    lrn2 = lrn(conv2)
+    pool2 = pool(lrn2)
+    conv3 = tf.nn.relu(tf_conv(pool2, *w["conv3"], 1))
+    conv4 = tf.nn.relu(tf_conv(conv3, *w["conv4"], 1, group=2))
+    conv5 = tf.nn.relu(tf_conv(conv4, *w["conv5"], 1, group=2))
+    pool5 = pool(conv5); rec("pool5", pool5)
+    flat = tf.reshape(pool5, [-1, int(np.prod(pool5.get_shape()[1:]))])  # NHWC flatten
+    fc6 = tf.nn.relu(tf.compat.v1.nn.xw_plus_b(flat, *w["fc6"]))
+    fc7 = tf.nn.relu(tf.compat.v1.nn.xw_plus_b(fc6, *w["fc7"]))
+    fc8 = tf.compat.v1.nn.xw_plus_b(fc7, *w["fc8"])
+    acts["fc7"] = f32(fc7.numpy())
+    acts["fc8"] = f32(fc8.numpy())
+
+    # Convert to PyTorch layout and key names: conv HWIO -> OIHW; fc [in, out] -> [out, in];
+    # fc6 rows (h, w, c) -> (c, h, w).
+    tensors = {}
+    for name, (W, b) in w.items():
+        if name.startswith("conv"):
+            W = W.transpose(3, 2, 0, 1)
+        else:
+            if name == "fc6":
+                c = chans[-1]
+                W = W.reshape(6, 6, c, -1).transpose(2, 0, 1, 3).reshape(c * 36, -1)
+            W = W.T
+        tensors[f"{name}.weight"] = f32(W)
+        tensors[f"{name}.bias"] = f32(b)
+    save(f"alexnet_tf_w{divisor}", x_nchw, tensors, acts)
+    return w
+
+
+# ---------------------------------------------------------------------------------------------
+# Caffe and torchvision AlexNets, VGGs, in PyTorch.
+
+class CaffeAlexNet(nn.Module):
+    """BVLC deploy.prototxt: conv1 unpadded, LRN(5, 1e-4, 0.75, 1), ceil-mode pools."""
+
+    def __init__(self, divisor):
+        super().__init__()
+        c = [96 // divisor, 256 // divisor, 384 // divisor, 384 // divisor, 256 // divisor]
+        self.conv1 = nn.Conv2d(3, c[0], 11, stride=4)
+        self.conv2 = nn.Conv2d(c[0], c[1], 5, padding=2, groups=2)
+        self.conv3 = nn.Conv2d(c[1], c[2], 3, padding=1)
+        self.conv4 = nn.Conv2d(c[2], c[3], 3, padding=1, groups=2)
+        self.conv5 = nn.Conv2d(c[3], c[4], 3, padding=1, groups=2)
+        self.fc6 = nn.Linear(c[4] * 36, HIDDEN)
+        self.fc7 = nn.Linear(HIDDEN, HIDDEN)
+        self.fc8 = nn.Linear(HIDDEN, CLASSES)
+
+    def forward(self, x, rec):
+        lrn = lambda t: F.local_response_norm(t, 5, alpha=1e-4, beta=0.75, k=1.0)
+        pool = lambda t: F.max_pool2d(t, 3, 2, ceil_mode=True)
+        x = F.relu(self.conv1(x)); rec("conv1", x)
+        x = lrn(x); rec("lrn1", x)
+        x = pool(x); rec("pool1", x)
+        x = F.relu(self.conv2(x)); rec("conv2", x)
+        x = pool(lrn(x))
+        x = F.relu(self.conv3(x))
+        x = F.relu(self.conv4(x))
+        x = F.relu(self.conv5(x))
+        x = pool(x); rec("pool5", x)
+        x = F.relu(self.fc6(x.flatten(1)))
+        x = F.relu(self.fc7(x)); rec("fc7", x)
+        return self.fc8(x)
+
+
+def torchvision_alexnet(divisor):
+    m = torchvision.models.AlexNet(num_classes=CLASSES)
+    # shrink every layer, keeping kernels, strides and padding
+    c = [64 // divisor, 192 // divisor, 384 // divisor, 256 // divisor, 256 // divisor]
+    cin = 3
+    for idx, cout in zip([0, 3, 6, 8, 10], c):
+        old = m.features[idx]
+        m.features[idx] = nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding)
+        cin = cout
+    m.classifier[1] = nn.Linear(c[-1] * 36, HIDDEN)
+    m.classifier[4] = nn.Linear(HIDDEN, HIDDEN)
+    m.classifier[6] = nn.Linear(HIDDEN, CLASSES)
+    return m
+
+
+def torchvision_vgg(depth, batch_norm, divisor):
+    tvgg = torchvision.models.vgg
+    cfg = {11: "A", 13: "B", 16: "D", 19: "E"}[depth]
+    table = [v if v == "M" else v // divisor for v in tvgg.cfgs[cfg]]
+    m = tvgg.VGG(tvgg.make_layers(table, batch_norm=batch_norm), num_classes=CLASSES)
+    m.classifier[0] = nn.Linear(table[-2] * 49, HIDDEN)
+    m.classifier[3] = nn.Linear(HIDDEN, HIDDEN)
+    m.classifier[6] = nn.Linear(HIDDEN, CLASSES)
+    return m
+
+
+def randomize(model, seed):
+    """Deterministic weights with realistic scales (and non-trivial BatchNorm statistics)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) * np.sqrt(2.0 / fan_in))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05 + (1.0 if "bn" in name else 0.05))
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.5)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) * 2 + 0.5)
+    return model.eval()
+
+
+def run_torch(model, x, names):
+    """Runs a torchvision-style model recording named activations via hooks on its modules."""
+    acts = {}
+    hooks = []
+    for name, module in names.items():
+        hooks.append(module.register_forward_hook(
+            lambda _m, _i, out, name=name: acts.__setitem__(name, f32(out.detach().numpy()))))
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x))
+    for h in hooks:
+        h.remove()
+    acts["fc8"] = f32(logits.numpy())
+    return acts
+
+
+def state(model):
+    return {k: f32(v.detach().numpy()) for k, v in model.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+
+
+def alexnet_caffe(divisor=8):
+    torch.manual_seed(0)
+    m = randomize(CaffeAlexNet(divisor), 2)
+    x = image_batch(227)
+    acts = {}
+    with torch.no_grad():
+        acts["fc8"] = f32(m(torch.from_numpy(x), lambda n, t: acts.__setitem__(n, f32(t.numpy()))).numpy())
+    save(f"alexnet_caffe_w{divisor}", x, state(m), acts)
+
+
+def alexnet_torchvision(divisor=8):
+    m = randomize(torchvision_alexnet(divisor), 3)
+    x = image_batch(224)
+    f = m.features
+    acts = run_torch(m, x, {"conv1": f[1], "pool1": f[2], "conv2": f[4], "pool5": f[12],
+                            "avgpool": m.avgpool, "fc7": m.classifier[5]})
+    save(f"alexnet_torchvision_w{divisor}", x, state(m), acts)
+
+
+def vgg(depth, batch_norm, divisor=16):
+    m = randomize(torchvision_vgg(depth, batch_norm, divisor), 4 + depth)
+    x = image_batch(224)
+    pools = [i for i, l in enumerate(m.features) if isinstance(l, nn.MaxPool2d)]
+    names = {f"pool{b + 1}": m.features[i] for b, i in enumerate(pools) if b in (2, 4)}
+    names["fc7"] = m.classifier[4]
+    acts = run_torch(m, x, names)
+    save(f"vgg{depth}{'_bn' if batch_norm else ''}_w{divisor}", x, state(m), acts)
+
+
+def save(stem, x, weights, acts):
+    tensors = {f"act.{k}": v for k, v in acts.items()}
+    save_file(tensors, os.path.join(OUT, f"{stem}.activations.safetensors"))
+    save_file(weights, os.path.join(OUT, f"{stem}.safetensors"))
+    print(f"{stem}: {len(weights)} weight tensors, activations {sorted(acts)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The original weight-file formats, at reduced width, for the importer's tests.
+
+class Py2Pickler(pickle._Pickler):
+    """Writes protocol 2 the way Python 2's numpy did for bvlc_alexnet.npy: byte strings (and
+    Python 2 `str` keys) as SHORT_BINSTRING/BINSTRING, globals from `numpy.core.multiarray`."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_bytes(self, obj):
+        n = len(obj)
+        if n < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    def save_str(self, obj):
+        self.save_bytes(obj.encode("latin1"))
+
+    def save_global(self, obj, name=None):
+        module = getattr(obj, "__module__", None)
+        name = name or obj.__qualname__
+        if module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+            module = "numpy.core.multiarray"
+        self.write(pickle.GLOBAL + f"{module}\n{name}\n".encode())
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+    dispatch[str] = save_str
+
+
+def write_npy_py2(path, obj):
+    """An .npy file (format 1.0) holding a 0-d object array pickled as Python 2 did."""
+    arr = np.empty((), dtype=object)
+    arr[()] = obj
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(arr)
+    header = "{'descr': '|O', 'fortran_order': False, 'shape': (), }"
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1"))
+        f.write(buf.getvalue())
+    # the fixture must be what numpy itself reads back
+    back = np.load(path, allow_pickle=True, encoding="latin1").item()
+    assert all(np.array_equal(back[k][0], obj[k][0]) for k in obj)
+    ops = {op.name for op, _, _ in pickletools.genops(buf.getvalue())}
+    assert "SHORT_BINSTRING" in ops and "BINSTRING" in ops and "BINUNICODE" not in ops, ops
+
+
+def weight_files(tf_alexnet):
+    # bvlc_alexnet.npy layout: name -> [W (HWIO, fc6 rows h,w,c), b]
+    d = {k: [W, b] for k, (W, b) in tf_alexnet.items()}
+    write_npy_py2(os.path.join(OUT, "alexnet_tf_w8.py2.npy"), d)
+    np.save(os.path.join(OUT, "alexnet_tf_w8.py3.npy"), d, allow_pickle=True)
+    # vgg16_weights.npz layout (Frossard): conv{b}_{i}_W HWIO, fc6_W rows (h, w, c), [in, out]
+    st = load_file(os.path.join(OUT, "vgg16_w16.safetensors"))
+    arrays, block, idx = {}, 1, 1
+    table = torchvision.models.vgg.cfgs["D"]
+    k = 0
+    for item in table:
+        if item == "M":
+            block, idx = block + 1, 1
+            k += 1
+            continue
+        arrays[f"conv{block}_{idx}_W"] = st[f"features.{k}.weight"].transpose(2, 3, 1, 0)
+        arrays[f"conv{block}_{idx}_b"] = st[f"features.{k}.bias"]
+        idx += 1
+        k += 2
+    fc6 = st["classifier.0.weight"].T  # [in (c,h,w), out]
+    c = fc6.shape[0] // 49
+    arrays["fc6_W"] = fc6.reshape(c, 7, 7, -1).transpose(1, 2, 0, 3).reshape(c * 49, -1)
+    arrays["fc6_b"] = st["classifier.0.bias"]
+    for name, i in [("fc7", 3), ("fc8", 6)]:
+        arrays[f"{name}_W"] = st[f"classifier.{i}.weight"].T
+        arrays[f"{name}_b"] = st[f"classifier.{i}.bias"]
+    np.savez(os.path.join(OUT, "vgg16_w16.npz"), **{k: f32(v) for k, v in arrays.items()})
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    tf.config.experimental.enable_op_determinism()
+    lrn_example()
+    tf_alexnet = alexnet_tf()
+    alexnet_caffe()
+    alexnet_torchvision()
+    vgg(16, False)
+    vgg(11, True)
+    weight_files(tf_alexnet)
+    save_file({f"input{k}": v.astype(np.float16) for k, v in INPUTS.items()},
+              os.path.join(OUT, "inputs.safetensors"))
+    print(f"tensorflow {tf.__version__}, torch {torch.__version__}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
