@@ -42,7 +42,11 @@ pub fn bench_forward(
     iters: usize,
     gflop_per_image: f64,
 ) -> BenchResult {
-    let input = Tensor::<4>::random([batch, 3, side, side], Distribution::Uniform(-100.0, 100.0), device);
+    let input = Tensor::<4>::random(
+        [batch, 3, side, side],
+        Distribution::Uniform(-100.0, 100.0),
+        device,
+    );
     let run = || {
         let logits = model.forward(input.clone());
         // Forces the computation (and any GPU queue) to finish before the clock stops.

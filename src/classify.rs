@@ -11,7 +11,9 @@ use crate::labels::Class;
 use crate::preprocess::{ImageError, Preset, load_image, preprocess};
 
 /// Extensions treated as images when walking folders.
-pub const IMAGE_EXTENSIONS: [&str; 10] = ["jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "ppm", "pgm"];
+pub const IMAGE_EXTENSIONS: [&str; 10] = [
+    "jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "ppm", "pgm",
+];
 
 /// One predicted class.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -61,7 +63,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Decodes and preprocesses images in parallel; each result is `[3, side, side]` values.
-pub fn prepare(paths: &[PathBuf], preset: Preset, side: usize) -> Vec<Result<Vec<f32>, ImageError>> {
+pub fn prepare(
+    paths: &[PathBuf],
+    preset: Preset,
+    side: usize,
+) -> Vec<Result<Vec<f32>, ImageError>> {
     paths
         .par_iter()
         .map(|p| load_image(p).map(|img| preprocess(&img, preset, side)))
@@ -73,7 +79,12 @@ pub fn prepare(paths: &[PathBuf], preset: Preset, side: usize) -> Vec<Result<Vec
 /// # Shapes
 /// - each image: `3 * side * side` values, channels first
 /// - output: one `num_classes` probability vector per image
-pub fn probabilities(model: &Model, images: &[Vec<f32>], side: usize, device: &Device) -> Vec<Vec<f32>> {
+pub fn probabilities(
+    model: &Model,
+    images: &[Vec<f32>],
+    side: usize,
+    device: &Device,
+) -> Vec<Vec<f32>> {
     if images.is_empty() {
         return Vec::new();
     }
@@ -81,7 +92,11 @@ pub fn probabilities(model: &Model, images: &[Vec<f32>], side: usize, device: &D
     let x = Tensor::<4>::from_data(TensorData::new(flat, [images.len(), 3, side, side]), device);
     let probs = softmax(model.forward(x), 1);
     let classes = probs.dims()[1];
-    let values = probs.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+    let values = probs
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default();
     values.chunks(classes).map(<[f32]>::to_vec).collect()
 }
 
@@ -95,7 +110,9 @@ pub fn top_k(probs: &[f32], k: usize, classes: &[Class]) -> Vec<Prediction> {
         .map(|i| Prediction {
             index: i,
             synset: classes.get(i).and_then(|c| c.synset.clone()),
-            label: classes.get(i).map_or_else(|| format!("class {i}"), |c| c.label.clone()),
+            label: classes
+                .get(i)
+                .map_or_else(|| format!("class {i}"), |c| c.label.clone()),
             probability: probs[i],
         })
         .collect()

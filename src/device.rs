@@ -43,7 +43,9 @@ pub const BACKENDS: [Backend; 3] = [Backend::Flex, Backend::NdArray, Backend::Wg
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeviceError {
     /// A backend this build does not include.
-    #[error("backend '{asked}' is not compiled into this build (available: {available}); rebuild with `--features {asked}`")]
+    #[error(
+        "backend '{asked}' is not compiled into this build (available: {available}); rebuild with `--features {asked}`"
+    )]
     NotCompiled {
         /// What was asked for.
         asked: String,
@@ -51,10 +53,14 @@ pub enum DeviceError {
         available: String,
     },
     /// An unknown device string.
-    #[error("unknown device '{0}' (expected cpu, flex, ndarray, wgpu, wgpu:N, wgpu:integrated, wgpu:cpu)")]
+    #[error(
+        "unknown device '{0}' (expected cpu, flex, ndarray, wgpu, wgpu:N, wgpu:integrated, wgpu:cpu)"
+    )]
     Unknown(String),
     /// wgpu found no adapter.
-    #[error("no wgpu adapter for '{asked}': {reason} (on a machine without a GPU install Mesa's lavapipe, Debian package mesa-vulkan-drivers, or use --device cpu)")]
+    #[error(
+        "no wgpu adapter for '{asked}': {reason} (on a machine without a GPU install Mesa's lavapipe, Debian package mesa-vulkan-drivers, or use --device cpu)"
+    )]
     NoAdapter {
         /// What was asked for.
         asked: String,
@@ -75,7 +81,9 @@ pub fn available() -> String {
 
 /// The default CPU backend of this build: flex when compiled in, else ndarray.
 pub fn default_cpu() -> Option<Backend> {
-    [Backend::Flex, Backend::NdArray].into_iter().find(|b| b.compiled())
+    [Backend::Flex, Backend::NdArray]
+        .into_iter()
+        .find(|b| b.compiled())
 }
 
 /// Parses a device choice: `cpu` (the default CPU backend), `flex`, `ndarray`, `wgpu`
@@ -181,8 +189,14 @@ mod tests {
 
     #[test]
     fn unknown_and_missing_backends_are_errors() {
-        assert!(matches!(make_device(Some("tpu")), Err(DeviceError::Unknown(_))));
-        assert!(matches!(make_device(Some("flex:3")), Err(DeviceError::Unknown(_))));
+        assert!(matches!(
+            make_device(Some("tpu")),
+            Err(DeviceError::Unknown(_))
+        ));
+        assert!(matches!(
+            make_device(Some("flex:3")),
+            Err(DeviceError::Unknown(_))
+        ));
         for b in BACKENDS {
             if !b.compiled() {
                 let err = make_device(Some(b.name())).unwrap_err();

@@ -25,7 +25,10 @@ pub fn imagenet() -> Vec<Class> {
             let _index = parts.next()?;
             let synset = parts.next()?.to_string();
             let label = parts.next()?.to_string();
-            Some(Class { synset: Some(synset), label })
+            Some(Class {
+                synset: Some(synset),
+                label,
+            })
         })
         .collect()
 }
@@ -42,8 +45,14 @@ pub fn read_labels(path: &Path) -> std::io::Result<Vec<Class>> {
         .map(|l| {
             let parts: Vec<&str> = l.splitn(3, '\t').collect();
             match parts[..] {
-                [_, synset, label] => Class { synset: Some(synset.to_string()), label: label.to_string() },
-                _ => Class { synset: None, label: l.trim().to_string() },
+                [_, synset, label] => Class {
+                    synset: Some(synset.to_string()),
+                    label: label.to_string(),
+                },
+                _ => Class {
+                    synset: None,
+                    label: l.trim().to_string(),
+                },
             }
         })
         .collect())

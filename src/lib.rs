@@ -26,7 +26,11 @@ use alexvgg_models::{AlexNetVariant, Architecture, ModelError, VggDepth};
 ///
 /// # Errors
 /// [`ModelError::UnknownArchitecture`] / [`ModelError::UnknownVariant`] naming what was given.
-pub fn architecture(model: &str, variant: Option<&str>, batch_norm: bool) -> Result<Architecture, ModelError> {
+pub fn architecture(
+    model: &str,
+    variant: Option<&str>,
+    batch_norm: bool,
+) -> Result<Architecture, ModelError> {
     let model = model.to_ascii_lowercase();
     match model.as_str() {
         "alexnet" => {

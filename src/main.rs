@@ -33,7 +33,11 @@ struct ModelArgs {
 
 impl ModelArgs {
     fn arch(&self) -> Result<Architecture> {
-        Ok(architecture(&self.model, self.variant.as_deref(), self.batch_norm)?)
+        Ok(architecture(
+            &self.model,
+            self.variant.as_deref(),
+            self.batch_norm,
+        )?)
     }
 }
 
@@ -152,7 +156,10 @@ fn run(cli: Cli) -> Result<()> {
             let side = input.unwrap_or(arch.input_size());
             let rows = net.layers([3, side, side])?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&table::layers_json(&arch, &rows))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&table::layers_json(&arch, &rows))?
+                );
             } else {
                 print!("{}", table::layers_text(&arch, &rows));
             }
@@ -168,10 +175,40 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", table::params_text(&arch, &rows));
             }
         }
-        Command::Classify { model, weights, labels, preprocess, device, top_k, batch_size, json, fail_fast, inputs } => {
-            return classify(ClassifyArgs { model, weights, labels, preprocess, device, top_k, batch_size, json, fail_fast, inputs });
+        Command::Classify {
+            model,
+            weights,
+            labels,
+            preprocess,
+            device,
+            top_k,
+            batch_size,
+            json,
+            fail_fast,
+            inputs,
+        } => {
+            return classify(ClassifyArgs {
+                model,
+                weights,
+                labels,
+                preprocess,
+                device,
+                top_k,
+                batch_size,
+                json,
+                fail_fast,
+                inputs,
+            });
         }
-        Command::Bench { model, device, batch_size, iters, warmup, weights, json } => {
+        Command::Bench {
+            model,
+            device,
+            batch_size,
+            iters,
+            warmup,
+            weights,
+            json,
+        } => {
             let arch = model.arch()?;
             let (backend, dev) = device::make_device(device.as_deref())?;
             let net = match &weights {
@@ -182,29 +219,55 @@ fn run(cli: Cli) -> Result<()> {
             let gflop = gflops(&net.layers([3, side, side])?);
             let device_name = device::describe(backend, &dev);
             if !json {
-                println!("{} on {device_name}, {side}x{side}, {gflop:.2} GFLOP/image, {warmup} warm-up + {iters} timed passes", arch.describe());
-                println!("{:>6} {:>10} {:>10} {:>10} {:>10} {:>9}", "batch", "best ms", "median ms", "ms/image", "images/s", "GFLOP/s");
+                println!(
+                    "{} on {device_name}, {side}x{side}, {gflop:.2} GFLOP/image, {warmup} warm-up + {iters} timed passes",
+                    arch.describe()
+                );
+                println!(
+                    "{:>6} {:>10} {:>10} {:>10} {:>10} {:>9}",
+                    "batch", "best ms", "median ms", "ms/image", "images/s", "GFLOP/s"
+                );
             }
             for &batch in &batch_size {
                 if batch == 0 {
                     bail!("--batch-size values must be at least 1");
                 }
-                let r = bench::bench_forward(&net, &arch.name(), &device_name, &dev, side, batch, warmup, iters, gflop);
+                let r = bench::bench_forward(
+                    &net,
+                    &arch.name(),
+                    &device_name,
+                    &dev,
+                    side,
+                    batch,
+                    warmup,
+                    iters,
+                    gflop,
+                );
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
                     println!(
                         "{:>6} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>9.1}",
-                        r.batch, r.best_ms, r.median_ms, r.ms_per_image, r.images_per_s, r.gflops_per_s
+                        r.batch,
+                        r.best_ms,
+                        r.median_ms,
+                        r.ms_per_image,
+                        r.images_per_s,
+                        r.gflops_per_s
                     );
                 }
             }
         }
-        Command::Convert { input, output, model } => {
+        Command::Convert {
+            input,
+            output,
+            model,
+        } => {
             let arch = model.arch()?;
             let device = device::make_device(Some("cpu"))?.1;
             let (net, shape, format) = load_model(&input, &arch, &device)?;
-            write_burnpack(&net, &arch, &shape, &output).with_context(|| format!("writing {}", output.display()))?;
+            write_burnpack(&net, &arch, &shape, &output)
+                .with_context(|| format!("writing {}", output.display()))?;
             println!(
                 "converted {} ({}) to {} for {} ({} classes)",
                 input.display(),
@@ -221,13 +284,25 @@ fn run(cli: Cli) -> Result<()> {
                     .iter()
                     .map(|(k, t)| serde_json::json!({"name": k, "dtype": "float32", "shape": t.shape}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"file": file, "format": format.name(), "tensors": tensors}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"file": file, "format": format.name(), "tensors": tensors})
+                    )?
+                );
             } else {
-                println!("{} ({}), {} tensors", file.display(), format.name(), map.len());
+                println!(
+                    "{} ({}), {} tensors",
+                    file.display(),
+                    format.name(),
+                    map.len()
+                );
                 for (k, t) in &map {
                     println!("  {k:<32} float32 {:?}", t.shape);
                 }
-                if let Some(g) = alexvgg_import::guess_network(&map).filter(|_| format != Format::Burnpack) {
+                if let Some(g) =
+                    alexvgg_import::guess_network(&map).filter(|_| format != Format::Burnpack)
+                {
                     println!("looks like: {g}");
                 }
             }
@@ -263,12 +338,21 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         Some(w) => w.clone(),
         None => weights::default_for(&arch)
             .map(|w| w.name.to_string())
-            .with_context(|| format!("no default weights for {}; pass --weights FILE", arch.describe()))?,
+            .with_context(|| {
+                format!(
+                    "no default weights for {}; pass --weights FILE",
+                    arch.describe()
+                )
+            })?,
     };
     let preset_override = a
         .preprocess
         .as_deref()
-        .map(|p| Preset::parse(p).with_context(|| format!("unknown --preprocess '{p}' (caffe, frossard, torchvision, note)")))
+        .map(|p| {
+            Preset::parse(p).with_context(|| {
+                format!("unknown --preprocess '{p}' (caffe, frossard, torchvision, note)")
+            })
+        })
         .transpose()?;
     let (path, entry) = weights::resolve(&spec)?;
     let (backend, dev) = device::make_device(a.device.as_deref())?;
@@ -277,16 +361,23 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         .or(entry.as_ref().map(|e| e.preset))
         .unwrap_or_else(|| weights::default_preset(&arch, format));
     let classes = match &a.labels {
-        Some(p) => alexvgg::labels::read_labels(p).with_context(|| format!("reading labels {}", p.display()))?,
+        Some(p) => alexvgg::labels::read_labels(p)
+            .with_context(|| format!("reading labels {}", p.display()))?,
         None if shape.num_classes == 1000 => alexvgg::labels::imagenet(),
-        None => bail!("{} has {} classes, not ImageNet's 1000: pass --labels FILE", path.display(), shape.num_classes),
+        None => bail!(
+            "{} has {} classes, not ImageNet's 1000: pass --labels FILE",
+            path.display(),
+            shape.num_classes
+        ),
     };
     let side = arch.input_size();
     let images = collect_images(&a.inputs);
     let started = std::time::Instant::now();
     let progress = !a.json && images.len() > a.batch_size && std::io::stderr().is_terminal();
     let (mut done, mut failed) = (0usize, 0usize);
-    let weights_name = entry.as_ref().map_or_else(|| path.display().to_string(), |e| e.name.to_string());
+    let weights_name = entry
+        .as_ref()
+        .map_or_else(|| path.display().to_string(), |e| e.name.to_string());
     for chunk in images.chunks(a.batch_size) {
         let prepared = prepare(chunk, preset, side);
         let mut ok_paths = Vec::new();
@@ -306,7 +397,10 @@ fn classify(a: ClassifyArgs) -> Result<()> {
                 }
             }
         }
-        for (p, probs) in ok_paths.iter().zip(probabilities(&net, &ok_images, side, &dev)) {
+        for (p, probs) in ok_paths
+            .iter()
+            .zip(probabilities(&net, &ok_images, side, &dev))
+        {
             let top = top_k(&probs, a.top_k, &classes);
             if a.json {
                 let obj = serde_json::json!({
@@ -315,7 +409,11 @@ fn classify(a: ClassifyArgs) -> Result<()> {
                 println!("{}", serde_json::to_string(&obj)?);
             } else {
                 println!("{}", p.display());
-                let width = top.iter().map(|t| t.label.chars().count()).max().unwrap_or(0);
+                let width = top
+                    .iter()
+                    .map(|t| t.label.chars().count())
+                    .max()
+                    .unwrap_or(0);
                 for t in &top {
                     println!("  {:<width$}  {:.4}", t.label, t.probability);
                 }
@@ -338,7 +436,11 @@ fn classify(a: ClassifyArgs) -> Result<()> {
             arch.describe(),
             device::describe(backend, &dev),
             preset.name(),
-            if failed > 0 { format!(", {failed} failed") } else { String::new() }
+            if failed > 0 {
+                format!(", {failed} failed")
+            } else {
+                String::new()
+            }
         );
     }
     if failed > 0 {

@@ -25,7 +25,12 @@ pub enum Preset {
 
 impl Preset {
     /// All presets.
-    pub const ALL: [Preset; 4] = [Preset::Caffe, Preset::Frossard, Preset::Torchvision, Preset::Note];
+    pub const ALL: [Preset; 4] = [
+        Preset::Caffe,
+        Preset::Frossard,
+        Preset::Torchvision,
+        Preset::Note,
+    ];
 
     /// Name on the command line.
     pub fn name(self) -> &'static str {
@@ -62,9 +67,14 @@ pub enum ImageError {
 /// # Errors
 /// [`ImageError::Decode`] naming the file.
 pub fn load_image(path: &Path) -> Result<DynamicImage, ImageError> {
-    let err = |reason: String| ImageError::Decode { path: path.display().to_string(), reason };
+    let err = |reason: String| ImageError::Decode {
+        path: path.display().to_string(),
+        reason,
+    };
     let reader = ImageReader::open(path).map_err(|e| err(e.to_string()))?;
-    let reader = reader.with_guessed_format().map_err(|e| err(e.to_string()))?;
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?;
     let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
     let orientation = decoder.orientation().ok();
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
@@ -78,9 +88,15 @@ pub fn load_image(path: &Path) -> Result<DynamicImage, ImageError> {
 fn resize_shorter(img: &Rgb32FImage, short: u32) -> Rgb32FImage {
     let (w, h) = img.dimensions();
     let (nw, nh) = if w <= h {
-        (short, ((h as f64 * short as f64 / w as f64).round() as u32).max(1))
+        (
+            short,
+            ((h as f64 * short as f64 / w as f64).round() as u32).max(1),
+        )
     } else {
-        (((w as f64 * short as f64 / h as f64).round() as u32).max(1), short)
+        (
+            ((w as f64 * short as f64 / h as f64).round() as u32).max(1),
+            short,
+        )
     };
     image::imageops::resize(img, nw, nh, FilterType::Triangle)
 }
@@ -128,7 +144,11 @@ pub fn preprocess(image: &DynamicImage, preset: Preset, size: usize) -> Vec<f32>
     }
     if preset == Preset::Note {
         // one scalar mean over the (pre-swap) RGB image, as `im1 - mean(im1)` computes it
-        let mean = img.pixels().map(|p| p.0.iter().map(|v| (v * 255.0) as f64).sum::<f64>()).sum::<f64>() / (3 * plane) as f64;
+        let mean = img
+            .pixels()
+            .map(|p| p.0.iter().map(|v| (v * 255.0) as f64).sum::<f64>())
+            .sum::<f64>()
+            / (3 * plane) as f64;
         out.iter_mut().for_each(|v| *v -= mean as f32);
     }
     out

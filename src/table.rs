@@ -16,15 +16,33 @@ fn thousands(n: u64) -> String {
 }
 
 fn pair([a, b]: [usize; 2]) -> String {
-    if a == b { a.to_string() } else { format!("{a}x{b}") }
+    if a == b {
+        a.to_string()
+    } else {
+        format!("{a}x{b}")
+    }
 }
 
 /// The per-layer table as aligned text, like the study note's AlexNet table, with totals.
 pub fn layers_text(arch: &Architecture, rows: &[LayerInfo]) -> String {
-    let mut out = format!("{} — input {}x{}x{}\n", arch.describe(), rows[0].output[1], rows[0].output[2], rows[0].output[0]);
+    let mut out = format!(
+        "{} — input {}x{}x{}\n",
+        arch.describe(),
+        rows[0].output[1],
+        rows[0].output[2],
+        rows[0].output[0]
+    );
     out.push_str(&format!(
         "{:<9} {:<8} {:>13} {:>7} {:>6} {:>9} {:>6} {:>12} {:>15}\n",
-        "layer", "kind", "output HxWxC", "kernel", "stride", "padding", "groups", "params", "mult-adds"
+        "layer",
+        "kind",
+        "output HxWxC",
+        "kernel",
+        "stride",
+        "padding",
+        "groups",
+        "params",
+        "mult-adds"
     ));
     for r in rows {
         let kind = match r.kind {
@@ -43,7 +61,11 @@ pub fn layers_text(arch: &Architecture, rows: &[LayerInfo]) -> String {
             format!("{}x{}x{}", r.output[1], r.output[2], r.output[0])
         };
         let padding = r.padding.map_or(String::new(), |[t, l, b, rr]| {
-            if t == l && l == b && b == rr { t.to_string() } else { format!("{t},{l},{b},{rr}") }
+            if t == l && l == b && b == rr {
+                t.to_string()
+            } else {
+                format!("{t},{l},{b},{rr}")
+            }
         });
         out.push_str(&format!(
             "{:<9} {:<8} {:>13} {:>7} {:>6} {:>9} {:>6} {:>12} {:>15}\n",
@@ -53,9 +75,21 @@ pub fn layers_text(arch: &Architecture, rows: &[LayerInfo]) -> String {
             r.kernel.map_or(String::new(), pair),
             r.stride.map_or(String::new(), pair),
             padding,
-            if r.kind == LayerKind::Conv { r.groups.to_string() } else { String::new() },
-            if r.params > 0 { thousands(r.params as u64) } else { String::new() },
-            if r.macs > 0 { thousands(r.macs) } else { String::new() },
+            if r.kind == LayerKind::Conv {
+                r.groups.to_string()
+            } else {
+                String::new()
+            },
+            if r.params > 0 {
+                thousands(r.params as u64)
+            } else {
+                String::new()
+            },
+            if r.macs > 0 {
+                thousands(r.macs)
+            } else {
+                String::new()
+            },
         ));
     }
     let params: usize = rows.iter().map(|r| r.params).sum();
@@ -116,10 +150,26 @@ pub fn param_rows(arch: &Architecture, model: &Model) -> Vec<ParamRow> {
 /// The parameter list as aligned text with the total.
 pub fn params_text(arch: &Architecture, rows: &[ParamRow]) -> String {
     let tuple = |s: &[usize]| {
-        let inner = s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
-        if s.len() == 1 { format!("({inner},)") } else { format!("({inner})") }
+        let inner = s
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        if s.len() == 1 {
+            format!("({inner},)")
+        } else {
+            format!("({inner})")
+        }
     };
-    let mut out = format!("{}\n{:<28} {:<20} {:<12} {:<20} {:>12}\n", arch.describe(), "burn path", "burn shape", "TF name", "TF shape", "elements");
+    let mut out = format!(
+        "{}\n{:<28} {:<20} {:<12} {:<20} {:>12}\n",
+        arch.describe(),
+        "burn path",
+        "burn shape",
+        "TF name",
+        "TF shape",
+        "elements"
+    );
     for r in rows {
         out.push_str(&format!(
             "{:<28} {:<20} {:<12} {:<20} {:>12}\n",
@@ -130,6 +180,9 @@ pub fn params_text(arch: &Architecture, rows: &[ParamRow]) -> String {
             thousands(r.numel as u64)
         ));
     }
-    out.push_str(&format!("total: {} parameters\n", thousands(rows.iter().map(|r| r.numel as u64).sum())));
+    out.push_str(&format!(
+        "total: {} parameters\n",
+        thousands(rows.iter().map(|r| r.numel as u64).sum())
+    ));
     out
 }

@@ -54,7 +54,10 @@ pub fn known() -> Vec<WeightsEntry> {
             file: "vgg16_weights.npz",
             url: "https://www.cs.toronto.edu/~frossard/vgg16/vgg16_weights.npz",
             sha256: None,
-            arch: Architecture::Vgg { depth: VggDepth::Vgg16, batch_norm: false },
+            arch: Architecture::Vgg {
+                depth: VggDepth::Vgg16,
+                batch_norm: false,
+            },
             preset: Preset::Frossard,
             accuracy: None,
             source: "VGG16 (Simonyan & Zisserman) converted to TensorFlow by Davi Frossard, as the note ran it",
@@ -97,7 +100,9 @@ pub enum WeightsError {
         reason: String,
     },
     /// The downloaded file's hash does not match.
-    #[error("{file}: SHA-256 {found} does not match the published {expected}; the download was discarded")]
+    #[error(
+        "{file}: SHA-256 {found} does not match the published {expected}; the download was discarded"
+    )]
     Checksum {
         /// File name.
         file: String,
@@ -127,7 +132,9 @@ pub fn cache_dir() -> Result<PathBuf, WeightsError> {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("alexvgg"));
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("alexvgg")).ok_or(WeightsError::NoCache)
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache").join("alexvgg"))
+        .ok_or(WeightsError::NoCache)
 }
 
 /// Resolves `--weights`: an existing path as is (with the known entry whose file name it has,
@@ -138,14 +145,26 @@ pub fn cache_dir() -> Result<PathBuf, WeightsError> {
 pub fn resolve(spec: &str) -> Result<(PathBuf, Option<WeightsEntry>), WeightsError> {
     let path = Path::new(spec);
     if path.exists() {
-        let entry = path
-            .file_name()
-            .and_then(|f| known().into_iter().find(|w| std::ffi::OsStr::new(w.file) == f));
+        let entry = path.file_name().and_then(|f| {
+            known()
+                .into_iter()
+                .find(|w| std::ffi::OsStr::new(w.file) == f)
+        });
         return Ok((path.to_path_buf(), entry));
     }
-    let entry = known().into_iter().find(|w| w.name == spec).ok_or_else(|| {
-        WeightsError::Unknown(spec.to_string(), known().iter().map(|w| w.name).collect::<Vec<_>>().join(", "))
-    })?;
+    let entry = known()
+        .into_iter()
+        .find(|w| w.name == spec)
+        .ok_or_else(|| {
+            WeightsError::Unknown(
+                spec.to_string(),
+                known()
+                    .iter()
+                    .map(|w| w.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        })?;
     let path = fetch(&entry)?;
     Ok((path, Some(entry)))
 }
@@ -161,7 +180,10 @@ pub fn fetch(entry: &WeightsEntry) -> Result<PathBuf, WeightsError> {
     if target.exists() {
         return Ok(target);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| WeightsError::Io { path: dir.clone(), source: e })?;
+    std::fs::create_dir_all(&dir).map_err(|e| WeightsError::Io {
+        path: dir.clone(),
+        source: e,
+    })?;
     let url = match std::env::var(MIRROR_ENV) {
         Ok(m) if !m.is_empty() => format!("{}/{}", m.trim_end_matches('/'), entry.file),
         _ => entry.url.to_string(),
@@ -172,16 +194,25 @@ pub fn fetch(entry: &WeightsEntry) -> Result<PathBuf, WeightsError> {
         let _ = std::fs::remove_file(&partial);
     }
     result?;
-    std::fs::rename(&partial, &target).map_err(|e| WeightsError::Io { path: target.clone(), source: e })?;
+    std::fs::rename(&partial, &target).map_err(|e| WeightsError::Io {
+        path: target.clone(),
+        source: e,
+    })?;
     Ok(target)
 }
 
 fn download(url: &str, partial: &Path, entry: &WeightsEntry) -> Result<(), WeightsError> {
-    let fail = |reason: String| WeightsError::Download { url: url.to_string(), reason };
+    let fail = |reason: String| WeightsError::Download {
+        url: url.to_string(),
+        reason,
+    };
     eprintln!("downloading {} from {url}", entry.name);
     let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
     let mut reader = response.into_body().into_reader();
-    let mut file = std::fs::File::create(partial).map_err(|e| WeightsError::Io { path: partial.to_path_buf(), source: e })?;
+    let mut file = std::fs::File::create(partial).map_err(|e| WeightsError::Io {
+        path: partial.to_path_buf(),
+        source: e,
+    })?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -190,14 +221,28 @@ fn download(url: &str, partial: &Path, entry: &WeightsEntry) -> Result<(), Weigh
             break;
         }
         hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).map_err(|e| WeightsError::Io { path: partial.to_path_buf(), source: e })?;
+        file.write_all(&buf[..n]).map_err(|e| WeightsError::Io {
+            path: partial.to_path_buf(),
+            source: e,
+        })?;
     }
-    file.sync_all().map_err(|e| WeightsError::Io { path: partial.to_path_buf(), source: e })?;
-    let found: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    file.sync_all().map_err(|e| WeightsError::Io {
+        path: partial.to_path_buf(),
+        source: e,
+    })?;
+    let found: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     if let Some(expected) = entry.sha256
         && !found.starts_with(expected)
     {
-        return Err(WeightsError::Checksum { file: entry.file.to_string(), expected: expected.to_string(), found });
+        return Err(WeightsError::Checksum {
+            file: entry.file.to_string(),
+            expected: expected.to_string(),
+            found,
+        });
     }
     Ok(())
 }

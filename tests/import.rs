@@ -3,13 +3,17 @@
 mod common;
 
 use alexvgg::import::{
-    Format, ImportError, load_model, load_module, pickle::unpickle, read_burnpack, read_for, read_tensors, write_burnpack,
+    Format, ImportError, load_model, load_module, pickle::unpickle, read_burnpack, read_for,
+    read_tensors, write_burnpack,
 };
 use alexvgg::models::{AlexNetVariant, Architecture, NetworkShape, VggDepth};
 use common::*;
 
 const TF: Architecture = Architecture::AlexNet(AlexNetVariant::Tf);
-const VGG16: Architecture = Architecture::Vgg { depth: VggDepth::Vgg16, batch_norm: false };
+const VGG16: Architecture = Architecture::Vgg {
+    depth: VggDepth::Vgg16,
+    batch_norm: false,
+};
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("alexvgg-test-{}", std::process::id()));
@@ -27,7 +31,14 @@ fn bvlc_alexnet_npy_as_python2_wrote_it() {
     assert_eq!(map["fc6_W"].shape, vec![32 * 36, 64]);
     let device = cpu();
     let (model, shape, _) = load_model(&path, &TF, &device).unwrap();
-    assert_eq!(shape, NetworkShape { num_classes: 10, hidden: 64, width_divisor: 8 });
+    assert_eq!(
+        shape,
+        NetworkShape {
+            num_classes: 10,
+            hidden: 64,
+            width_divisor: 8
+        }
+    );
     check_activations(&model, "alexnet_tf_w8", 227, &device, 1e-4, "py2 npy");
 }
 
@@ -68,7 +79,10 @@ fn convert_once_then_load_the_native_file() {
 fn a_file_for_another_network_says_so() {
     let err = read_for(&fixture("vgg16_w16.safetensors"), &TF).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("looks like VGG") && msg.contains("AlexNet (tf)"), "{msg}");
+    assert!(
+        msg.contains("looks like VGG") && msg.contains("AlexNet (tf)"),
+        "{msg}"
+    );
     let err = read_for(&fixture("alexnet_torchvision_w8.safetensors"), &TF).unwrap_err();
     assert!(err.to_string().contains("torchvision"), "{err}");
     let err = read_for(&fixture("alexnet_tf_w8.py2.npy"), &VGG16).unwrap_err();
@@ -83,16 +97,35 @@ fn missing_unexpected_and_misshapen_tensors_are_listed() {
     map.remove("convs.2.conv.bias");
     map.get_mut("fc7.weight").unwrap().shape = vec![32, 128];
     map.insert("extra.weight".into(), map["convs.0.conv.bias"].clone());
-    let model = caffe.init(&NetworkShape { num_classes: 10, hidden: 64, width_divisor: 8 }, &cpu()).unwrap();
-    let msg = load_module(model, map, "test", "AlexNet (caffe)").unwrap_err().to_string();
+    let model = caffe
+        .init(
+            &NetworkShape {
+                num_classes: 10,
+                hidden: 64,
+                width_divisor: 8,
+            },
+            &cpu(),
+        )
+        .unwrap();
+    let msg = load_module(model, map, "test", "AlexNet (caffe)")
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("missing: convs.2.conv.bias [48]"), "{msg}");
-    assert!(msg.contains("shape mismatch: fc7.weight: expected [64, 64], found [32, 128]"), "{msg}");
+    assert!(
+        msg.contains("shape mismatch: fc7.weight: expected [64, 64], found [32, 128]"),
+        "{msg}"
+    );
     assert!(msg.contains("unexpected: extra.weight"), "{msg}");
 }
 
 #[test]
 fn truncated_and_corrupt_files_are_errors_not_panics() {
-    for name in ["alexnet_tf_w8.py2.npy", "alexnet_tf_w8.py3.npy", "vgg16_w16.npz", "alexnet_caffe_w8.safetensors"] {
+    for name in [
+        "alexnet_tf_w8.py2.npy",
+        "alexnet_tf_w8.py3.npy",
+        "vgg16_w16.npz",
+        "alexnet_caffe_w8.safetensors",
+    ] {
         let bytes = std::fs::read(fixture(name)).unwrap();
         for cut in [12usize, 100, bytes.len() / 2, bytes.len() - 3] {
             let path = tmp(&format!("cut{cut}-{name}"));
@@ -119,7 +152,10 @@ fn pickles_may_only_build_arrays() {
     // protocol 2: GLOBAL 'os system', then REDUCE — must be refused before anything runs
     let evil = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.";
     let err = unpickle(evil, "evil.npy").unwrap_err();
-    assert!(matches!(&err, ImportError::ForbiddenGlobal { global, .. } if global == "os.system"), "{err}");
+    assert!(
+        matches!(&err, ImportError::ForbiddenGlobal { global, .. } if global == "os.system"),
+        "{err}"
+    );
     // protocol 4 STACK_GLOBAL with builtins.eval
     let evil4 = b"\x80\x04\x8c\x08builtins\x94\x8c\x04eval\x94\x93\x94.";
     let err = unpickle(evil4, "evil.npy").unwrap_err();

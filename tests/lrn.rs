@@ -14,17 +14,27 @@ fn note_example_matches_the_worked_values_on_every_backend() {
     for (name, device, _) in devices() {
         // x = 1..32 as NHWC [2,2,2,4]; the fixture stores it NCHW [2,4,2,2].
         let x = upload::<4>(&fx["x"], &device);
-        let lrn = LrnConfig::new(2).with_bias(0.0).with_alpha(1.0).with_beta(1.0).init();
+        let lrn = LrnConfig::new(2)
+            .with_bias(0.0)
+            .with_alpha(1.0)
+            .with_beta(1.0)
+            .init();
         let y = values(lrn.forward(x).permute([0, 2, 3, 1])); // back to NHWC order
         // the note's hand-computed values, NHWC flat indices (value - 1)
         for (value, expected) in [(26usize, 0.00923952f32), (17, 0.017453), (20, 0.018433)] {
             let got = y[value - 1];
-            assert!((got - expected).abs() <= 1e-6 * 10.0, "{name}: lrn({value}) = {got}, note says {expected}");
+            assert!(
+                (got - expected).abs() <= 1e-6 * 10.0,
+                "{name}: lrn({value}) = {got}, note says {expected}"
+            );
         }
         // all 32 TensorFlow outputs to 1e-6 relative
         let want = values(upload::<4>(&fx["y"], &device).permute([0, 2, 3, 1]));
         for (i, (g, w)) in y.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() <= 1e-6 * w.abs(), "{name}: element {i}: {g} vs TensorFlow {w}");
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs(),
+                "{name}: element {i}: {g} vs TensorFlow {w}"
+            );
         }
     }
 }
@@ -33,7 +43,8 @@ fn note_example_matches_the_worked_values_on_every_backend() {
 fn matches_the_shared_reference_file_when_present() {
     // ../shared/reference/lrn_seed_example.txt is checking data beside the repository, not part
     // of it; when it is there, our output must equal its 32 TensorFlow values too.
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/lrn_seed_example.txt");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/lrn_seed_example.txt");
     let Ok(text) = std::fs::read_to_string(&path) else {
         eprintln!("{} not present; skipped", path.display());
         return;
@@ -45,8 +56,15 @@ fn matches_the_shared_reference_file_when_present() {
         .collect();
     assert_eq!(want.len(), 32);
     let device = cpu();
-    let x = Tensor::<1, burn::tensor::Int>::arange(1..33, &device).float().reshape([2, 2, 2, 4]).permute([0, 3, 1, 2]);
-    let lrn = LrnConfig::new(2).with_bias(0.0).with_alpha(1.0).with_beta(1.0).init();
+    let x = Tensor::<1, burn::tensor::Int>::arange(1..33, &device)
+        .float()
+        .reshape([2, 2, 2, 4])
+        .permute([0, 3, 1, 2]);
+    let lrn = LrnConfig::new(2)
+        .with_bias(0.0)
+        .with_alpha(1.0)
+        .with_beta(1.0)
+        .init();
     let y = values(lrn.forward(x).permute([0, 2, 3, 1]));
     for (g, w) in y.iter().zip(&want) {
         assert!((g - w).abs() <= 1e-6 * w.abs(), "{g} vs {w}");
@@ -59,9 +77,23 @@ fn random_data_matches_tensorflow_for_alexnet_and_other_parameters() {
     for (name, device, tol) in devices() {
         let x = upload::<4>(&fx["random_x"], &device);
         let alexnet = values(LrnConfig::alexnet().init().forward(x.clone()));
-        assert_close(&format!("{name} alexnet lrn"), &alexnet, &fx["random_alexnet"].data, tol);
-        let other = LrnConfig::new(3).with_bias(2.0).with_alpha(1e-3).with_beta(0.6).init();
-        assert_close(&format!("{name} r=3 lrn"), &values(other.forward(x)), &fx["random_r3_b2_a1e-3_beta0.6"].data, tol);
+        assert_close(
+            &format!("{name} alexnet lrn"),
+            &alexnet,
+            &fx["random_alexnet"].data,
+            tol,
+        );
+        let other = LrnConfig::new(3)
+            .with_bias(2.0)
+            .with_alpha(1e-3)
+            .with_beta(0.6)
+            .init();
+        assert_close(
+            &format!("{name} r=3 lrn"),
+            &values(other.forward(x)),
+            &fx["random_r3_b2_a1e-3_beta0.6"].data,
+            tol,
+        );
     }
 }
 
@@ -69,11 +101,19 @@ fn random_data_matches_tensorflow_for_alexnet_and_other_parameters() {
 fn equals_burn_local_response_norm_under_the_caffe_mapping() {
     let device = cpu();
     let x = Tensor::<4>::random([2, 16, 5, 7], Distribution::Normal(0.0, 20.0), &device);
-    for (size, alpha, beta, k) in [(5, 1e-4, 0.75, 1.0), (3, 1e-2, 0.5, 2.0), (7, 5e-3, 0.9, 0.5)] {
+    for (size, alpha, beta, k) in [
+        (5, 1e-4, 0.75, 1.0),
+        (3, 1e-2, 0.5, 2.0),
+        (7, 5e-3, 0.9, 0.5),
+    ] {
         let ours = LrnConfig::from_caffe(size, alpha, beta, k).unwrap();
         assert_eq!(ours.size(), size);
         assert!((ours.caffe_alpha() - alpha).abs() < 1e-15);
-        let burn = LocalResponseNormConfig::new(size).with_alpha(alpha).with_beta(beta).with_k(k).init();
+        let burn = LocalResponseNormConfig::new(size)
+            .with_alpha(alpha)
+            .with_beta(beta)
+            .with_k(k)
+            .init();
         assert_close(
             &format!("size {size}"),
             &values(ours.init().forward(x.clone())),
@@ -84,7 +124,10 @@ fn equals_burn_local_response_norm_under_the_caffe_mapping() {
     // the TF parameters of AlexNet are Caffe's (5, 1e-4, 0.75, 1)
     assert_eq!(LrnConfig::alexnet().size(), 5);
     assert!((LrnConfig::alexnet().caffe_alpha() - 1e-4).abs() < 1e-15);
-    assert_eq!(LrnConfig::from_caffe(4, 1e-4, 0.75, 1.0), Err(ModelError::EvenLrnSize(4)));
+    assert_eq!(
+        LrnConfig::from_caffe(4, 1e-4, 0.75, 1.0),
+        Err(ModelError::EvenLrnSize(4))
+    );
 }
 
 #[test]
@@ -92,7 +135,11 @@ fn gradients_flow_and_match_finite_differences() {
     let device = cpu().autodiff();
     let base = Tensor::<4>::random([1, 6, 2, 3], Distribution::Normal(0.0, 3.0), &device);
     let x = base.clone().require_grad();
-    let lrn = LrnConfig::new(1).with_bias(1.0).with_alpha(0.1).with_beta(0.75).init();
+    let lrn = LrnConfig::new(1)
+        .with_bias(1.0)
+        .with_alpha(0.1)
+        .with_beta(0.75)
+        .init();
     let loss = lrn.forward(x.clone()).sum();
     let grads = loss.backward();
     let g = values(x.grad(&grads).expect("gradient reaches the input"));
@@ -100,7 +147,10 @@ fn gradients_flow_and_match_finite_differences() {
     // central differences on a few elements
     let host = values(base.clone());
     let eval = |v: &[f32]| -> f64 {
-        let t = Tensor::<4>::from_data(burn::tensor::TensorData::new(v.to_vec(), [1, 6, 2, 3]), &cpu());
+        let t = Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(v.to_vec(), [1, 6, 2, 3]),
+            &cpu(),
+        );
         values(lrn.forward(t)).iter().map(|&y| y as f64).sum()
     };
     for i in [0usize, 7, 20, 35] {
@@ -109,6 +159,10 @@ fn gradients_flow_and_match_finite_differences() {
         up[i] += h;
         down[i] -= h;
         let numeric = (eval(&up) - eval(&down)) / (2.0 * h as f64);
-        assert!((numeric - g[i] as f64).abs() < 2e-3 * (1.0 + numeric.abs()), "element {i}: analytic {} vs numeric {numeric}", g[i]);
+        assert!(
+            (numeric - g[i] as f64).abs() < 2e-3 * (1.0 + numeric.abs()),
+            "element {i}: analytic {} vs numeric {numeric}",
+            g[i]
+        );
     }
 }

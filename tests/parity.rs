@@ -12,8 +12,9 @@ use common::*;
 
 fn check(arch: Architecture, stem: &str, side: usize) {
     for (name, device, tol) in devices() {
-        let (model, shape, _) = load_model(&fixture(&format!("{stem}.safetensors")), &arch, &device)
-            .unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let (model, shape, _) =
+            load_model(&fixture(&format!("{stem}.safetensors")), &arch, &device)
+                .unwrap_or_else(|e| panic!("{stem}: {e}"));
         assert_eq!(shape.num_classes, 10);
         check_activations(&model, stem, side, &device, tol, &name);
     }
@@ -21,25 +22,51 @@ fn check(arch: Architecture, stem: &str, side: usize) {
 
 #[test]
 fn alexnet_tf_matches_tensorflow() {
-    check(Architecture::AlexNet(AlexNetVariant::Tf), "alexnet_tf_w8", 227);
+    check(
+        Architecture::AlexNet(AlexNetVariant::Tf),
+        "alexnet_tf_w8",
+        227,
+    );
 }
 
 #[test]
 fn alexnet_caffe_matches_pytorch() {
-    check(Architecture::AlexNet(AlexNetVariant::Caffe), "alexnet_caffe_w8", 227);
+    check(
+        Architecture::AlexNet(AlexNetVariant::Caffe),
+        "alexnet_caffe_w8",
+        227,
+    );
 }
 
 #[test]
 fn alexnet_torchvision_matches_pytorch() {
-    check(Architecture::AlexNet(AlexNetVariant::Torchvision), "alexnet_torchvision_w8", 224);
+    check(
+        Architecture::AlexNet(AlexNetVariant::Torchvision),
+        "alexnet_torchvision_w8",
+        224,
+    );
 }
 
 #[test]
 fn vgg16_matches_pytorch() {
-    check(Architecture::Vgg { depth: VggDepth::Vgg16, batch_norm: false }, "vgg16_w16", 224);
+    check(
+        Architecture::Vgg {
+            depth: VggDepth::Vgg16,
+            batch_norm: false,
+        },
+        "vgg16_w16",
+        224,
+    );
 }
 
 #[test]
 fn vgg11_bn_matches_pytorch() {
-    check(Architecture::Vgg { depth: VggDepth::Vgg11, batch_norm: true }, "vgg11_bn_w16", 224);
+    check(
+        Architecture::Vgg {
+            depth: VggDepth::Vgg11,
+            batch_norm: true,
+        },
+        "vgg11_bn_w16",
+        224,
+    );
 }

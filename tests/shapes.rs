@@ -5,7 +5,8 @@ mod common;
 use std::collections::HashMap;
 
 use alexvgg::models::{
-    AlexNetConfig, AlexNetVariant, Architecture, LayerKind, Model, NetworkShape, Pad, VggDepth, gflops, output_size,
+    AlexNetConfig, AlexNetVariant, Architecture, LayerKind, Model, NetworkShape, Pad, VggDepth,
+    gflops, output_size,
 };
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -22,8 +23,15 @@ fn table_matches_forward(model: &Model, side: usize, tf: bool) {
     });
     let mut prev = [3, side, side];
     for row in &rows[1..] {
-        let dims = seen.get(&row.name).unwrap_or_else(|| panic!("no activation {}", row.name));
-        assert_eq!([dims[1], dims[2], dims[3]], row.output, "{} at input {side}", row.name);
+        let dims = seen
+            .get(&row.name)
+            .unwrap_or_else(|| panic!("no activation {}", row.name));
+        assert_eq!(
+            [dims[1], dims[2], dims[3]],
+            row.output,
+            "{} at input {side}",
+            row.name
+        );
         assert_eq!(dims[0], 2);
         if let (Some(k), Some(s), Some(p)) = (row.kernel, row.stride, row.padding) {
             // The pure function agrees: TF SAME rows use ceil(in/stride), explicit rows floor/ceil.
@@ -88,10 +96,17 @@ fn caffe_and_torchvision_tables() {
 
 #[test]
 fn asymmetric_same_padding_at_224_and_odd_sizes() {
-    // The tf AlexNet's features at other input sizes (fc6 then no longer fits: an error, not a panic).
-    let model = AlexNetConfig::new(AlexNetVariant::Tf).with_width_divisor(8).with_hidden(16).init(&cpu());
-    let rows = model.layers([3, 224, 224]);
-    assert!(rows.is_err());
+    // SAME padding makes 224 reach 6x6 as well (56, 27, 13, 6); 200 does not, and that is an
+    // error naming fc6, not a panic.
+    let model = AlexNetConfig::new(AlexNetVariant::Tf)
+        .with_width_divisor(8)
+        .with_hidden(16)
+        .init(&cpu());
+    let rows = model.layers([3, 224, 224]).unwrap();
+    assert_eq!(rows[1].output, [12, 56, 56]);
+    assert_eq!(rows[1].padding, Some([3, 3, 4, 4]));
+    let err = model.layers([3, 200, 200]).unwrap_err();
+    assert!(err.to_string().contains("fc6"), "{err}");
     for side in [224usize, 231, 250] {
         let mut shapes = HashMap::new();
         let x = Tensor::<4>::zeros([1, 3, side, side], &cpu());
@@ -100,7 +115,11 @@ fn asymmetric_same_padding_at_224_and_odd_sizes() {
             shapes.insert(n.to_string(), t.dims());
         });
         let conv1 = shapes["conv1"];
-        assert_eq!(conv1[2], output_size(side, 11, 4, Pad::Same, false).unwrap(), "side {side}");
+        assert_eq!(
+            conv1[2],
+            output_size(side, 11, 4, Pad::Same, false).unwrap(),
+            "side {side}"
+        );
     }
     // 224: SAME with stride 4 and kernel 11 pads 3 before and 4 after
     assert_eq!(alexvgg::models::same_padding(224, 11, 4), (3, 4));
@@ -108,25 +127,52 @@ fn asymmetric_same_padding_at_224_and_odd_sizes() {
 
 #[test]
 fn vgg_tables_at_several_input_sizes() {
-    for (depth, bn) in [(VggDepth::Vgg16, false), (VggDepth::Vgg11, true), (VggDepth::Vgg19, false)] {
-        let model = Architecture::Vgg { depth, batch_norm: bn }
-            .init(&NetworkShape { num_classes: 10, hidden: 32, width_divisor: 16 }, &cpu())
-            .unwrap();
+    for (depth, bn) in [
+        (VggDepth::Vgg16, false),
+        (VggDepth::Vgg11, true),
+        (VggDepth::Vgg19, false),
+    ] {
+        let model = Architecture::Vgg {
+            depth,
+            batch_norm: bn,
+        }
+        .init(
+            &NetworkShape {
+                num_classes: 10,
+                hidden: 32,
+                width_divisor: 16,
+            },
+            &cpu(),
+        )
+        .unwrap();
         for side in [224usize, 32, 97, 130] {
             table_matches_forward(&model, side, false);
         }
     }
-    let full = Architecture::Vgg { depth: VggDepth::Vgg16, batch_norm: false }.init(&NetworkShape::default(), &cpu()).unwrap();
+    let full = Architecture::Vgg {
+        depth: VggDepth::Vgg16,
+        batch_norm: false,
+    }
+    .init(&NetworkShape::default(), &cpu())
+    .unwrap();
     let rows = full.layers([3, 224, 224]).unwrap();
     assert!((gflops(&rows) - 30.94).abs() < 0.01, "{}", gflops(&rows));
-    let pools: Vec<usize> = rows.iter().filter(|r| r.kind == LayerKind::MaxPool).map(|r| r.output[1]).collect();
+    let pools: Vec<usize> = rows
+        .iter()
+        .filter(|r| r.kind == LayerKind::MaxPool)
+        .map(|r| r.output[1])
+        .collect();
     assert_eq!(pools, [112, 56, 28, 14, 7]);
 }
 
 #[test]
 fn parameter_counts_match_the_originals() {
     let device = cpu();
-    let count = |arch: Architecture| arch.init(&NetworkShape::default(), &device).unwrap().num_params();
+    let count = |arch: Architecture| {
+        arch.init(&NetworkShape::default(), &device)
+            .unwrap()
+            .num_params()
+    };
     let alex = |v| Architecture::AlexNet(v);
     let vgg = |depth, batch_norm| Architecture::Vgg { depth, batch_norm };
     assert_eq!(count(alex(AlexNetVariant::Tf)), 60_965_224);
@@ -140,9 +186,15 @@ fn parameter_counts_match_the_originals() {
         (VggDepth::Vgg19, 143_667_240, 143_678_248),
     ] {
         assert_eq!(count(vgg(depth, false)), plain, "{depth:?}");
-        let bn_model = vgg(depth, true).init(&NetworkShape::default(), &device).unwrap();
+        let bn_model = vgg(depth, true)
+            .init(&NetworkShape::default(), &device)
+            .unwrap();
         let rows = alexvgg::table::param_rows(&vgg(depth, true), &bn_model);
-        assert_eq!(rows.iter().map(|r| r.numel).sum::<usize>(), with_bn, "{depth:?} bn");
+        assert_eq!(
+            rows.iter().map(|r| r.numel).sum::<usize>(),
+            with_bn,
+            "{depth:?} bn"
+        );
     }
 }
 
@@ -155,19 +207,34 @@ fn full_size_forward_shapes_and_negative_logits() {
         (Architecture::AlexNet(AlexNetVariant::Torchvision), 224),
     ] {
         let model = arch.init(&NetworkShape::default(), &device).unwrap();
-        table_matches_forward(&model, side, arch == Architecture::AlexNet(AlexNetVariant::Tf));
-        let logits = values(model.forward(Tensor::random([1, 3, side, side], burn::tensor::Distribution::Uniform(-100.0, 100.0), &device)));
+        table_matches_forward(
+            &model,
+            side,
+            arch == Architecture::AlexNet(AlexNetVariant::Tf),
+        );
+        let logits = values(model.forward(Tensor::random(
+            [1, 3, side, side],
+            burn::tensor::Distribution::Uniform(-100.0, 100.0),
+            &device,
+        )));
         assert_eq!(logits.len(), 1000);
-        assert!(logits.iter().any(|v| *v < 0.0), "{}: no negative logit", arch.name());
+        assert!(
+            logits.iter().any(|v| *v < 0.0),
+            "{}: no negative logit",
+            arch.name()
+        );
     }
 }
 
 #[test]
 fn head_replacement_and_fc7_features() {
     let device = cpu();
-    let model = AlexNetConfig::new(AlexNetVariant::Caffe).with_width_divisor(8).with_hidden(32).init(&device);
+    let model = AlexNetConfig::new(AlexNetVariant::Caffe)
+        .with_width_divisor(8)
+        .with_hidden(32)
+        .init(&device);
     let x = Tensor::<4>::zeros([2, 3, 227, 227], &device);
-    assert_eq!(model.forward_features(x.clone()).dims(), [2, 12 * 36]);
+    assert_eq!(model.forward_features(x.clone()).dims(), [2, 32 * 36]);
     assert_eq!(model.forward_fc7(x.clone()).dims(), [2, 32]);
     let model = model.with_classes(5, &device);
     assert_eq!(model.forward(x).dims(), [2, 5]);

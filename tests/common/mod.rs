@@ -6,13 +6,16 @@ use std::path::PathBuf;
 use std::collections::HashMap;
 
 use alexvgg::device::{self, BACKENDS};
-use alexvgg::models::Model;
 use alexvgg::import::{RawTensor, TensorMap, read_safetensors};
+use alexvgg::models::Model;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// `tests/fixtures/NAME`.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join(name)
 }
 
 /// A safetensors fixture's tensors.
@@ -49,12 +52,21 @@ pub fn upload<const D: usize>(t: &RawTensor, device: &Device) -> Tensor<D> {
 
 /// Host values of a tensor.
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data")
 }
 
 /// Asserts `|got - want| <= tol * max(|want|)` element-wise (plus equal length), naming `what`.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, expected {}",
+        got.len(),
+        want.len()
+    );
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
     let (worst, at) = got
         .iter()
@@ -72,7 +84,14 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 
 /// Runs `model` on the shared fixture input of side `side` and compares every activation
 /// recorded in `STEM.activations.safetensors` (and the logits) within `tol`.
-pub fn check_activations(model: &Model, stem: &str, side: usize, device: &Device, tol: f32, label: &str) {
+pub fn check_activations(
+    model: &Model,
+    stem: &str,
+    side: usize,
+    device: &Device,
+    tol: f32,
+    label: &str,
+) {
     let inputs = tensors("inputs.safetensors");
     let acts = tensors(&format!("{stem}.activations.safetensors"));
     assert!(acts.len() >= 4, "{stem}: too few recorded activations");
@@ -83,7 +102,9 @@ pub fn check_activations(model: &Model, stem: &str, side: usize, device: &Device
     });
     for (key, want) in &acts {
         let layer = key.trim_start_matches("act.");
-        let got = seen.get(layer).unwrap_or_else(|| panic!("{stem}: no activation named {layer}"));
+        let got = seen
+            .get(layer)
+            .unwrap_or_else(|| panic!("{stem}: no activation named {layer}"));
         assert_eq!(
             got.dims().iter().product::<usize>(),
             want.len(),
@@ -91,9 +112,22 @@ pub fn check_activations(model: &Model, stem: &str, side: usize, device: &Device
             got.dims(),
             want.shape
         );
-        assert_close(&format!("{label} {stem}/{layer}"), &values(got.clone()), &want.data, tol);
+        assert_close(
+            &format!("{label} {stem}/{layer}"),
+            &values(got.clone()),
+            &want.data,
+            tol,
+        );
     }
     let logits = values(logits);
-    assert_close(&format!("{label} {stem}/logits"), &logits, &acts["act.fc8"].data, tol);
-    assert!(logits.iter().any(|v| *v < 0.0), "{stem}: logits are never negative (ReLU on logits?)");
+    assert_close(
+        &format!("{label} {stem}/logits"),
+        &logits,
+        &acts["act.fc8"].data,
+        tol,
+    );
+    assert!(
+        logits.iter().any(|v| *v < 0.0),
+        "{stem}: logits are never negative (ReLU on logits?)"
+    );
 }

@@ -39,7 +39,8 @@ impl ModuleMapper for Loader {
                 param
             }
             Some(t) if t.shape != expected => {
-                self.mismatched.push(format!("{key}: expected {expected:?}, found {:?}", t.shape));
+                self.mismatched
+                    .push(format!("{key}: expected {expected:?}, found {:?}", t.shape));
                 param
             }
             Some(t) => {
@@ -58,7 +59,12 @@ impl ModuleMapper for Loader {
 /// # Errors
 /// [`ImportError::Mismatch`] listing each missing key, unexpected key and shape mismatch; the
 /// module is then dropped, never returned half-loaded.
-pub fn load_module<M: Module>(module: M, tensors: TensorMap, file: &str, model: &str) -> Result<M, ImportError> {
+pub fn load_module<M: Module>(
+    module: M,
+    tensors: TensorMap,
+    file: &str,
+    model: &str,
+) -> Result<M, ImportError> {
     let mut loader = Loader {
         path: Vec::new(),
         pushed: Vec::new(),

@@ -30,7 +30,9 @@ pub enum ImportError {
         reason: String,
     },
     /// A pickle asked for a global outside the allow-list (nothing is ever executed).
-    #[error("{file}: pickle refers to forbidden global '{global}'; only numpy array reconstruction is allowed")]
+    #[error(
+        "{file}: pickle refers to forbidden global '{global}'; only numpy array reconstruction is allowed"
+    )]
     ForbiddenGlobal {
         /// The file.
         file: String,

@@ -54,7 +54,8 @@ pub fn detect(path: &Path) -> Result<Format, ImportError> {
     }
     if head.starts_with(b"PK\x03\x04") {
         let file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
-        let zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+        let zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+            .map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
         let names: Vec<&str> = zip.file_names().collect();
         if names.iter().any(|n| n.ends_with("data.pkl")) {
             return Ok(Format::TorchZip);
@@ -119,7 +120,11 @@ pub fn read_for(path: &Path, arch: &Architecture) -> Result<(Format, TensorMap),
         // Converted files already hold our paths and layouts; check they are for this network.
         let (stored, _, map) = crate::read_burnpack(path)?;
         if let Some(stored) = stored.filter(|s| s != arch) {
-            return Err(ImportError::WrongNetwork { file: what, found: stored.describe(), wanted: arch.describe() });
+            return Err(ImportError::WrongNetwork {
+                file: what,
+                found: stored.describe(),
+                wanted: arch.describe(),
+            });
         }
         return Ok((Format::Burnpack, map));
     }
@@ -136,15 +141,21 @@ pub fn read_for(path: &Path, arch: &Architecture) -> Result<(Format, TensorMap),
 ///
 /// # Errors
 /// Every reader and mapping error; the model is only returned when every tensor fitted.
-pub fn load_model(path: &Path, arch: &Architecture, device: &Device) -> Result<(Model, NetworkShape, Format), ImportError> {
+pub fn load_model(
+    path: &Path,
+    arch: &Architecture,
+    device: &Device,
+) -> Result<(Model, NetworkShape, Format), ImportError> {
     let what = path.display().to_string();
     let (format, map) = read_for(path, arch)?;
     let shape = infer_shape(arch, &map, &what)?;
-    let model = arch.init(&shape, device).map_err(|e| ImportError::Mismatch {
-        file: what.clone(),
-        model: arch.describe(),
-        details: format!("\n  {e}"),
-    })?;
+    let model = arch
+        .init(&shape, device)
+        .map_err(|e| ImportError::Mismatch {
+            file: what.clone(),
+            model: arch.describe(),
+            details: format!("\n  {e}"),
+        })?;
     let model = crate::load_module(model, map, &what, &arch.describe())?;
     Ok((model, shape, format))
 }
@@ -155,7 +166,11 @@ pub fn load_model(path: &Path, arch: &Architecture, device: &Device) -> Result<(
 /// # Errors
 /// [`ImportError::Mismatch`] when the first convolution or the fully connected layers are
 /// missing or their channels do not divide the original's.
-pub fn infer_shape(arch: &Architecture, map: &TensorMap, file: &str) -> Result<NetworkShape, ImportError> {
+pub fn infer_shape(
+    arch: &Architecture,
+    map: &TensorMap,
+    file: &str,
+) -> Result<NetworkShape, ImportError> {
     let (conv1, full) = match arch {
         Architecture::AlexNet(v) => ("convs.0.conv.weight", v.spec().convs[0].channels),
         Architecture::Vgg { .. } => ("features.0.conv.weight", 64),
@@ -166,7 +181,9 @@ pub fn infer_shape(arch: &Architecture, map: &TensorMap, file: &str) -> Result<N
         model: arch.describe(),
         details: format!("\n  {what}"),
     };
-    let c1 = dim(conv1, 0).filter(|&c| c > 0 && full % c == 0).ok_or_else(|| fail("first convolution missing or of unexpected width"))?;
+    let c1 = dim(conv1, 0)
+        .filter(|&c| c > 0 && full % c == 0)
+        .ok_or_else(|| fail("first convolution missing or of unexpected width"))?;
     Ok(NetworkShape {
         num_classes: dim("fc8.weight", 1).ok_or_else(|| fail("fc8.weight missing"))?,
         hidden: dim("fc7.weight", 1).ok_or_else(|| fail("fc7.weight missing"))?,

@@ -58,9 +58,14 @@ impl<F: FnMut(String, Vec<usize>, Option<Vec<f32>>)> ModuleVisitor for Collect<F
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let key = self.inner.key();
         let shape = param.lazy_shape().to_vec();
-        let values = self
-            .values
-            .then(|| param.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default());
+        let values = self.values.then(|| {
+            param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default()
+        });
         (self.inner.f)(key, shape, values);
     }
 }
@@ -88,7 +93,13 @@ pub fn module_tensors<M: Module>(module: &M) -> TensorMap {
             path: Vec::new(),
             pushed: Vec::new(),
             f: |k, shape, data: Option<Vec<f32>>| {
-                out.insert(k, RawTensor { shape, data: data.unwrap_or_default() });
+                out.insert(
+                    k,
+                    RawTensor {
+                        shape,
+                        data: data.unwrap_or_default(),
+                    },
+                );
             },
         },
         values: true,
@@ -104,12 +115,23 @@ pub fn module_tensors<M: Module>(module: &M) -> TensorMap {
 ///
 /// # Errors
 /// [`ImportError::Io`] when writing or renaming fails.
-pub fn write_burnpack<M: Module>(module: &M, arch: &Architecture, shape: &NetworkShape, path: &Path) -> Result<(), ImportError> {
+pub fn write_burnpack<M: Module>(
+    module: &M,
+    arch: &Architecture,
+    shape: &NetworkShape,
+    path: &Path,
+) -> Result<(), ImportError> {
     let tensors = module_tensors(module)
         .into_iter()
         .map(|(name, t)| {
             let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            burn_pack::Tensor::new(name, DType::F32, t.shape, None, Bytes::from_bytes_vec(bytes))
+            burn_pack::Tensor::new(
+                name,
+                DType::F32,
+                t.shape,
+                None,
+                Bytes::from_bytes_vec(bytes),
+            )
         })
         .collect();
     let writer = Writer::new(tensors)
@@ -133,23 +155,43 @@ pub fn write_burnpack<M: Module>(module: &M, arch: &Architecture, shape: &Networ
 ///
 /// # Errors
 /// [`ImportError::Corrupt`] for unreadable packs or missing metadata.
-pub fn read_burnpack(path: &Path) -> Result<(Option<Architecture>, Option<NetworkShape>, TensorMap), ImportError> {
+pub fn read_burnpack(
+    path: &Path,
+) -> Result<(Option<Architecture>, Option<NetworkShape>, TensorMap), ImportError> {
     let what = path.display().to_string();
-    let reader = Reader::from_file_exact(path).map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+    let reader =
+        Reader::from_file_exact(path).map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
     let meta = reader.metadata().clone();
-    let arch = meta.get(META_ARCH).and_then(|a| Architecture::parse(a).ok());
+    let arch = meta
+        .get(META_ARCH)
+        .and_then(|a| Architecture::parse(a).ok());
     let num = |k: &str| meta.get(k).and_then(|v| v.parse::<usize>().ok());
     let shape = match (num(META_CLASSES), num(META_HIDDEN), num(META_WIDTH)) {
-        (Some(num_classes), Some(hidden), Some(width_divisor)) => Some(NetworkShape { num_classes, hidden, width_divisor }),
+        (Some(num_classes), Some(hidden), Some(width_divisor)) => Some(NetworkShape {
+            num_classes,
+            hidden,
+            width_divisor,
+        }),
         _ => None,
     };
     let mut map = TensorMap::new();
-    for t in reader.into_tensors().map_err(|e| ImportError::corrupt(&what, e.to_string()))? {
-        let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+    for t in reader
+        .into_tensors()
+        .map_err(|e| ImportError::corrupt(&what, e.to_string()))?
+    {
+        let (name, dtype, shape, _, bytes) = t
+            .into_parts()
+            .map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
         if dtype != DType::F32 {
-            return Err(ImportError::Unsupported { what: format!("{what}: tensor '{name}'"), reason: format!("dtype {dtype:?}") });
+            return Err(ImportError::Unsupported {
+                what: format!("{what}: tensor '{name}'"),
+                reason: format!("dtype {dtype:?}"),
+            });
         }
-        let data: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let data: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let t = RawTensor::new(&format!("{what}: tensor '{name}'"), shape.to_vec(), data)?;
         map.insert(name, t);
     }

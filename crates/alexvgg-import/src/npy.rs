@@ -36,7 +36,9 @@ impl Dtype {
             "f2" | "e" => Ok(Dtype::Float { size: 2, little }),
             "f4" | "f" => Ok(Dtype::Float { size: 4, little }),
             "f8" | "d" => Ok(Dtype::Float { size: 8, little }),
-            _ => Err(format!("dtype '{code}' (weights must be float16, float32 or float64)")),
+            _ => Err(format!(
+                "dtype '{code}' (weights must be float16, float32 or float64)"
+            )),
         }
     }
 
@@ -56,26 +58,59 @@ impl Dtype {
 ///
 /// # Errors
 /// [`ImportError::Corrupt`] when the byte count does not match the shape.
-pub fn decode_array(raw: &[u8], dtype: &Dtype, shape: Vec<usize>, fortran: bool, what: &str) -> Result<RawTensor, ImportError> {
+pub fn decode_array(
+    raw: &[u8],
+    dtype: &Dtype,
+    shape: Vec<usize>,
+    fortran: bool,
+    what: &str,
+) -> Result<RawTensor, ImportError> {
     let size = match dtype {
         Dtype::Float { size, .. } => *size,
-        Dtype::Object => return Err(ImportError::corrupt(what, "object array where numbers were expected")),
+        Dtype::Object => {
+            return Err(ImportError::corrupt(
+                what,
+                "object array where numbers were expected",
+            ));
+        }
     };
     let little = matches!(dtype, Dtype::Float { little: true, .. });
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count.and_then(|c| c.checked_mul(size)) != Some(raw.len()) {
         return Err(ImportError::corrupt(
             what,
-            format!("array of shape {shape:?} needs {} bytes of {size}-byte floats, found {}", count.unwrap_or(usize::MAX), raw.len()),
+            format!(
+                "array of shape {shape:?} needs {} bytes of {size}-byte floats, found {}",
+                count.unwrap_or(usize::MAX),
+                raw.len()
+            ),
         ));
     }
     let data: Vec<f32> = match (size, little) {
-        (2, true) => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        (2, false) => raw.chunks_exact(2).map(|c| half::f16::from_be_bytes([c[0], c[1]]).to_f32()).collect(),
-        (4, true) => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        (4, false) => raw.chunks_exact(4).map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        (_, true) => raw.chunks_exact(8).map(|c| f64::from_le_bytes(to8(c)) as f32).collect(),
-        (_, false) => raw.chunks_exact(8).map(|c| f64::from_be_bytes(to8(c)) as f32).collect(),
+        (2, true) => raw
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        (2, false) => raw
+            .chunks_exact(2)
+            .map(|c| half::f16::from_be_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        (4, true) => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        (4, false) => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        (_, true) => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(to8(c)) as f32)
+            .collect(),
+        (_, false) => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_be_bytes(to8(c)) as f32)
+            .collect(),
     };
     if fortran && shape.len() > 1 {
         // Fortran order is C order of the reversed shape; reverse the axes back.
@@ -112,18 +147,29 @@ pub fn parse_npy(bytes: &[u8], what: &str) -> Result<NpyContent, ImportError> {
     }
     let (header_len, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
-        v => return Err(ImportError::corrupt(what, format!("unsupported .npy version {v}"))),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => {
+            return Err(ImportError::corrupt(
+                what,
+                format!("unsupported .npy version {v}"),
+            ));
+        }
     };
     let end = start
         .checked_add(header_len)
         .filter(|&e| e <= bytes.len())
         .ok_or_else(|| ImportError::corrupt(what, "truncated .npy header"))?;
-    let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| ImportError::corrupt(what, "header is not text"))?;
-    let descr = header_field(header, "descr").ok_or_else(|| ImportError::corrupt(what, "header lacks 'descr'"))?;
+    let header = std::str::from_utf8(&bytes[start..end])
+        .map_err(|_| ImportError::corrupt(what, "header is not text"))?;
+    let descr = header_field(header, "descr")
+        .ok_or_else(|| ImportError::corrupt(what, "header lacks 'descr'"))?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let fortran = header_field(header, "fortran_order").is_some_and(|v| v == "True");
-    let shape = parse_shape(header).ok_or_else(|| ImportError::corrupt(what, "header has no valid 'shape'"))?;
+    let shape = parse_shape(header)
+        .ok_or_else(|| ImportError::corrupt(what, "header has no valid 'shape'"))?;
     let dtype = Dtype::parse(descr).map_err(|e| ImportError::Unsupported {
         what: what.to_string(),
         reason: e,
@@ -131,14 +177,19 @@ pub fn parse_npy(bytes: &[u8], what: &str) -> Result<NpyContent, ImportError> {
     let body = &bytes[end..];
     match dtype {
         Dtype::Object => Ok(NpyContent::Object(unpickle(body, what)?)),
-        dtype => Ok(NpyContent::Array(decode_array(body, &dtype, shape, fortran, what)?)),
+        dtype => Ok(NpyContent::Array(decode_array(
+            body, &dtype, shape, fortran, what,
+        )?)),
     }
 }
 
 /// The text of `'key': value` in a header dict (value up to the next comma outside brackets).
 fn header_field<'h>(header: &'h str, key: &str) -> Option<&'h str> {
     let at = header.find(&format!("'{key}'"))?;
-    let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+    let rest = header[at + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
     let mut depth = 0;
     for (i, c) in rest.char_indices() {
         match c {
@@ -191,28 +242,47 @@ pub fn weight_dict(value: &Value, what: &str) -> Result<TensorMap, ImportError> 
     let dict = match value {
         Value::Array(a) => match &*a.borrow() {
             Array::Object(_, items) if items.len() == 1 => items[0].clone(),
-            _ => return Err(ImportError::corrupt(what, "expected a 0-d object array holding a dict")),
+            _ => {
+                return Err(ImportError::corrupt(
+                    what,
+                    "expected a 0-d object array holding a dict",
+                ));
+            }
         },
         other => other.clone(),
     };
     let Value::Dict(entries) = dict else {
-        return Err(ImportError::corrupt(what, "pickled object is not a dict of layers"));
+        return Err(ImportError::corrupt(
+            what,
+            "pickled object is not a dict of layers",
+        ));
     };
     let mut map = TensorMap::new();
     for (k, v) in entries.borrow().iter() {
-        let layer = key_text(k).ok_or_else(|| ImportError::corrupt(what, "dict key is not a string"))?;
+        let layer =
+            key_text(k).ok_or_else(|| ImportError::corrupt(what, "dict key is not a string"))?;
         let at = format!("{what}: layer '{layer}'");
         let (w, b) = match v {
             Value::List(l) => {
                 let l = l.borrow();
                 match &l[..] {
                     [w, b] => (numeric(w, &at)?, numeric(b, &at)?),
-                    _ => return Err(ImportError::corrupt(&at, format!("expected [W, b], found {} items", l.len()))),
+                    _ => {
+                        return Err(ImportError::corrupt(
+                            &at,
+                            format!("expected [W, b], found {} items", l.len()),
+                        ));
+                    }
                 }
             }
             Value::Tuple(l) => match &l[..] {
                 [w, b] => (numeric(w, &at)?, numeric(b, &at)?),
-                _ => return Err(ImportError::corrupt(&at, format!("expected (W, b), found {} items", l.len()))),
+                _ => {
+                    return Err(ImportError::corrupt(
+                        &at,
+                        format!("expected (W, b), found {} items", l.len()),
+                    ));
+                }
             },
             Value::Dict(d) => {
                 let d = d.borrow();
@@ -222,9 +292,17 @@ pub fn weight_dict(value: &Value, what: &str) -> Result<TensorMap, ImportError> 
                         .map(|(_, v)| v.clone())
                         .ok_or_else(|| ImportError::corrupt(&at, format!("missing '{name}'")))
                 };
-                (numeric(&get("weights")?, &at)?, numeric(&get("biases")?, &at)?)
+                (
+                    numeric(&get("weights")?, &at)?,
+                    numeric(&get("biases")?, &at)?,
+                )
             }
-            _ => return Err(ImportError::corrupt(&at, "expected [W, b] or {'weights', 'biases'}")),
+            _ => {
+                return Err(ImportError::corrupt(
+                    &at,
+                    "expected [W, b] or {'weights', 'biases'}",
+                ));
+            }
         };
         map.insert(format!("{layer}_W"), w);
         map.insert(format!("{layer}_b"), b);
@@ -243,7 +321,10 @@ pub fn read_npy(path: &Path) -> Result<TensorMap, ImportError> {
     match parse_npy(&bytes, &what)? {
         NpyContent::Object(v) => weight_dict(&v, &what),
         NpyContent::Array(t) => {
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             Ok(TensorMap::from([(stem, t)]))
         }
     }
@@ -257,19 +338,28 @@ pub fn read_npy(path: &Path) -> Result<TensorMap, ImportError> {
 pub fn read_npz(path: &Path) -> Result<TensorMap, ImportError> {
     let file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
     let what = path.display().to_string();
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
     let mut map = TensorMap::new();
     for i in 0..zip.len() {
-        let mut member = zip.by_index(i).map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+        let mut member = zip
+            .by_index(i)
+            .map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
         let name = member.name().to_string();
         let at = format!("{what}: member '{name}'");
         let mut bytes = Vec::with_capacity(member.size() as usize);
-        std::io::Read::read_to_end(&mut member, &mut bytes).map_err(|e| ImportError::corrupt(&at, e.to_string()))?;
+        std::io::Read::read_to_end(&mut member, &mut bytes)
+            .map_err(|e| ImportError::corrupt(&at, e.to_string()))?;
         match parse_npy(&bytes, &at)? {
             NpyContent::Array(t) => {
                 map.insert(name.trim_end_matches(".npy").to_string(), t);
             }
-            NpyContent::Object(_) => return Err(ImportError::Unsupported { what: at, reason: "object array inside an .npz".into() }),
+            NpyContent::Object(_) => {
+                return Err(ImportError::Unsupported {
+                    what: at,
+                    reason: "object array inside an .npz".into(),
+                });
+            }
         }
     }
     Ok(map)

@@ -71,7 +71,9 @@ pub enum Array {
 
 fn global(module: &str, name: &str, file: &str) -> Result<Global, ImportError> {
     match (module, name) {
-        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Ok(Global::Reconstruct),
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
+            Ok(Global::Reconstruct)
+        }
         ("numpy", "ndarray") => Ok(Global::NdArray),
         ("numpy", "dtype") => Ok(Global::Dtype),
         ("_codecs", "encode") => Ok(Global::CodecsEncode),
@@ -90,7 +92,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err(&self, reason: impl Into<String>) -> ImportError {
-        ImportError::corrupt(self.file, format!("pickle at byte {}: {}", self.pos, reason.into()))
+        ImportError::corrupt(
+            self.file,
+            format!("pickle at byte {}: {}", self.pos, reason.into()),
+        )
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], ImportError> {
@@ -101,7 +106,10 @@ impl<'a> Reader<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            None => Err(self.err(format!("truncated: {n} more bytes needed, {} left", self.data.len() - self.pos))),
+            None => Err(self.err(format!(
+                "truncated: {n} more bytes needed, {} left",
+                self.data.len() - self.pos
+            ))),
         }
     }
 
@@ -121,13 +129,18 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self) -> Result<usize, ImportError> {
         let b = self.take(8)?;
-        usize::try_from(u64::from_le_bytes(b.try_into().map_err(|_| self.err("short length"))?))
-            .map_err(|_| self.err("length overflows"))
+        usize::try_from(u64::from_le_bytes(
+            b.try_into().map_err(|_| self.err("short length"))?,
+        ))
+        .map_err(|_| self.err("length overflows"))
     }
 
     fn line(&mut self) -> Result<&'a str, ImportError> {
         let rest = &self.data[self.pos..];
-        let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| self.err("unterminated line"))?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| self.err("unterminated line"))?;
         let s = std::str::from_utf8(&rest[..end]).map_err(|_| self.err("line is not UTF-8"))?;
         self.pos += end + 1;
         Ok(s)
@@ -248,13 +261,19 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
                 if n > 8 {
                     return Err(r.err("LONG1 wider than 64 bits"));
                 }
-                let mut buf = if b.last().is_some_and(|&x| x & 0x80 != 0) { [0xff; 8] } else { [0; 8] };
+                let mut buf = if b.last().is_some_and(|&x| x & 0x80 != 0) {
+                    [0xff; 8]
+                } else {
+                    [0; 8]
+                };
                 buf[..n].copy_from_slice(b);
                 stack.push(Value::Int(i64::from_le_bytes(buf)));
             }
             b'G' => {
                 let b = r.take(8)?;
-                stack.push(Value::Float(f64::from_be_bytes(b.try_into().map_err(|_| r.err("short float"))?)));
+                stack.push(Value::Float(f64::from_be_bytes(
+                    b.try_into().map_err(|_| r.err("short float"))?,
+                )));
             }
             b'U' => {
                 let n = r.u8()? as usize;
@@ -290,19 +309,43 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
             }
             b'q' => {
                 let k = r.u8()? as u32;
-                memo.insert(k, stack.last().cloned().ok_or_else(|| r.err("BINPUT on empty stack"))?);
+                memo.insert(
+                    k,
+                    stack
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| r.err("BINPUT on empty stack"))?,
+                );
             }
             b'r' => {
                 let k = r.u32()?;
-                memo.insert(k, stack.last().cloned().ok_or_else(|| r.err("LONG_BINPUT on empty stack"))?);
+                memo.insert(
+                    k,
+                    stack
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| r.err("LONG_BINPUT on empty stack"))?,
+                );
             }
             0x94 => {
                 let k = memo.len() as u32;
-                memo.insert(k, stack.last().cloned().ok_or_else(|| r.err("MEMOIZE on empty stack"))?);
+                memo.insert(
+                    k,
+                    stack
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| r.err("MEMOIZE on empty stack"))?,
+                );
             }
             b'p' => {
                 let k: u32 = r.line()?.parse().map_err(|_| r.err("bad PUT index"))?;
-                memo.insert(k, stack.last().cloned().ok_or_else(|| r.err("PUT on empty stack"))?);
+                memo.insert(
+                    k,
+                    stack
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| r.err("PUT on empty stack"))?,
+                );
             }
             b'h' | b'j' | b'g' => {
                 let k = match op {
@@ -310,7 +353,11 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
                     b'j' => r.u32()?,
                     _ => r.line()?.parse().map_err(|_| r.err("bad GET index"))?,
                 };
-                stack.push(memo.get(&k).cloned().ok_or_else(|| r.err(format!("memo {k} unset")))?);
+                stack.push(
+                    memo.get(&k)
+                        .cloned()
+                        .ok_or_else(|| r.err(format!("memo {k} unset")))?,
+                );
             }
             b'c' => {
                 let module = r.line()?;
@@ -321,7 +368,9 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
                 let name = pop!();
                 let module = pop!();
                 match (module, name) {
-                    (Value::Str(m), Value::Str(n)) => stack.push(Value::Global(global(&m, &n, file)?)),
+                    (Value::Str(m), Value::Str(n)) => {
+                        stack.push(Value::Global(global(&m, &n, file)?))
+                    }
                     _ => return Err(r.err("STACK_GLOBAL needs two strings")),
                 }
             }
@@ -369,7 +418,9 @@ fn call(callable: Value, args: &[Value], r: &Reader<'_>) -> Result<Value, Import
     };
     match g {
         // _reconstruct(ndarray, (0,), b'b'): an empty array awaiting BUILD.
-        Global::Reconstruct | Global::NdArray => Ok(Value::Array(Rc::new(RefCell::new(Array::Empty)))),
+        Global::Reconstruct | Global::NdArray => {
+            Ok(Value::Array(Rc::new(RefCell::new(Array::Empty))))
+        }
         // dtype('f4', False, True): the kind now, the byte order from BUILD.
         Global::Dtype => {
             let code = match args.first() {
@@ -383,7 +434,8 @@ fn call(callable: Value, args: &[Value], r: &Reader<'_>) -> Result<Value, Import
         // _codecs.encode(text, 'latin1'): each char is one byte.
         Global::CodecsEncode => match args.first() {
             Some(Value::Str(s)) => {
-                let bytes: Option<Vec<u8>> = s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+                let bytes: Option<Vec<u8>> =
+                    s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
                 bytes
                     .map(|b| Value::Bytes(Rc::from(b)))
                     .ok_or_else(|| r.err("_codecs.encode of non-latin1 text"))

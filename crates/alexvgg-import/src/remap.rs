@@ -74,7 +74,10 @@ fn take(
 /// `[out, in]` -> `[in, out]`.
 fn transpose(t: RawTensor) -> Result<RawTensor, ImportError> {
     if t.shape.len() != 2 {
-        return Err(ImportError::corrupt("linear weight", format!("expected 2 dimensions, found {:?}", t.shape)));
+        return Err(ImportError::corrupt(
+            "linear weight",
+            format!("expected 2 dimensions, found {:?}", t.shape),
+        ));
     }
     Ok(t.permute(&[1, 0]))
 }
@@ -82,7 +85,10 @@ fn transpose(t: RawTensor) -> Result<RawTensor, ImportError> {
 /// HWIO -> OIHW.
 fn hwio_to_oihw(t: RawTensor) -> Result<RawTensor, ImportError> {
     if t.shape.len() != 4 {
-        return Err(ImportError::corrupt("conv weight", format!("expected 4 dimensions (HWIO), found {:?}", t.shape)));
+        return Err(ImportError::corrupt(
+            "conv weight",
+            format!("expected 4 dimensions (HWIO), found {:?}", t.shape),
+        ));
     }
     Ok(t.permute(&[3, 2, 0, 1]))
 }
@@ -99,10 +105,17 @@ fn fc6_rows_hwc_to_chw(t: RawTensor, grid: usize) -> Result<RawTensor, ImportErr
         }
     };
     let c = rows / (grid * grid);
-    Ok(t.reshape(vec![grid, grid, c, out]).permute(&[2, 0, 1, 3]).reshape(vec![rows, out]))
+    Ok(t.reshape(vec![grid, grid, c, out])
+        .permute(&[2, 0, 1, 3])
+        .reshape(vec![rows, out]))
 }
 
-fn finish(src: TensorMap, missing: Vec<String>, file: &str, target: &Target) -> Result<(), ImportError> {
+fn finish(
+    src: TensorMap,
+    missing: Vec<String>,
+    file: &str,
+    target: &Target,
+) -> Result<(), ImportError> {
     if missing.is_empty() && src.is_empty() {
         return Ok(());
     }
@@ -130,12 +143,22 @@ fn finish(src: TensorMap, missing: Vec<String>, file: &str, target: &Target) -> 
 /// - Caffe-named (`conv1.weight` ... `fc8.bias`, as caffe-to-PyTorch conversions and our
 ///   fixtures name the LRN AlexNets) -> `convs.{n-1}.conv.*`, `fc*.*`.
 /// - Every linear weight `[out, in]` -> `[in, out]`.
-pub fn from_torch(mut src: TensorMap, target: &Target, file: &str) -> Result<TensorMap, ImportError> {
+pub fn from_torch(
+    mut src: TensorMap,
+    target: &Target,
+    file: &str,
+) -> Result<TensorMap, ImportError> {
     check_network(&src, target, file)?;
     let mut dst = TensorMap::new();
     let mut missing = Vec::new();
     let torchvision = src.contains_key("features.0.weight");
-    let batch_norm = matches!(target, Target::Vgg { batch_norm: true, .. });
+    let batch_norm = matches!(
+        target,
+        Target::Vgg {
+            batch_norm: true,
+            ..
+        }
+    );
     // torchvision's `features` indices of the convolutions, and of `classifier`'s linears.
     let (conv_indices, fc_indices) = match target {
         Target::AlexNet(_) => (vec![0, 3, 6, 8, 10], [1, 4, 6]),
@@ -163,10 +186,29 @@ pub fn from_torch(mut src: TensorMap, target: &Target, file: &str) -> Result<Ten
             (true, true) => format!("classifier.{}", fc_indices[fc_no]),
             (true, false) => format!("features.{}", conv_indices[conv_no]),
         };
-        let to = if vgg && !is_fc { format!("{path}.conv") } else { path.clone() };
-        let transform: fn(RawTensor) -> Result<RawTensor, ImportError> = if is_fc { transpose } else { Ok };
-        take(&mut src, &mut dst, &mut missing, &format!("{source}.weight"), format!("{to}.weight"), transform)?;
-        take(&mut src, &mut dst, &mut missing, &format!("{source}.bias"), format!("{to}.bias"), Ok)?;
+        let to = if vgg && !is_fc {
+            format!("{path}.conv")
+        } else {
+            path.clone()
+        };
+        let transform: fn(RawTensor) -> Result<RawTensor, ImportError> =
+            if is_fc { transpose } else { Ok };
+        take(
+            &mut src,
+            &mut dst,
+            &mut missing,
+            &format!("{source}.weight"),
+            format!("{to}.weight"),
+            transform,
+        )?;
+        take(
+            &mut src,
+            &mut dst,
+            &mut missing,
+            &format!("{source}.bias"),
+            format!("{to}.bias"),
+            Ok,
+        )?;
         if batch_norm && !is_fc {
             // features.{k+1} is the BatchNorm after features.{k}.
             let bn = format!("features.{}", conv_indices[conv_no] + 1);
@@ -176,7 +218,14 @@ pub fn from_torch(mut src: TensorMap, target: &Target, file: &str) -> Result<Ten
                 ("running_mean", "running_mean"),
                 ("running_var", "running_var"),
             ] {
-                take(&mut src, &mut dst, &mut missing, &format!("{bn}.{from}"), format!("{path}.bn.{to}"), Ok)?;
+                take(
+                    &mut src,
+                    &mut dst,
+                    &mut missing,
+                    &format!("{bn}.{from}"),
+                    format!("{path}.bn.{to}"),
+                    Ok,
+                )?;
             }
             src.remove(&format!("{bn}.num_batches_tracked"));
         }
@@ -206,14 +255,41 @@ pub fn from_tf(mut src: TensorMap, target: &Target, file: &str) -> Result<Tensor
     let mut dst = TensorMap::new();
     let mut missing = Vec::new();
     for (name, path) in target.layers() {
-        let conv_path = if vgg && !name.starts_with("fc") { format!("{path}.conv") } else { path };
+        let conv_path = if vgg && !name.starts_with("fc") {
+            format!("{path}.conv")
+        } else {
+            path
+        };
         let weight = format!("{conv_path}.weight");
         match name.as_str() {
-            "fc6" => take(&mut src, &mut dst, &mut missing, "fc6_W", weight, |t| fc6_rows_hwc_to_chw(t, grid))?,
-            "fc7" | "fc8" => take(&mut src, &mut dst, &mut missing, &format!("{name}_W"), weight, Ok)?,
-            _ => take(&mut src, &mut dst, &mut missing, &format!("{name}_W"), weight, hwio_to_oihw)?,
+            "fc6" => take(&mut src, &mut dst, &mut missing, "fc6_W", weight, |t| {
+                fc6_rows_hwc_to_chw(t, grid)
+            })?,
+            "fc7" | "fc8" => take(
+                &mut src,
+                &mut dst,
+                &mut missing,
+                &format!("{name}_W"),
+                weight,
+                Ok,
+            )?,
+            _ => take(
+                &mut src,
+                &mut dst,
+                &mut missing,
+                &format!("{name}_W"),
+                weight,
+                hwio_to_oihw,
+            )?,
         }
-        take(&mut src, &mut dst, &mut missing, &format!("{name}_b"), format!("{conv_path}.bias"), Ok)?;
+        take(
+            &mut src,
+            &mut dst,
+            &mut missing,
+            &format!("{name}_b"),
+            format!("{conv_path}.bias"),
+            Ok,
+        )?;
     }
     finish(src, missing, file, target)?;
     Ok(dst)
@@ -243,7 +319,11 @@ fn check_network(src: &TensorMap, target: &Target, file: &str) -> Result<(), Imp
 /// Guesses which network a set of tensors belongs to from its keys and shapes.
 pub fn guess_network(src: &TensorMap) -> Option<String> {
     let has = |k: &str| src.contains_key(k);
-    if has("conv5_3_W") || has("conv1_1_W") || has("classifier.0.weight") || has("pre_logits.fc1.weight") {
+    if has("conv5_3_W")
+        || has("conv1_1_W")
+        || has("classifier.0.weight")
+        || has("pre_logits.fc1.weight")
+    {
         return Some("VGG".to_string());
     }
     if has("features.0.weight") {
@@ -265,7 +345,11 @@ pub fn guess_network(src: &TensorMap) -> Option<String> {
 pub fn tf_name(arch: &Target, path: &str, shape: &[usize]) -> Option<(String, Vec<usize>)> {
     let vgg = matches!(arch, Target::Vgg { .. });
     for (name, p) in arch.layers() {
-        let prefix = if vgg && !name.starts_with("fc") { format!("{p}.conv") } else { p };
+        let prefix = if vgg && !name.starts_with("fc") {
+            format!("{p}.conv")
+        } else {
+            p
+        };
         if path == format!("{prefix}.weight") {
             let tf_shape = match shape {
                 [o, i, kh, kw] => vec![*kh, *kw, *i, *o],

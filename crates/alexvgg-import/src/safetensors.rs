@@ -22,12 +22,16 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap, ImportError> {
 /// # Errors
 /// See [`read_safetensors`].
 pub fn parse_safetensors(bytes: &[u8], what: &str) -> Result<TensorMap, ImportError> {
-    let file = SafeTensors::deserialize(bytes).map_err(|e| ImportError::corrupt(what, e.to_string()))?;
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| ImportError::corrupt(what, e.to_string()))?;
     let mut map = TensorMap::new();
     for (name, view) in file.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::F16 => raw
                 .chunks_exact(2)
                 .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -47,7 +51,11 @@ pub fn parse_safetensors(bytes: &[u8], what: &str) -> Result<TensorMap, ImportEr
                 });
             }
         };
-        let tensor = RawTensor::new(&format!("{what}: tensor '{name}'"), view.shape().to_vec(), data)?;
+        let tensor = RawTensor::new(
+            &format!("{what}: tensor '{name}'"),
+            view.shape().to_vec(),
+            data,
+        )?;
         map.insert(name, tensor);
     }
     Ok(map)

@@ -70,7 +70,11 @@ impl RawTensor {
 
     /// The same values under another shape with as many elements.
     pub fn reshape(mut self, shape: Vec<usize>) -> RawTensor {
-        assert_eq!(shape.iter().product::<usize>(), self.data.len(), "reshape size");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            self.data.len(),
+            "reshape size"
+        );
         self.shape = shape;
         self
     }

@@ -69,7 +69,13 @@ pub struct AlexNetSpec {
     pub dropout_before: [bool; 3],
 }
 
-const fn stage(channels: usize, kernel: usize, stride: usize, pad: Pad, groups: usize) -> ConvStage {
+const fn stage(
+    channels: usize,
+    kernel: usize,
+    stride: usize,
+    pad: Pad,
+    groups: usize,
+) -> ConvStage {
     ConvStage {
         channels,
         kernel,
@@ -327,7 +333,11 @@ impl AlexNet {
     /// # Shapes
     /// - `input`: `[batch, 3, H, W]`
     /// - output: `[batch, C * h * w]` (any input size that the windows fit)
-    pub fn forward_features_observed(&self, input: Tensor<4>, observer: &mut Observer<'_>) -> Tensor<2> {
+    pub fn forward_features_observed(
+        &self,
+        input: Tensor<4>,
+        observer: &mut Observer<'_>,
+    ) -> Tensor<2> {
         let mut x = input; // [batch, 3, H, W]
         for (i, stage) in self.convs.iter().enumerate() {
             let n = i + 1;
@@ -410,7 +420,11 @@ impl AlexNet {
         if let Some(avgpool) = &self.avgpool {
             let [h, w] = avgpool.output_size;
             shape = [shape[0], h, w];
-            rows.push(LayerInfo::plain("avgpool", LayerKind::AdaptiveAvgPool, shape));
+            rows.push(LayerInfo::plain(
+                "avgpool",
+                LayerKind::AdaptiveAvgPool,
+                shape,
+            ));
         }
         check_flatten(shape, &self.fc6)?;
         rows.extend([

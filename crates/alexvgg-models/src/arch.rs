@@ -3,7 +3,10 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::{AlexNet, AlexNetConfig, AlexNetVariant, LayerInfo, ModelError, Observer, Vgg, VggConfig, VggDepth};
+use crate::{
+    AlexNet, AlexNetConfig, AlexNetVariant, LayerInfo, ModelError, Observer, Vgg, VggConfig,
+    VggDepth,
+};
 
 /// Which network: an AlexNet variant or a VGG configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -22,7 +25,10 @@ pub enum Architecture {
 impl Architecture {
     /// Every architecture, in the order the CLI lists them.
     pub fn all() -> Vec<Architecture> {
-        let mut all: Vec<_> = AlexNetVariant::ALL.into_iter().map(Architecture::AlexNet).collect();
+        let mut all: Vec<_> = AlexNetVariant::ALL
+            .into_iter()
+            .map(Architecture::AlexNet)
+            .collect();
         for depth in VggDepth::ALL {
             for batch_norm in [false, true] {
                 all.push(Architecture::Vgg { depth, batch_norm });
@@ -46,12 +52,19 @@ impl Architecture {
     /// # Errors
     /// [`ModelError::UnknownArchitecture`] listing the known names.
     pub fn parse(name: &str) -> Result<Self, ModelError> {
-        Self::all().into_iter().find(|a| a.name() == name).ok_or_else(|| {
-            ModelError::UnknownArchitecture(
-                name.to_string(),
-                Self::all().iter().map(|a| a.name()).collect::<Vec<_>>().join(", "),
-            )
-        })
+        Self::all()
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| {
+                ModelError::UnknownArchitecture(
+                    name.to_string(),
+                    Self::all()
+                        .iter()
+                        .map(|a| a.name())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            })
     }
 
     /// Human-readable name (`AlexNet (tf)`, `VGG16`, `VGG16-BN`).
@@ -59,7 +72,11 @@ impl Architecture {
         match self {
             Architecture::AlexNet(v) => format!("AlexNet ({})", v.name()),
             Architecture::Vgg { depth, batch_norm } => {
-                format!("{}{}", depth.name().to_uppercase(), if *batch_norm { "-BN" } else { "" })
+                format!(
+                    "{}{}",
+                    depth.name().to_uppercase(),
+                    if *batch_norm { "-BN" } else { "" }
+                )
             }
         }
     }

@@ -103,7 +103,14 @@ pub(crate) fn conv_info(
     [_, h, w]: [usize; 3],
 ) -> Result<LayerInfo, ModelError> {
     let [out_c, in_per_group, kh, kw] = conv.weight.dims();
-    let (padding, [oh, ow]) = window(name, &conv.padding, [h, w], conv.kernel_size, conv.stride, false)?;
+    let (padding, [oh, ow]) = window(
+        name,
+        &conv.padding,
+        [h, w],
+        conv.kernel_size,
+        conv.stride,
+        false,
+    )?;
     Ok(LayerInfo {
         kernel: Some(conv.kernel_size),
         stride: Some(conv.stride),
@@ -117,9 +124,19 @@ pub(crate) fn conv_info(
 }
 
 /// Describes a max pool on a `[c, h, w]` input.
-pub(crate) fn pool_info(name: &str, pool: &MaxPool2d, [c, h, w]: [usize; 3]) -> Result<LayerInfo, ModelError> {
-    let (padding, [oh, ow]) =
-        window(name, &pool.padding, [h, w], pool.kernel_size, pool.stride, pool.ceil_mode)?;
+pub(crate) fn pool_info(
+    name: &str,
+    pool: &MaxPool2d,
+    [c, h, w]: [usize; 3],
+) -> Result<LayerInfo, ModelError> {
+    let (padding, [oh, ow]) = window(
+        name,
+        &pool.padding,
+        [h, w],
+        pool.kernel_size,
+        pool.stride,
+        pool.ceil_mode,
+    )?;
     Ok(LayerInfo {
         kernel: Some(pool.kernel_size),
         stride: Some(pool.stride),

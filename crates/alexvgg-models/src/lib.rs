@@ -36,10 +36,14 @@ pub type Observer<'a> = dyn FnMut(&str, &Tensor<4>) + 'a;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ModelError {
     /// LRN window sizes must be odd (Caffe's `local_size`).
-    #[error("LRN size must be odd and positive (Caffe's local_size = 2 * depth_radius + 1), got {0}")]
+    #[error(
+        "LRN size must be odd and positive (Caffe's local_size = 2 * depth_radius + 1), got {0}"
+    )]
     EvenLrnSize(usize),
     /// A reduced width that does not divide a layer's channels into its groups.
-    #[error("width divisor {divisor} leaves {channels} channels, which cannot be split into {groups} group(s)")]
+    #[error(
+        "width divisor {divisor} leaves {channels} channels, which cannot be split into {groups} group(s)"
+    )]
     BadWidth {
         /// The divisor asked for.
         divisor: usize,
@@ -59,7 +63,9 @@ pub enum ModelError {
         width: usize,
     },
     /// The final feature map does not flatten to fc6's input size.
-    #[error("features of shape {shape:?} flatten to {found} values but fc6 expects {expected}; this network needs its original input size")]
+    #[error(
+        "features of shape {shape:?} flatten to {found} values but fc6 expects {expected}; this network needs its original input size"
+    )]
     FlattenMismatch {
         /// fc6's input size.
         expected: usize,

@@ -29,20 +29,83 @@ pub enum VggItem {
 use VggItem::{Conv as C, Pool as P};
 
 /// Configuration A (VGG11).
-pub const VGG11: &[VggItem] = &[C(64), P, C(128), P, C(256), C(256), P, C(512), C(512), P, C(512), C(512), P];
+pub const VGG11: &[VggItem] = &[
+    C(64),
+    P,
+    C(128),
+    P,
+    C(256),
+    C(256),
+    P,
+    C(512),
+    C(512),
+    P,
+    C(512),
+    C(512),
+    P,
+];
 /// Configuration B (VGG13).
 pub const VGG13: &[VggItem] = &[
-    C(64), C(64), P, C(128), C(128), P, C(256), C(256), P, C(512), C(512), P, C(512), C(512), P,
+    C(64),
+    C(64),
+    P,
+    C(128),
+    C(128),
+    P,
+    C(256),
+    C(256),
+    P,
+    C(512),
+    C(512),
+    P,
+    C(512),
+    C(512),
+    P,
 ];
 /// Configuration D (VGG16).
 pub const VGG16: &[VggItem] = &[
-    C(64), C(64), P, C(128), C(128), P, C(256), C(256), C(256), P, C(512), C(512), C(512), P,
-    C(512), C(512), C(512), P,
+    C(64),
+    C(64),
+    P,
+    C(128),
+    C(128),
+    P,
+    C(256),
+    C(256),
+    C(256),
+    P,
+    C(512),
+    C(512),
+    C(512),
+    P,
+    C(512),
+    C(512),
+    C(512),
+    P,
 ];
 /// Configuration E (VGG19).
 pub const VGG19: &[VggItem] = &[
-    C(64), C(64), P, C(128), C(128), P, C(256), C(256), C(256), C(256), P, C(512), C(512),
-    C(512), C(512), P, C(512), C(512), C(512), C(512), P,
+    C(64),
+    C(64),
+    P,
+    C(128),
+    C(128),
+    P,
+    C(256),
+    C(256),
+    C(256),
+    C(256),
+    P,
+    C(512),
+    C(512),
+    C(512),
+    C(512),
+    P,
+    C(512),
+    C(512),
+    C(512),
+    C(512),
+    P,
 ];
 
 /// Depth of a VGG network (number of weight layers).
@@ -180,7 +243,8 @@ impl VggConfig {
         Ok(Vgg {
             features,
             avgpool: AdaptiveAvgPool2dConfig::new([self.pool_size, self.pool_size]).init(),
-            fc6: LinearConfig::new(in_c * self.pool_size * self.pool_size, self.hidden).init(device),
+            fc6: LinearConfig::new(in_c * self.pool_size * self.pool_size, self.hidden)
+                .init(device),
             drop7: dropout(),
             fc7: LinearConfig::new(self.hidden, self.hidden).init(device),
             drop8: dropout(),
@@ -262,9 +326,14 @@ impl Vgg {
     /// # Shapes
     /// - `input`: `[batch, 3, H, W]`
     /// - output: `[batch, C * h * w]` (any input size that the windows fit)
-    pub fn forward_features_observed(&self, input: Tensor<4>, observer: &mut Observer<'_>) -> Tensor<2> {
+    pub fn forward_features_observed(
+        &self,
+        input: Tensor<4>,
+        observer: &mut Observer<'_>,
+    ) -> Tensor<2> {
         let mut x = input; // [batch, 3, H, W]
-        for (layer, (conv_name, pool_name)) in self.features.iter().zip(conv_names(&self.features)) {
+        for (layer, (conv_name, pool_name)) in self.features.iter().zip(conv_names(&self.features))
+        {
             x = layer.conv.forward(x); // [batch, C, H, W]
             if let Some(bn) = &layer.bn {
                 x = bn.forward(x);
@@ -321,8 +390,12 @@ impl Vgg {
     pub fn layers(&self, input: [usize; 3]) -> Result<Vec<LayerInfo>, ModelError> {
         let mut rows = vec![LayerInfo::plain("input", LayerKind::Input, input)];
         let mut shape = input;
-        for (layer, (conv_name, pool_name)) in self.features.iter().zip(conv_names(&self.features)) {
-            let bn_params = layer.bn.as_ref().map_or(0, |bn| bn.gamma.num_params() + bn.beta.num_params());
+        for (layer, (conv_name, pool_name)) in self.features.iter().zip(conv_names(&self.features))
+        {
+            let bn_params = layer
+                .bn
+                .as_ref()
+                .map_or(0, |bn| bn.gamma.num_params() + bn.beta.num_params());
             let row = conv_info(&conv_name, &layer.conv, bn_params, shape)?;
             shape = row.output;
             rows.push(row);
@@ -334,7 +407,11 @@ impl Vgg {
         }
         let [h, w] = self.avgpool.output_size;
         shape = [shape[0], h, w];
-        rows.push(LayerInfo::plain("avgpool", LayerKind::AdaptiveAvgPool, shape));
+        rows.push(LayerInfo::plain(
+            "avgpool",
+            LayerKind::AdaptiveAvgPool,
+            shape,
+        ));
         check_flatten(shape, &self.fc6)?;
         rows.extend([
             linear_info("fc6", &self.fc6),
