@@ -29,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision  # also before tensorflow: both bundle LLVM
 import tensorflow as tf
+from PIL import Image, ImageOps
+import skimage.data
 from safetensors.numpy import load_file, save_file
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
@@ -95,23 +97,9 @@ def tf_conv(inp, kernel, biases, s, padding="SAME", group=1):
     return tf.nn.bias_add(conv, biases)
 
 
-def alexnet_tf(divisor=8):
-    g = rng(1)
-    chans = [c // divisor for _, c, _, _, _ in TF_CONVS]
-    w = {}
-    cin = 3
-    for (name, _, k, _, group), cout in zip(TF_CONVS, chans):
-        fan_in = k * k * cin // group
-        w[name] = (f32(g.normal(0, np.sqrt(2.0 / fan_in), (k, k, cin // group, cout))),
-                   f32(g.normal(0.1, 0.05, cout)))
-        cin = cout
-    feat = chans[-1] * 36
-    for name, din, dout in [("fc6", feat, HIDDEN), ("fc7", HIDDEN, HIDDEN), ("fc8", HIDDEN, CLASSES)]:
-        w[name] = (f32(g.normal(0, np.sqrt(2.0 / din), (din, dout))), f32(g.normal(0, 0.05, dout)))
-
-    x_nchw = image_batch(227)
+def tf_alexnet_forward(w, x_nchw, acts):
+    """The note's graph (myalexnet_forward.py) on an NCHW batch; records NCHW activations."""
     x = tf.constant(x_nchw.transpose(0, 2, 3, 1))  # NHWC
-    acts = {}
     rec = lambda n, t: acts.__setitem__(n, f32(t.numpy().transpose(0, 3, 1, 2)))
     lrn = lambda t: tf.nn.local_response_normalization(t, depth_radius=2, alpha=2e-05, beta=0.75, bias=1.0)
     pool = lambda t: tf.nn.max_pool(t, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="VALID")
@@ -132,6 +120,27 @@ def alexnet_tf(divisor=8):
     fc8 = tf.compat.v1.nn.xw_plus_b(fc7, *w["fc8"])
     acts["fc7"] = f32(fc7.numpy())
     acts["fc8"] = f32(fc8.numpy())
+
+    return acts["fc8"]
+
+
+def alexnet_tf(divisor=8):
+    g = rng(1)
+    chans = [c // divisor for _, c, _, _, _ in TF_CONVS]
+    w = {}
+    cin = 3
+    for (name, _, k, _, group), cout in zip(TF_CONVS, chans):
+        fan_in = k * k * cin // group
+        w[name] = (f32(g.normal(0, np.sqrt(2.0 / fan_in), (k, k, cin // group, cout))),
+                   f32(g.normal(0.1, 0.05, cout)))
+        cin = cout
+    feat = chans[-1] * 36
+    for name, din, dout in [("fc6", feat, HIDDEN), ("fc7", HIDDEN, HIDDEN), ("fc8", HIDDEN, CLASSES)]:
+        w[name] = (f32(g.normal(0, np.sqrt(2.0 / din), (din, dout))), f32(g.normal(0, 0.05, dout)))
+
+    x_nchw = image_batch(227)
+    acts = {}
+    tf_alexnet_forward(w, x_nchw, acts)
 
     # Convert to PyTorch layout and key names: conv HWIO -> OIHW; fc [in, out] -> [out, in];
     # fc6 rows (h, w, c) -> (c, h, w).
@@ -364,6 +373,92 @@ def weight_files(tf_alexnet):
     np.savez(os.path.join(OUT, "vgg16_w16.npz"), **{k: f32(v) for k, v in arrays.items()})
 
 
+# ---------------------------------------------------------------------------------------------
+# End to end: image files -> preprocessing (PIL/numpy, written independently of the Rust code)
+# -> reference network -> softmax probabilities.
+
+def test_images():
+    """Small images in the forms users bring: RGB, grayscale, RGBA, 16-bit, palette, odd sizes."""
+    d = os.path.join(OUT, "images")
+    os.makedirs(d, exist_ok=True)
+    cat = Image.fromarray(skimage.data.chelsea()).resize((181, 120), Image.BILINEAR)
+    coffee = Image.fromarray(skimage.data.coffee()).resize((150, 100), Image.BILINEAR)
+    cat.save(os.path.join(d, "cat_rgb.png"))
+    cat.convert("L").save(os.path.join(d, "cat_gray.png"))
+    rgba = coffee.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(coffee.size))
+    rgba.save(os.path.join(d, "coffee_rgba.png"))
+    coffee.convert("P", palette=Image.ADAPTIVE, colors=64).save(os.path.join(d, "coffee_palette.png"))
+    gray16 = (np.asarray(cat.convert("L"), dtype=np.uint16) * 257 + 3).astype(np.uint16)
+    Image.fromarray(gray16).save(os.path.join(d, "cat_gray16.png"))
+    # an exact-size image for the note preset (the script did not resize)
+    Image.fromarray(skimage.data.astronaut()).resize((227, 227), Image.BILINEAR).save(os.path.join(d, "astronaut227.png"))
+    # JPEG whose EXIF says "rotate 90 clockwise" (orientation 6): decoders must turn it upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    cat.save(os.path.join(d, "cat_exif6.jpg"), exif=exif.tobytes(), quality=95)
+    with open(os.path.join(d, "broken.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n not really a png")
+    return d
+
+
+def pil_preprocess(path, preset, side):
+    im = ImageOps.exif_transpose(Image.open(path))
+    if im.mode in ("I;16", "I"):  # 16-bit grey: keep the full precision, scaled to 0..255
+        grey = Image.fromarray((np.asarray(im, dtype=np.float64) / 257.0).astype(np.float32), mode="F")
+        chans = [grey, grey, grey]
+    else:
+        im = im.convert("RGB")
+        chans = [im.getchannel(c).convert("F") for c in range(3)]  # 0..255 floats
+    w, h = chans[0].size
+    if preset in ("caffe", "torchvision"):
+        nw, nh = (256, max(1, round(h * 256 / w))) if w <= h else (max(1, round(w * 256 / h)), 256)
+        chans = [c.resize((nw, nh), Image.BILINEAR) for c in chans]
+        left, top = (nw - side) // 2, (nh - side) // 2
+        chans = [c.crop((left, top, left + side, top + side)) for c in chans]
+    elif (w, h) != (side, side):
+        chans = [c.resize((side, side), Image.BILINEAR) for c in chans]
+    rgb = np.stack([np.asarray(c, dtype=np.float64) for c in chans])
+    if preset == "caffe":
+        out = rgb[::-1] - np.array([104.0, 117.0, 123.0])[:, None, None]
+    elif preset == "frossard":
+        out = rgb - np.array([123.68, 116.779, 103.939])[:, None, None]
+    elif preset == "torchvision":
+        mean = np.array([0.485, 0.456, 0.406])[:, None, None]
+        std = np.array([0.229, 0.224, 0.225])[:, None, None]
+        out = (rgb / 255.0 - mean) / std
+    else:  # the note's script, in HWC as it ran
+        a = rgb.transpose(1, 2, 0).copy()
+        a = a - np.mean(a)
+        a[:, :, 0], a[:, :, 2] = a[:, :, 2], a[:, :, 0]  # numpy views: yields [B, G, B]
+        out = a.transpose(2, 0, 1)
+    return f32(out)
+
+
+def end_to_end(tf_alexnet):
+    d = test_images()
+    tv_alex = torchvision_alexnet(8)
+    tv_alex.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(os.path.join(OUT, "alexnet_torchvision_w8.safetensors")).items()})
+    vgg16 = torchvision_vgg(16, False, 16)
+    vgg16.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(os.path.join(OUT, "vgg16_w16.safetensors")).items()})
+    tv_alex.eval(), vgg16.eval()
+    nets = {
+        "caffe": (227, lambda x: tf_alexnet_forward(tf_alexnet, x, {})),
+        "note": (227, lambda x: tf_alexnet_forward(tf_alexnet, x, {})),
+        "torchvision": (224, lambda x: tv_alex(torch.from_numpy(x)).detach().numpy()),
+        "frossard": (224, lambda x: vgg16(torch.from_numpy(x)).detach().numpy()),
+    }
+    out = {}
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".jpg") or name.startswith("broken"):
+            continue  # JPEG decoders differ by a grey level; tested separately
+        for preset, (side, net) in nets.items():
+            x = pil_preprocess(os.path.join(d, name), preset, side)[None]
+            logits = net(x)
+            out[f"{name}.{preset}"] = f32(torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), 1).numpy()[0])
+    save_file(out, os.path.join(OUT, "end_to_end.safetensors"))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     tf.config.experimental.enable_op_determinism()
@@ -374,6 +469,7 @@ def main():
     vgg(16, False)
     vgg(11, True)
     weight_files(tf_alexnet)
+    end_to_end(tf_alexnet)
     save_file({f"input{k}": v.astype(np.float16) for k, v in INPUTS.items()},
               os.path.join(OUT, "inputs.safetensors"))
     print(f"tensorflow {tf.__version__}, torch {torch.__version__}", file=sys.stderr)

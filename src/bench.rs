@@ -29,19 +29,38 @@ pub struct BenchResult {
     pub gflops_per_s: f64,
 }
 
+/// What to measure, apart from the batch size.
+#[derive(Clone, Debug)]
+pub struct BenchSpec {
+    /// Model name for the report.
+    pub model: String,
+    /// Backend and device for the report.
+    pub device_name: String,
+    /// Input side.
+    pub side: usize,
+    /// Untimed passes.
+    pub warmup: usize,
+    /// Timed passes.
+    pub iters: usize,
+    /// Work per image, for GFLOP/s.
+    pub gflop_per_image: f64,
+}
+
 /// Times `model` on random `[batch, 3, side, side]` inputs: `warmup` untimed passes, then
 /// `iters` timed ones, each ending with the logits copied back to the host.
 pub fn bench_forward(
     model: &Model,
-    name: &str,
-    device_name: &str,
     device: &Device,
-    side: usize,
+    spec: &BenchSpec,
     batch: usize,
-    warmup: usize,
-    iters: usize,
-    gflop_per_image: f64,
 ) -> BenchResult {
+    let BenchSpec {
+        side,
+        warmup,
+        iters,
+        gflop_per_image,
+        ..
+    } = *spec;
     let input = Tensor::<4>::random(
         [batch, 3, side, side],
         Distribution::Uniform(-100.0, 100.0),
@@ -66,8 +85,8 @@ pub fn bench_forward(
     let best_ms = times[0];
     let median_ms = times[times.len() / 2];
     BenchResult {
-        model: name.to_string(),
-        device: device_name.to_string(),
+        model: spec.model.clone(),
+        device: spec.device_name.clone(),
         batch,
         iters: times.len(),
         best_ms,

@@ -168,7 +168,7 @@ fn probe(device: &Device) -> Result<(), String> {
     });
     std::panic::set_hook(hook);
     match result {
-        Ok(v) if v == 3.0 => Ok(()),
+        Ok(3.0) => Ok(()),
         Ok(v) => Err(format!("probe computed {v} instead of 3")),
         Err(panic) => Err(panic
             .downcast_ref::<String>()

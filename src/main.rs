@@ -228,21 +228,19 @@ fn run(cli: Cli) -> Result<()> {
                     "batch", "best ms", "median ms", "ms/image", "images/s", "GFLOP/s"
                 );
             }
+            let spec = bench::BenchSpec {
+                model: arch.name(),
+                device_name: device_name.clone(),
+                side,
+                warmup,
+                iters,
+                gflop_per_image: gflop,
+            };
             for &batch in &batch_size {
                 if batch == 0 {
                     bail!("--batch-size values must be at least 1");
                 }
-                let r = bench::bench_forward(
-                    &net,
-                    &arch.name(),
-                    &device_name,
-                    &dev,
-                    side,
-                    batch,
-                    warmup,
-                    iters,
-                    gflop,
-                );
+                let r = bench::bench_forward(&net, &dev, &spec, batch);
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {

@@ -182,7 +182,7 @@ pub fn infer_shape(
         details: format!("\n  {what}"),
     };
     let c1 = dim(conv1, 0)
-        .filter(|&c| c > 0 && full % c == 0)
+        .filter(|&c| c > 0 && full.is_multiple_of(c))
         .ok_or_else(|| fail("first convolution missing or of unexpected width"))?;
     Ok(NetworkShape {
         num_classes: dim("fc8.weight", 1).ok_or_else(|| fail("fc8.weight missing"))?,

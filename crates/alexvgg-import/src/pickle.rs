@@ -400,7 +400,7 @@ fn text(b: &[u8], r: &Reader<'_>) -> Result<Value, ImportError> {
 }
 
 fn pairs(items: Vec<Value>, r: &Reader<'_>) -> Result<Vec<(Value, Value)>, ImportError> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(r.err("odd number of dict items"));
     }
     let mut it = items.into_iter();

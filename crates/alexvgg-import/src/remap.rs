@@ -96,7 +96,7 @@ fn hwio_to_oihw(t: RawTensor) -> Result<RawTensor, ImportError> {
 /// Rows of a `[h*w*c, out]` TensorFlow fc6 weight reordered to `(c, h, w)`.
 fn fc6_rows_hwc_to_chw(t: RawTensor, grid: usize) -> Result<RawTensor, ImportError> {
     let (rows, out) = match t.shape[..] {
-        [rows, out] if rows % (grid * grid) == 0 => (rows, out),
+        [rows, out] if rows.is_multiple_of(grid * grid) => (rows, out),
         _ => {
             return Err(ImportError::corrupt(
                 "fc6 weight",

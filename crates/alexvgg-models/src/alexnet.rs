@@ -236,10 +236,13 @@ impl AlexNetConfig {
         let spec = self.variant.spec();
         let channels = self.channels();
         let (pk, ps, ppad, pceil) = spec.pool;
-        let mut in_c = 3;
+        let mut in_c: usize = 3;
         let mut convs = Vec::with_capacity(5);
         for (stage, out_c) in spec.convs.iter().zip(channels) {
-            if out_c == 0 || out_c % stage.groups != 0 || in_c % stage.groups != 0 {
+            if out_c == 0
+                || !out_c.is_multiple_of(stage.groups)
+                || !in_c.is_multiple_of(stage.groups)
+            {
                 return Err(ModelError::BadWidth {
                     divisor: self.width_divisor,
                     channels: out_c,

@@ -46,7 +46,7 @@ impl LrnConfig {
     /// [`ModelError::EvenLrnSize`] when `size` is even or zero (Caffe requires an odd window
     /// centred on each channel).
     pub fn from_caffe(size: usize, alpha: f64, beta: f64, k: f64) -> Result<Self, ModelError> {
-        if size % 2 == 0 {
+        if size.is_multiple_of(2) {
             return Err(ModelError::EvenLrnSize(size));
         }
         Ok(Self::new(size / 2)

@@ -209,7 +209,7 @@ impl VggConfig {
     pub fn try_init(&self, device: &Device) -> Result<Vgg, ModelError> {
         let divisor = self.width_divisor.max(1);
         let mut features: Vec<VggConv> = Vec::new();
-        let mut in_c = 3;
+        let mut in_c: usize = 3;
         for item in self.depth.table() {
             match *item {
                 VggItem::Conv(channels) => {
