@@ -11,4 +11,4 @@ if command -v apt-get >/dev/null 2>&1 && ! ls /usr/share/vulkan/icd.d/lvp_icd*.j
 fi
 
 # Tests run on every compiled backend; the software Vulkan device serves wgpu without a GPU.
-cargo test --locked --features ndarray,wgpu "$@"
+cargo test --locked --workspace --features ndarray,wgpu "$@"
