@@ -96,3 +96,78 @@ pub fn bench_forward(
         gflops_per_s: gflop_per_image * batch as f64 / (median_ms * 1e-3),
     }
 }
+
+/// One row of the LRN benchmark: milliseconds per call of three implementations.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LrnBenchRow {
+    /// Channel window half-width `r` (window `2r + 1`).
+    pub depth_radius: usize,
+    /// Our one-pass LRN (a `(2r+1) x 1` average pool over channels).
+    pub ours_ms: f64,
+    /// `burn::nn::LocalResponseNorm` (transposes, then a 1-D average pool).
+    pub burn_ms: f64,
+    /// The textbook way: `2r + 1` shifted channel slices summed.
+    pub slices_ms: f64,
+}
+
+fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..iters.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// The windowed sum of squares by `2r + 1` channel slices: the cost the one-pass LRN avoids.
+pub fn lrn_by_slices(x: Tensor<4>, r: usize, bias: f64, alpha: f64, beta: f64) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let sq = x.clone().square();
+    let zeros = Tensor::<4>::zeros([n, r, h, w], &x.device());
+    let padded = Tensor::cat(vec![zeros.clone(), sq, zeros], 1);
+    let mut sum = padded.clone().narrow(1, 0, c);
+    for d in 1..=2 * r {
+        sum = sum + padded.clone().narrow(1, d, c);
+    }
+    x / sum.mul_scalar(alpha).add_scalar(bias).powf_scalar(beta)
+}
+
+/// Times the three LRN implementations on `shape` for each radius (AlexNet's conv1 output,
+/// `[1, 96, 57, 57]`, is the natural shape).
+pub fn bench_lrn(
+    device: &Device,
+    shape: [usize; 4],
+    radii: &[usize],
+    iters: usize,
+) -> Vec<LrnBenchRow> {
+    use alexvgg_models::LrnConfig;
+    use burn::nn::LocalResponseNormConfig;
+    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 10.0), device);
+    radii
+        .iter()
+        .map(|&r| {
+            let size = 2 * r + 1;
+            let ours = LrnConfig::new(r).with_alpha(2e-5).with_beta(0.75).init();
+            let theirs = LocalResponseNormConfig::new(size)
+                .with_alpha(2e-5 * size as f64)
+                .with_beta(0.75)
+                .init();
+            LrnBenchRow {
+                depth_radius: r,
+                ours_ms: median_ms(iters, || {
+                    let _ = ours.forward(x.clone()).into_data();
+                }),
+                burn_ms: median_ms(iters, || {
+                    let _ = theirs.forward(x.clone()).into_data();
+                }),
+                slices_ms: median_ms(iters, || {
+                    let _ = lrn_by_slices(x.clone(), r, 1.0, 2e-5, 0.75).into_data();
+                }),
+            }
+        })
+        .collect()
+}

@@ -117,6 +117,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time local response normalization: ours (one pass), burn's, and 2r+1 slices, by radius.
+    BenchLrn {
+        /// Device: cpu, flex, ndarray, wgpu, wgpu:N, wgpu:cpu (or ALEXVGG_DEVICE).
+        #[arg(long)]
+        device: Option<String>,
+        /// Comma-separated depth radii.
+        #[arg(long, default_value = "1,2,5,10,20", value_delimiter = ',')]
+        radius: Vec<usize>,
+        /// Timed calls per implementation and radius.
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Convert a weight file once into burn's native format (fast to load).
     Convert {
         /// Input weights (.npy, .npz, safetensors, burnpack).
@@ -252,6 +267,40 @@ fn run(cli: Cli) -> Result<()> {
                         r.ms_per_image,
                         r.images_per_s,
                         r.gflops_per_s
+                    );
+                }
+            }
+        }
+        Command::BenchLrn {
+            device,
+            radius,
+            iters,
+            json,
+        } => {
+            let (backend, dev) = device::make_device(device.as_deref())?;
+            let shape = [1, 96, 57, 57];
+            if !json {
+                println!(
+                    "LRN on {:?} ({}), median of {iters} calls, ms",
+                    shape,
+                    device::describe(backend, &dev)
+                );
+                println!(
+                    "{:>6} {:>7} {:>10} {:>10} {:>12}",
+                    "radius", "window", "ours", "burn", "2r+1 slices"
+                );
+            }
+            for row in bench::bench_lrn(&dev, shape, &radius, iters) {
+                if json {
+                    println!("{}", serde_json::to_string(&row)?);
+                } else {
+                    println!(
+                        "{:>6} {:>7} {:>10.2} {:>10.2} {:>12.2}",
+                        row.depth_radius,
+                        2 * row.depth_radius + 1,
+                        row.ours_ms,
+                        row.burn_ms,
+                        row.slices_ms
                     );
                 }
             }

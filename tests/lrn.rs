@@ -166,3 +166,19 @@ fn gradients_flow_and_match_finite_differences() {
         );
     }
 }
+
+#[test]
+fn the_slice_implementation_used_in_the_benchmark_is_the_same_function() {
+    // bench-lrn compares against a 2r+1-slice LRN; it must compute the same thing to be a fair peer.
+    let device = cpu();
+    let x = Tensor::<4>::random([1, 12, 4, 5], Distribution::Normal(0.0, 10.0), &device);
+    for r in [1usize, 2, 4] {
+        let ours = LrnConfig::new(r).with_alpha(2e-3).with_beta(0.75).init();
+        assert_close(
+            &format!("r={r}"),
+            &values(alexvgg::bench::lrn_by_slices(x.clone(), r, 1.0, 2e-3, 0.75)),
+            &values(ours.forward(x.clone())),
+            1e-5,
+        );
+    }
+}

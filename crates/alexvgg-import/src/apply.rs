@@ -12,6 +12,8 @@ struct Loader {
     tensors: TensorMap,
     missing: Vec<String>,
     mismatched: Vec<String>,
+    /// Paths already reported (blocks of a misshapen whole tensor).
+    handled: Vec<String>,
 }
 
 impl ModuleMapper for Loader {
@@ -35,7 +37,9 @@ impl ModuleMapper for Loader {
         let expected = param.lazy_shape().to_vec();
         match self.tensors.remove(&key) {
             None => {
-                self.missing.push(format!("{key} {expected:?}"));
+                if !self.handled.contains(&key) {
+                    self.missing.push(format!("{key} {expected:?}"));
+                }
                 param
             }
             Some(t) if t.shape != expected => {
@@ -61,16 +65,20 @@ impl ModuleMapper for Loader {
 /// module is then dropped, never returned half-loaded.
 pub fn load_module<M: Module>(
     module: M,
-    tensors: TensorMap,
+    mut tensors: TensorMap,
     file: &str,
     model: &str,
 ) -> Result<M, ImportError> {
+    // fc layers may be split into column blocks for GPU binding limits: cut the whole tensors.
+    let (mismatched, handled) =
+        crate::blocks::split_for_module(&crate::native::raw_param_shapes(&module), &mut tensors);
     let mut loader = Loader {
         path: Vec::new(),
         pushed: Vec::new(),
         tensors,
         missing: Vec::new(),
-        mismatched: Vec::new(),
+        mismatched,
+        handled,
     };
     let module = module.map(&mut loader);
     let mut details = String::new();

@@ -5,6 +5,7 @@
 //! puts the result into a module, all or nothing, listing every missing or unexpected key.
 
 pub mod apply;
+pub mod blocks;
 pub mod error;
 pub mod format;
 pub mod native;

@@ -70,8 +70,14 @@ impl<F: FnMut(String, Vec<usize>, Option<Vec<f32>>)> ModuleVisitor for Collect<F
     }
 }
 
-/// Every parameter's module path and shape, in module order, without reading values.
+/// Every parameter's canonical path and shape (column blocks of fully connected layers joined),
+/// in module order, without reading values.
 pub fn param_shapes<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
+    crate::blocks::merge_shapes(raw_param_shapes(module))
+}
+
+/// Every parameter's module path and shape as the module holds them (blocks separate).
+pub fn raw_param_shapes<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
     let mut v = Collect {
         inner: PathVisitor {
@@ -85,8 +91,12 @@ pub fn param_shapes<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-/// Every parameter's values, keyed by module path.
+/// Every parameter's values, keyed by canonical module path (fully connected blocks joined).
 pub fn module_tensors<M: Module>(module: &M) -> TensorMap {
+    crate::blocks::merge(raw_module_tensors(module))
+}
+
+fn raw_module_tensors<M: Module>(module: &M) -> TensorMap {
     let mut out = TensorMap::new();
     let mut v = Collect {
         inner: PathVisitor {

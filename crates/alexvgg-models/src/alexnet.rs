@@ -12,10 +12,11 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use crate::block_linear::{BlockLinear, weight_block_limit};
 use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, pool_info};
 use crate::lrn::{Lrn, LrnConfig};
 use crate::shape::Pad;
@@ -202,15 +203,15 @@ pub struct AlexNet {
     /// Dropout on fc6's input (torchvision).
     pub drop6: Option<Dropout>,
     /// First fully connected layer (flattened `C x H x W` features in, channels-first order).
-    pub fc6: Linear,
+    pub fc6: BlockLinear,
     /// Dropout on fc7's input.
     pub drop7: Option<Dropout>,
     /// Second fully connected layer.
-    pub fc7: Linear,
+    pub fc7: BlockLinear,
     /// Dropout on fc8's input (Caffe/TF).
     pub drop8: Option<Dropout>,
     /// The classifier head (logits, no ReLU).
-    pub fc8: Linear,
+    pub fc8: BlockLinear,
 }
 
 impl AlexNetConfig {
@@ -266,6 +267,7 @@ impl AlexNetConfig {
             });
             in_c = out_c;
         }
+        let limit = weight_block_limit(device);
         let dropout = |on: bool| on.then(|| DropoutConfig::new(self.dropout).init());
         Ok(AlexNet {
             convs,
@@ -273,11 +275,11 @@ impl AlexNetConfig {
                 .adaptive_pool
                 .map(|s| AdaptiveAvgPool2dConfig::new([s, s]).init()),
             drop6: dropout(spec.dropout_before[0]),
-            fc6: LinearConfig::new(self.feature_len(), self.hidden).init(device),
+            fc6: BlockLinear::new(self.feature_len(), self.hidden, limit, device),
             drop7: dropout(spec.dropout_before[1]),
-            fc7: LinearConfig::new(self.hidden, self.hidden).init(device),
+            fc7: BlockLinear::new(self.hidden, self.hidden, limit, device),
             drop8: dropout(spec.dropout_before[2]),
-            fc8: LinearConfig::new(self.hidden, self.num_classes).init(device),
+            fc8: BlockLinear::new(self.hidden, self.num_classes, limit, device),
         })
     }
 
@@ -386,14 +388,14 @@ impl AlexNet {
 
     /// Replaces the classifier head with a freshly initialised `hidden -> num_classes` layer.
     pub fn with_classes(mut self, num_classes: usize, device: &Device) -> Self {
-        let [hidden, _] = self.fc8.weight.dims();
-        self.fc8 = LinearConfig::new(hidden, num_classes).init(device);
+        let hidden = self.fc8.d_in();
+        self.fc8 = BlockLinear::new(hidden, num_classes, weight_block_limit(device), device);
         self
     }
 
     /// Number of output classes.
     pub fn num_classes(&self) -> usize {
-        self.fc8.weight.dims()[1]
+        self.fc8.d_out()
     }
 
     /// The per-layer table for an input of `[channels, height, width]`, computed from the

@@ -1,11 +1,11 @@
 //! Per-layer descriptions (output size, window, parameters, multiply-adds) read off real modules.
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 
 use crate::ModelError;
+use crate::block_linear::BlockLinear;
 use crate::shape::{Pad, padded_output_size};
 
 /// What kind of operation a [`LayerInfo`] row describes.
@@ -147,8 +147,8 @@ pub(crate) fn pool_info(
 }
 
 /// Describes a fully connected layer.
-pub(crate) fn linear_info(name: &str, linear: &Linear) -> LayerInfo {
-    let [d_in, d_out] = linear.weight.dims();
+pub(crate) fn linear_info(name: &str, linear: &BlockLinear) -> LayerInfo {
+    let (d_in, d_out) = (linear.d_in(), linear.d_out());
     LayerInfo {
         params: linear.num_params(),
         macs: (d_in * d_out) as u64,
@@ -157,8 +157,8 @@ pub(crate) fn linear_info(name: &str, linear: &Linear) -> LayerInfo {
 }
 
 /// Checks that a flattened feature map feeds the first fully connected layer.
-pub(crate) fn check_flatten(last: [usize; 3], fc: &Linear) -> Result<(), ModelError> {
-    let [d_in, _] = fc.weight.dims();
+pub(crate) fn check_flatten(last: [usize; 3], fc: &BlockLinear) -> Result<(), ModelError> {
+    let d_in = fc.d_in();
     let found = last.iter().product::<usize>();
     if found == d_in {
         Ok(())

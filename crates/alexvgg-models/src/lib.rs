@@ -15,6 +15,7 @@
 
 pub mod alexnet;
 pub mod arch;
+pub mod block_linear;
 pub mod info;
 pub mod lrn;
 pub mod shape;
@@ -22,6 +23,7 @@ pub mod vgg;
 
 pub use alexnet::{AlexNet, AlexNetConfig, AlexNetVariant};
 pub use arch::{Architecture, Model, NetworkShape};
+pub use block_linear::{BlockLinear, weight_block_limit};
 pub use info::{LayerInfo, LayerKind, gflops};
 pub use lrn::{Lrn, LrnConfig};
 pub use shape::{Pad, output_size, same_padding};

@@ -9,10 +9,11 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use crate::block_linear::{BlockLinear, weight_block_limit};
 use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, pool_info};
 use crate::shape::Pad;
 use crate::{ModelError, Observer};
@@ -190,15 +191,15 @@ pub struct Vgg {
     /// Adaptive average pool to `pool_size x pool_size` (the identity at 224x224 input).
     pub avgpool: AdaptiveAvgPool2d,
     /// First fully connected layer (`C x 7 x 7` features in, channels-first order).
-    pub fc6: Linear,
+    pub fc6: BlockLinear,
     /// Dropout on fc7's input.
     pub drop7: Dropout,
     /// Second fully connected layer.
-    pub fc7: Linear,
+    pub fc7: BlockLinear,
     /// Dropout on fc8's input.
     pub drop8: Dropout,
     /// The classifier head (logits, no ReLU).
-    pub fc8: Linear,
+    pub fc8: BlockLinear,
 }
 
 impl VggConfig {
@@ -239,16 +240,21 @@ impl VggConfig {
                 }
             }
         }
+        let limit = weight_block_limit(device);
         let dropout = || DropoutConfig::new(self.dropout).init();
         Ok(Vgg {
             features,
             avgpool: AdaptiveAvgPool2dConfig::new([self.pool_size, self.pool_size]).init(),
-            fc6: LinearConfig::new(in_c * self.pool_size * self.pool_size, self.hidden)
-                .init(device),
+            fc6: BlockLinear::new(
+                in_c * self.pool_size * self.pool_size,
+                self.hidden,
+                limit,
+                device,
+            ),
             drop7: dropout(),
-            fc7: LinearConfig::new(self.hidden, self.hidden).init(device),
+            fc7: BlockLinear::new(self.hidden, self.hidden, limit, device),
             drop8: dropout(),
-            fc8: LinearConfig::new(self.hidden, self.num_classes).init(device),
+            fc8: BlockLinear::new(self.hidden, self.num_classes, limit, device),
         })
     }
 
@@ -373,14 +379,14 @@ impl Vgg {
 
     /// Replaces the classifier head with a freshly initialised `hidden -> num_classes` layer.
     pub fn with_classes(mut self, num_classes: usize, device: &Device) -> Self {
-        let [hidden, _] = self.fc8.weight.dims();
-        self.fc8 = LinearConfig::new(hidden, num_classes).init(device);
+        let hidden = self.fc8.d_in();
+        self.fc8 = BlockLinear::new(hidden, num_classes, weight_block_limit(device), device);
         self
     }
 
     /// Number of output classes.
     pub fn num_classes(&self) -> usize {
-        self.fc8.weight.dims()[1]
+        self.fc8.d_out()
     }
 
     /// The per-layer table for an input of `[channels, height, width]`.

@@ -1,0 +1,84 @@
+//! A fully connected layer whose weight can be split into column blocks, so that no single GPU
+//! buffer exceeds what one storage binding may address (128 MiB under WebGPU, lavapipe and many
+//! GPUs; AlexNet's fc6 weight is 151 MB and VGG16's 411 MB). On CPU backends there is one block
+//! and the layer is exactly burn's `Linear`.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+
+/// Largest weight block, in bytes, for devices whose storage bindings are capped.
+pub const WGPU_BLOCK_BYTES: usize = 128 * 1024 * 1024;
+
+/// The block-size cap that `device` needs: `Some(128 MiB)` for wgpu devices (the WebGPU
+/// default limit, also lavapipe's), `None` (one block) for CPU backends.
+pub fn weight_block_limit(device: &Device) -> Option<usize> {
+    // burn 0.22 does not re-export its dispatch enum; its Debug form names the runtime.
+    let name = format!("{device:?}");
+    (name.contains("Wgpu") || name.contains("Cube")).then_some(WGPU_BLOCK_BYTES)
+}
+
+/// `y = x W + b` with `W: [d_in, d_out]` stored as `blocks` column slices.
+#[derive(Module, Debug)]
+pub struct BlockLinear {
+    /// Column blocks, each a `Linear` with `d_out / blocks.len()` outputs.
+    pub blocks: Vec<Linear>,
+}
+
+impl BlockLinear {
+    /// A layer with weights initialised as burn's `Linear` (same fan-in), split into the fewest
+    /// equal column blocks whose weights fit in `max_block_bytes` (one block for `None`).
+    pub fn new(d_in: usize, d_out: usize, max_block_bytes: Option<usize>, device: &Device) -> Self {
+        let count = block_count(d_in, d_out, max_block_bytes);
+        let blocks = (0..count)
+            .map(|_| LinearConfig::new(d_in, d_out / count).init(device))
+            .collect();
+        Self { blocks }
+    }
+
+    /// Applies the layer.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, d_in]`
+    /// - output: `[batch, d_out]`
+    pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
+        match &self.blocks[..] {
+            [one] => one.forward(input),
+            blocks => Tensor::cat(blocks.iter().map(|b| b.forward(input.clone())).collect(), 1),
+        }
+    }
+
+    /// Input features.
+    pub fn d_in(&self) -> usize {
+        self.blocks[0].weight.dims()[0]
+    }
+
+    /// Output features (all blocks).
+    pub fn d_out(&self) -> usize {
+        self.blocks.iter().map(|b| b.weight.dims()[1]).sum()
+    }
+}
+
+/// The fewest equal column blocks (dividing `d_out`) whose `[d_in, d_out / n]` f32 weight fits.
+pub fn block_count(d_in: usize, d_out: usize, max_block_bytes: Option<usize>) -> usize {
+    let Some(limit) = max_block_bytes else {
+        return 1;
+    };
+    (1..=d_out)
+        .find(|&n| d_out.is_multiple_of(n) && d_in * (d_out / n) * 4 <= limit)
+        .unwrap_or(d_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_fit_the_binding_limit() {
+        assert_eq!(block_count(9216, 4096, None), 1);
+        assert_eq!(block_count(9216, 4096, Some(WGPU_BLOCK_BYTES)), 2); // 151 MB -> 2 x 75.5 MB
+        assert_eq!(block_count(25088, 4096, Some(WGPU_BLOCK_BYTES)), 4); // 411 MB -> 4 x 103 MB
+        assert_eq!(block_count(4096, 4096, Some(WGPU_BLOCK_BYTES)), 1);
+        assert_eq!(block_count(4096, 1000, Some(WGPU_BLOCK_BYTES)), 1);
+    }
+}
