@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use crate::{RawTensor, TensorMap};
 
+/// A block's index and shape.
+type BlockShape = (usize, Vec<usize>);
+
 /// Splits `prefix.blocks.K.{weight,bias}` out of `{prefix}.{weight,bias}`.
 fn parse(path: &str) -> Option<(&str, usize, &str)> {
     let (head, kind) = path.rsplit_once('.')?;
@@ -17,7 +20,7 @@ fn parse(path: &str) -> Option<(&str, usize, &str)> {
 /// Column ranges along the last axis: splits `t` into pieces of the given widths.
 fn split_columns(t: &RawTensor, widths: &[usize]) -> Vec<RawTensor> {
     let cols = *t.shape.last().unwrap_or(&0);
-    let rows = if cols == 0 { 0 } else { t.len() / cols };
+    let rows = t.len().checked_div(cols).unwrap_or(0);
     let mut start = 0;
     widths
         .iter()
@@ -49,7 +52,7 @@ pub fn split_for_module(
 ) -> (Vec<String>, Vec<String>) {
     let mut mismatches = Vec::new();
     let mut handled = Vec::new();
-    let mut groups: BTreeMap<(String, String), Vec<(usize, Vec<usize>)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String), Vec<BlockShape>> = BTreeMap::new();
     for (path, shape) in module_params {
         if let Some((prefix, k, kind)) = parse(path) {
             groups
