@@ -102,8 +102,10 @@ pub fn bench_forward(
 pub struct LrnBenchRow {
     /// Channel window half-width `r` (window `2r + 1`).
     pub depth_radius: usize,
-    /// Our one-pass LRN (a `(2r+1) x 1` average pool over channels).
+    /// Our LRN (one prefix sum over channels).
     pub ours_ms: f64,
+    /// The same formula with the window sum as a `(2r+1) x 1` average pool over channels.
+    pub pool_ms: f64,
     /// `burn::nn::LocalResponseNorm` (transposes, then a 1-D average pool).
     pub burn_ms: f64,
     /// The textbook way: `2r + 1` shifted channel slices summed.
@@ -136,7 +138,26 @@ pub fn lrn_by_slices(x: Tensor<4>, r: usize, bias: f64, alpha: f64, beta: f64) -
     x / sum.mul_scalar(alpha).add_scalar(bias).powf_scalar(beta)
 }
 
-/// Times the three LRN implementations on `shape` for each radius (AlexNet's conv1 output,
+/// The windowed sum of squares as one `(2r+1) x 1` average pool over the channel axis of the
+/// squares viewed as `[N, 1, C, H*W]` (zero padding counted, rescaled by the window).
+pub fn lrn_by_pool(x: Tensor<4>, r: usize, bias: f64, alpha: f64, beta: f64) -> Tensor<4> {
+    use burn::tensor::module::avg_pool2d;
+    use burn::tensor::ops::AvgPoolOptions;
+    let [n, c, h, w] = x.dims();
+    let size = 2 * r + 1;
+    let mut options = AvgPoolOptions::new([size, 1])
+        .with_stride([1, 1])
+        .with_padding([r, 0]);
+    options.count_include_pad = true;
+    let mean =
+        avg_pool2d(x.clone().square().reshape([n, 1, c, h * w]), options).reshape([n, c, h, w]);
+    x / mean
+        .mul_scalar(alpha * size as f64)
+        .add_scalar(bias)
+        .powf_scalar(beta)
+}
+
+/// Times the four LRN implementations on `shape` for each radius (AlexNet's conv1 output,
 /// `[1, 96, 57, 57]`, is the natural shape).
 pub fn bench_lrn(
     device: &Device,
@@ -160,6 +181,9 @@ pub fn bench_lrn(
                 depth_radius: r,
                 ours_ms: median_ms(iters, || {
                     let _ = ours.forward(x.clone()).into_data();
+                }),
+                pool_ms: median_ms(iters, || {
+                    let _ = lrn_by_pool(x.clone(), r, 1.0, 2e-5, 0.75).into_data();
                 }),
                 burn_ms: median_ms(iters, || {
                     let _ = theirs.forward(x.clone()).into_data();

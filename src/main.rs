@@ -286,8 +286,8 @@ fn run(cli: Cli) -> Result<()> {
                     device::describe(backend, &dev)
                 );
                 println!(
-                    "{:>6} {:>7} {:>10} {:>10} {:>12}",
-                    "radius", "window", "ours", "burn", "2r+1 slices"
+                    "{:>6} {:>7} {:>13} {:>10} {:>10} {:>12}",
+                    "radius", "window", "ours (cumsum)", "pool", "burn", "2r+1 slices"
                 );
             }
             for row in bench::bench_lrn(&dev, shape, &radius, iters) {
@@ -295,10 +295,11 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{}", serde_json::to_string(&row)?);
                 } else {
                     println!(
-                        "{:>6} {:>7} {:>10.2} {:>10.2} {:>12.2}",
+                        "{:>6} {:>7} {:>13.2} {:>10.2} {:>10.2} {:>12.2}",
                         row.depth_radius,
                         2 * row.depth_radius + 1,
                         row.ours_ms,
+                        row.pool_ms,
                         row.burn_ms,
                         row.slices_ms
                     );

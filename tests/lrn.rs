@@ -168,7 +168,7 @@ fn gradients_flow_and_match_finite_differences() {
 }
 
 #[test]
-fn the_slice_implementation_used_in_the_benchmark_is_the_same_function() {
+fn the_implementations_compared_in_the_benchmark_compute_the_same_function() {
     // bench-lrn compares against a 2r+1-slice LRN; it must compute the same thing to be a fair peer.
     let device = cpu();
     let x = Tensor::<4>::random([1, 12, 4, 5], Distribution::Normal(0.0, 10.0), &device);
@@ -177,6 +177,12 @@ fn the_slice_implementation_used_in_the_benchmark_is_the_same_function() {
         assert_close(
             &format!("r={r}"),
             &values(alexvgg::bench::lrn_by_slices(x.clone(), r, 1.0, 2e-3, 0.75)),
+            &values(ours.forward(x.clone())),
+            1e-5,
+        );
+        assert_close(
+            &format!("pool r={r}"),
+            &values(alexvgg::bench::lrn_by_pool(x.clone(), r, 1.0, 2e-3, 0.75)),
             &values(ours.forward(x.clone())),
             1e-5,
         );

@@ -3,8 +3,6 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::module::avg_pool2d;
-use burn::tensor::ops::AvgPoolOptions;
 
 use crate::ModelError;
 
@@ -78,9 +76,9 @@ impl LrnConfig {
 
 /// Local response normalization across channels of an NCHW tensor (TensorFlow convention).
 ///
-/// The windowed sum of squares is computed in one pass by a `(2r+1) x 1` average pool over the
-/// channel axis of the squared input viewed as `[N, 1, C, H*W]` (zero padding counted, then
-/// rescaled by the window size), so the cost does not depend on slicing `2r + 1` times.
+/// The windowed sum of squares comes from one prefix sum over channels ([`window_sum`]), so the
+/// cost does not grow with the window (`alexvgg bench-lrn` measures it against `2r + 1` slices
+/// and burn's pooling-based `LocalResponseNorm`).
 #[derive(Module, Debug)]
 pub struct Lrn {
     /// Half-width `r` of the channel window.
@@ -100,19 +98,8 @@ impl Lrn {
     /// - `input`: `[batch, channels, height, width]`
     /// - output: `[batch, channels, height, width]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let [n, c, h, w] = input.dims();
-        let size = 2 * self.depth_radius + 1;
-        // [n, 1, c, h*w]: channels become the pooled "height" axis.
-        let squares = input.clone().square().reshape([n, 1, c, h * w]);
-        let mut options = AvgPoolOptions::new([size, 1])
-            .with_stride([1, 1])
-            .with_padding([self.depth_radius, 0]);
-        options.count_include_pad = true;
-        // mean over the window * size = sum over the window; folded into alpha.
-        let mean = avg_pool2d(squares, options).reshape([n, c, h, w]);
-        let denom = mean
-            .mul_scalar(self.alpha * size as f64)
-            .add_scalar(self.bias);
+        let sum = window_sum(input.clone().square(), self.depth_radius);
+        let denom = sum.mul_scalar(self.alpha).add_scalar(self.bias);
         let denom = if self.beta == 0.75 {
             // x^0.75 = sqrt(x * sqrt(x)): two square roots are cheaper and as exact as powf.
             let root = denom.clone().sqrt();
@@ -122,4 +109,26 @@ impl Lrn {
         };
         input / denom
     }
+}
+
+/// `out[c] = sum(x[c - r ..= c + r])` along the channel axis, windows clipped at the edges,
+/// from one prefix sum: with `Q = [0; r+1] ++ cumsum(x) ++ [total; r]`,
+/// `out[c] = Q[c + 2r + 1] - Q[c]`, whatever the radius.
+///
+/// # Shapes
+/// - `x`: `[batch, channels, height, width]`
+/// - output: `[batch, channels, height, width]`
+pub fn window_sum(x: Tensor<4>, r: usize) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let device = x.device();
+    let prefix = x.cumsum(1); // [n, c, h, w], inclusive
+    let mut parts = vec![
+        Tensor::<4>::zeros([n, r + 1, h, w], &device),
+        prefix.clone(),
+    ];
+    if r > 0 {
+        parts.push(prefix.narrow(1, c - 1, 1).repeat_dim(1, r));
+    }
+    let q = Tensor::cat(parts, 1); // [n, c + 2r + 1, h, w]
+    q.clone().narrow(1, 2 * r + 1, c) - q.narrow(1, 0, c)
 }
