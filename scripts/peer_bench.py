@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Peer benchmark: the same networks, batch sizes and thread count in PyTorch and ONNX Runtime,
+and `alexvgg bench` in the same run, with our/peer time ratios.
+
+Usage (from the repository root; needs torch, torchvision, onnx, onnxruntime):
+    cargo build --release
+    python scripts/peer_bench.py [--threads 2] [--batch 1,8] [--iters 5] [--models alexnet-tf,vgg16]
+
+Times are the best of `--iters` timed passes after 2 warm-up passes (forward only, fp32,
+random weights: speed does not depend on the values). Ratios below 1 mean alexvgg is faster.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+
+class LrnAlexNet(nn.Module):
+    """AlexNet with LRN and groups: `tf` (TensorFlow SAME padding, asymmetric where needed,
+    VALID pools) or `caffe` (BVLC deploy: explicit padding, ceil pools)."""
+
+    def __init__(self, tf_same):
+        super().__init__()
+        self.tf_same = tf_same
+        p = (lambda k: 0) if tf_same else (lambda k: k // 2)
+        self.conv1 = nn.Conv2d(3, 96, 11, 4, padding=0)
+        self.conv2 = nn.Conv2d(96, 256, 5, padding=p(5), groups=2)
+        self.conv3 = nn.Conv2d(256, 384, 3, padding=p(3))
+        self.conv4 = nn.Conv2d(384, 384, 3, padding=p(3), groups=2)
+        self.conv5 = nn.Conv2d(384, 256, 3, padding=p(3), groups=2)
+        self.fc6 = nn.Linear(256 * 36, 4096)
+        self.fc7 = nn.Linear(4096, 4096)
+        self.fc8 = nn.Linear(4096, 1000)
+
+    def same(self, x, k, s):
+        if not self.tf_same:
+            return x
+        n = x.shape[-1]
+        out = -(-n // s)
+        total = max((out - 1) * s + k - n, 0)
+        return F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
+
+    def forward(self, x):
+        lrn = lambda t: F.local_response_norm(t, 5, alpha=1e-4, beta=0.75, k=1.0)
+        pool = lambda t: F.max_pool2d(t, 3, 2, ceil_mode=not self.tf_same)
+        x = pool(lrn(F.relu(self.conv1(self.same(x, 11, 4)))))
+        x = pool(lrn(F.relu(self.conv2(self.same(x, 5, 1)))))
+        x = F.relu(self.conv3(self.same(x, 3, 1)))
+        x = F.relu(self.conv4(self.same(x, 3, 1)))
+        x = pool(F.relu(self.conv5(self.same(x, 3, 1))))
+        x = F.relu(self.fc6(x.flatten(1)))
+        x = F.relu(self.fc7(x))
+        return self.fc8(x)
+
+
+MODELS = {
+    "alexnet-tf": (lambda: LrnAlexNet(True), 227, ["--model", "alexnet", "--variant", "tf"]),
+    "alexnet-caffe": (lambda: LrnAlexNet(False), 227, ["--model", "alexnet", "--variant", "caffe"]),
+    "alexnet-torchvision": (lambda: torchvision.models.alexnet(), 224, ["--model", "alexnet", "--variant", "torchvision"]),
+    "vgg16": (lambda: torchvision.models.vgg16(), 224, ["--model", "vgg16"]),
+}
+
+
+def best(fn, iters):
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return min(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--binary", default=os.path.join("target", "release", "alexvgg"))
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import onnxruntime as ort
+
+    batches = [int(b) for b in args.batch.split(",")]
+    rows = []
+    for name in args.models.split(","):
+        make, side, flags = MODELS[name]
+        model = make().eval()
+        ours = {}
+        out = subprocess.run(
+            [args.binary, "bench", *flags, "--device", args.device, "--batch-size", args.batch,
+             "--iters", str(args.iters), "--json"],
+            check=True, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": str(args.threads)},
+        ).stdout
+        for line in out.splitlines():
+            r = json.loads(line)
+            ours[r["batch"]] = r["best_ms"]
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "m.onnx")
+            torch.onnx.export(model, torch.randn(1, 3, side, side), path, input_names=["x"],
+                              dynamic_axes={"x": {0: "n"}}, opset_version=17, dynamo=False)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = args.threads
+            so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            for b in batches:
+                x = torch.randn(b, 3, side, side)
+                with torch.no_grad():
+                    pt = best(lambda: model(x), args.iters)
+                xn = x.numpy()
+                ox = best(lambda: sess.run(None, {"x": xn}), args.iters)
+                rows.append((name, b, ours[b], pt, ox))
+    print(f"threads={args.threads}, best of {args.iters}, torch {torch.__version__}, onnxruntime {ort.__version__}")
+    print(f"{'model':<22}{'batch':>6}{'alexvgg ms':>12}{'torch ms':>10}{'ort ms':>9}{'ours/torch':>12}{'ours/ort':>10}")
+    for name, b, o, pt, ox in rows:
+        print(f"{name:<22}{b:>6}{o:>12.1f}{pt:>10.1f}{ox:>9.1f}{o / pt:>12.2f}{o / ox:>10.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
