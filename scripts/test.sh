@@ -10,5 +10,7 @@ if command -v apt-get >/dev/null 2>&1 && ! ls /usr/share/vulkan/icd.d/lvp_icd*.j
     $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
 fi
 
+# Tests run on every compiled backend; lavapipe wants a runtime directory.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 # Tests run on every compiled backend; the software Vulkan device serves wgpu without a GPU.
 cargo test --locked --workspace --features ndarray,wgpu "$@"
