@@ -371,6 +371,22 @@ def weight_files(tf_alexnet):
         arrays[f"{name}_W"] = st[f"classifier.{i}.weight"].T
         arrays[f"{name}_b"] = st[f"classifier.{i}.bias"]
     np.savez(os.path.join(OUT, "vgg16_w16.npz"), **{k: f32(v) for k, v in arrays.items()})
+    # timm's vgg16.tv_in1k layout: the classifier as convolutions (pre_logits.fc1 is 4096x512x7x7)
+    timm = {k: v for k, v in st.items() if k.startswith("features.")}
+    c = st["classifier.0.weight"].shape[1] // 49
+    timm["pre_logits.fc1.weight"] = st["classifier.0.weight"].reshape(-1, c, 7, 7)
+    timm["pre_logits.fc1.bias"] = st["classifier.0.bias"]
+    timm["pre_logits.fc2.weight"] = st["classifier.3.weight"][:, :, None, None]
+    timm["pre_logits.fc2.bias"] = st["classifier.3.bias"]
+    timm["head.fc.weight"] = st["classifier.6.weight"]
+    timm["head.fc.bias"] = st["classifier.6.bias"]
+    save_file({k: f32(v) for k, v in timm.items()}, os.path.join(OUT, "vgg16_w16.timm.safetensors"))
+    # torch.save state dicts: torchvision's zip format (AlexNet) and the legacy format (VGG11-BN)
+    tv = load_file(os.path.join(OUT, "alexnet_torchvision_w8.safetensors"))
+    torch.save({k: torch.from_numpy(v) for k, v in tv.items()}, os.path.join(OUT, "alexnet_torchvision_w8.pth"))
+    bn = torchvision_vgg(11, True, 16)
+    bn.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(os.path.join(OUT, "vgg11_bn_w16.safetensors")).items()}, strict=False)
+    torch.save(bn.state_dict(), os.path.join(OUT, "vgg11_bn_w16.legacy.pth"), _use_new_zipfile_serialization=False)
 
 
 # ---------------------------------------------------------------------------------------------

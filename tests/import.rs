@@ -125,14 +125,25 @@ fn truncated_and_corrupt_files_are_errors_not_panics() {
         "alexnet_tf_w8.py3.npy",
         "vgg16_w16.npz",
         "alexnet_caffe_w8.safetensors",
+        "alexnet_torchvision_w8.pth",
+        "vgg11_bn_w16.legacy.pth",
     ] {
         let bytes = std::fs::read(fixture(name)).unwrap();
         for cut in [12usize, 100, bytes.len() / 2, bytes.len() - 3] {
             let path = tmp(&format!("cut{cut}-{name}"));
             std::fs::write(&path, &bytes[..cut]).unwrap();
-            let arch = if name.starts_with("vgg") { VGG16 } else { TF };
-            let caffe = Architecture::AlexNet(AlexNetVariant::Caffe);
-            let arch = if name.contains("caffe") { caffe } else { arch };
+            let arch = match name {
+                n if n.contains("caffe") => Architecture::AlexNet(AlexNetVariant::Caffe),
+                n if n.contains("torchvision") => {
+                    Architecture::AlexNet(AlexNetVariant::Torchvision)
+                }
+                n if n.contains("bn") => Architecture::Vgg {
+                    depth: VggDepth::Vgg11,
+                    batch_norm: true,
+                },
+                n if n.starts_with("vgg") => VGG16,
+                _ => TF,
+            };
             match load_model(&path, &arch, &cpu()) {
                 Ok(_) => panic!("{name} cut at {cut} loaded"),
                 Err(e) => assert!(!e.to_string().is_empty()),
@@ -160,4 +171,41 @@ fn pickles_may_only_build_arrays() {
     let evil4 = b"\x80\x04\x8c\x08builtins\x94\x8c\x04eval\x94\x93\x94.";
     let err = unpickle(evil4, "evil.npy").unwrap_err();
     assert!(err.to_string().contains("builtins.eval"), "{err}");
+}
+
+#[test]
+fn torchvision_pth_zip_and_legacy_formats() {
+    let device = cpu();
+    let tv = Architecture::AlexNet(AlexNetVariant::Torchvision);
+    let (model, _, format) =
+        load_model(&fixture("alexnet_torchvision_w8.pth"), &tv, &device).unwrap();
+    assert_eq!(format, Format::Pytorch);
+    check_activations(
+        &model,
+        "alexnet_torchvision_w8",
+        224,
+        &device,
+        1e-4,
+        "pth zip",
+    );
+    let bn = Architecture::Vgg {
+        depth: VggDepth::Vgg11,
+        batch_norm: true,
+    };
+    let (model, _, format) = load_model(&fixture("vgg11_bn_w16.legacy.pth"), &bn, &device).unwrap();
+    assert_eq!(format, Format::Pytorch);
+    check_activations(&model, "vgg11_bn_w16", 224, &device, 1e-4, "pth legacy");
+    // the LRN AlexNet cannot take torchvision's weights
+    let err = load_model(&fixture("alexnet_torchvision_w8.pth"), &TF, &device).unwrap_err();
+    assert!(matches!(err, ImportError::WrongNetwork { .. }), "{err}");
+}
+
+#[test]
+fn timm_vgg16_with_a_convolutional_classifier() {
+    let device = cpu();
+    let (_, map) = read_tensors(&fixture("vgg16_w16.timm.safetensors")).unwrap();
+    assert_eq!(map["pre_logits.fc1.weight"].shape, vec![64, 32, 7, 7]);
+    let (model, _, _) =
+        load_model(&fixture("vgg16_w16.timm.safetensors"), &VGG16, &device).unwrap();
+    check_activations(&model, "vgg16_w16", 224, &device, 1e-4, "timm");
 }

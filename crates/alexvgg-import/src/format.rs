@@ -19,8 +19,8 @@ pub enum Format {
     Npz,
     /// burn's native burnpack (written by `alexvgg convert`).
     Burnpack,
-    /// A PyTorch zip checkpoint (`torch.save`), not read by this build.
-    TorchZip,
+    /// A PyTorch checkpoint (`torch.save`, zip or legacy pickle format).
+    Pytorch,
 }
 
 impl Format {
@@ -31,7 +31,7 @@ impl Format {
             Format::Npy => "npy",
             Format::Npz => "npz",
             Format::Burnpack => "burnpack",
-            Format::TorchZip => "pytorch",
+            Format::Pytorch => "pytorch",
         }
     }
 }
@@ -58,7 +58,7 @@ pub fn detect(path: &Path) -> Result<Format, ImportError> {
             .map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
         let names: Vec<&str> = zip.file_names().collect();
         if names.iter().any(|n| n.ends_with("data.pkl")) {
-            return Ok(Format::TorchZip);
+            return Ok(Format::Pytorch);
         }
         if names.iter().all(|n| n.ends_with(".npy")) {
             return Ok(Format::Npz);
@@ -68,12 +68,16 @@ pub fn detect(path: &Path) -> Result<Format, ImportError> {
             reason: "zip archive that is neither .npz nor a PyTorch checkpoint".into(),
         });
     }
+    // legacy torch.save: a protocol-2 pickle of the magic number 0x1950a86a20f9469cfc6c
+    if head.starts_with(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19") {
+        return Ok(Format::Pytorch);
+    }
     if head.len() >= 9 && head[8] == b'{' {
         return Ok(Format::Safetensors);
     }
     Err(ImportError::Unsupported {
         what,
-        reason: "file format (expected safetensors, .npy, .npz or burnpack)".into(),
+        reason: "file format (expected safetensors, .npy, .npz, PyTorch .pth or burnpack)".into(),
     })
 }
 
@@ -100,12 +104,7 @@ pub fn read_tensors(path: &Path) -> Result<(Format, TensorMap), ImportError> {
         Format::Npy => crate::read_npy(path)?,
         Format::Npz => crate::read_npz(path)?,
         Format::Burnpack => crate::read_burnpack(path)?.2,
-        Format::TorchZip => {
-            return Err(ImportError::Unsupported {
-                what: path.display().to_string(),
-                reason: format!("{} files as a tensor list in this build", format.name()),
-            });
-        }
+        Format::Pytorch => crate::read_pth(path)?,
     };
     Ok((format, map))
 }

@@ -149,6 +149,7 @@ pub fn from_torch(
     file: &str,
 ) -> Result<TensorMap, ImportError> {
     check_network(&src, target, file)?;
+    timm_to_torchvision(&mut src);
     let mut dst = TensorMap::new();
     let mut missing = Vec::new();
     let torchvision = src.contains_key("features.0.weight");
@@ -237,6 +238,27 @@ pub fn from_torch(
     }
     finish(src, missing, file, target)?;
     Ok(dst)
+}
+
+/// timm's VGG (`vgg16.tv_in1k`) stores the classifier as convolutions: `pre_logits.fc1` is a
+/// `[4096, 512, 7, 7]` conv (its input order `(c, h, w)` is already the flatten order),
+/// `pre_logits.fc2` a `[4096, 4096, 1, 1]` conv, `head.fc` a linear. Renamed and reshaped to
+/// torchvision's `classifier.{0,3,6}` `[out, in]` linears.
+fn timm_to_torchvision(src: &mut TensorMap) {
+    for (from, to) in [
+        ("pre_logits.fc1", "classifier.0"),
+        ("pre_logits.fc2", "classifier.3"),
+        ("head.fc", "classifier.6"),
+    ] {
+        if let Some(w) = src.remove(&format!("{from}.weight")) {
+            let out = w.shape[0];
+            let rest = w.len() / out.max(1);
+            src.insert(format!("{to}.weight"), w.reshape(vec![out, rest]));
+        }
+        if let Some(b) = src.remove(&format!("{from}.bias")) {
+            src.insert(format!("{to}.bias"), b);
+        }
+    }
 }
 
 /// TensorFlow-convention files: `bvlc_alexnet.npy` (read as `conv1_W`, `conv1_b`, ...) and
