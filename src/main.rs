@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use alexvgg::{architecture, bench, device, table};
-use alexvgg_import::{Format, load_model, read_tensors, write_burnpack};
+use alexvgg_import::{Format, load_model, read_tensors};
 use alexvgg_models::{Architecture, NetworkShape, gflops};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -227,7 +227,17 @@ fn run(cli: Cli) -> Result<()> {
             let arch = model.arch()?;
             let (backend, dev) = device::make_device(device.as_deref())?;
             let net = match &weights {
-                Some(path) => load_model(path, &arch, &dev)?.0,
+                Some(path) => {
+                    let started = std::time::Instant::now();
+                    let (net, _, format) = load_model(path, &arch, &dev)?;
+                    eprintln!(
+                        "loaded {} ({}) in {:.3} s",
+                        path.display(),
+                        format.name(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    net
+                }
                 None => arch.init(&NetworkShape::default(), &dev)?,
             };
             let side = arch.input_size();
@@ -313,9 +323,10 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let arch = model.arch()?;
             let device = device::make_device(Some("cpu"))?.1;
-            let (net, shape, format) = load_model(&input, &arch, &device)?;
-            write_burnpack(&net, &arch, &shape, &output)
-                .with_context(|| format!("writing {}", output.display()))?;
+            let (format, shape) = alexvgg_import::convert(&input, &arch, &output, &device)
+                .with_context(|| {
+                    format!("converting {} to {}", input.display(), output.display())
+                })?;
             println!(
                 "converted {} ({}) to {} for {} ({} classes)",
                 input.display(),

@@ -70,6 +70,33 @@ fn convert_once_then_load_the_native_file() {
     let (loaded, _, format) = load_model(&out, &TF, &device).unwrap();
     assert_eq!(format, Format::Burnpack);
     check_activations(&loaded, "alexnet_tf_w8", 227, &device, 1e-4, "burnpack");
+    // `convert` writes straight from the file's tensors, checked against the network first
+    let out2 = tmp("alexnet_tf_direct.bpk");
+    let (format, shape2) =
+        alexvgg::import::convert(&fixture("alexnet_tf_w8.py3.npy"), &TF, &out2, &device).unwrap();
+    assert_eq!((format, shape2), (Format::Npy, shape));
+    let (loaded, _, _) = load_model(&out2, &TF, &device).unwrap();
+    check_activations(
+        &loaded,
+        "alexnet_tf_w8",
+        224 + 3,
+        &device,
+        1e-4,
+        "converted",
+    );
+    assert!(
+        alexvgg::import::convert(
+            &fixture("alexnet_tf_w8.py3.npy"),
+            &VGG16,
+            &tmp("no.bpk"),
+            &device
+        )
+        .is_err()
+    );
+    assert!(
+        !tmp("no.bpk").exists() && !tmp("no.partial").exists(),
+        "no output after a failed conversion"
+    );
     // a converted file remembers its network
     let err = load_model(&out, &VGG16, &device).unwrap_err();
     assert!(matches!(err, ImportError::WrongNetwork { .. }), "{err}");

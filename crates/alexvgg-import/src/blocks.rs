@@ -92,6 +92,11 @@ pub fn split_for_module(
             continue;
         }
         let whole = tensors.remove(&key).expect("present");
+        if let [(k, _)] = &blocks[..] {
+            // one block (CPU backends): a rename, no copy
+            tensors.insert(format!("{prefix}.blocks.{k}.{kind}"), whole);
+            continue;
+        }
         for ((k, _), piece) in blocks.iter().zip(split_columns(&whole, &widths)) {
             tensors.insert(format!("{prefix}.blocks.{k}.{kind}"), piece);
         }
@@ -116,6 +121,10 @@ pub fn merge(tensors: TensorMap) -> TensorMap {
     }
     for ((prefix, kind), mut blocks) in groups {
         blocks.sort_by_key(|(k, _)| *k);
+        if blocks.len() == 1 {
+            out.insert(format!("{prefix}.{kind}"), blocks.remove(0).1);
+            continue;
+        }
         let rows = blocks[0].1.shape.iter().rev().skip(1).product::<usize>();
         let total: usize = blocks
             .iter()

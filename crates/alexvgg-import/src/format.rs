@@ -189,3 +189,31 @@ pub fn infer_shape(
         width_divisor: full / c1,
     })
 }
+
+/// Converts a weight file of any supported format for `arch` into a burnpack file, checking
+/// first that every tensor fits the network (built on `device` with lazy, never-allocated
+/// parameters). The tensors go straight from the reader to the writer.
+///
+/// # Errors
+/// Every reader, mapping and write error.
+pub fn convert(
+    input: &Path,
+    arch: &Architecture,
+    output: &Path,
+    device: &Device,
+) -> Result<(Format, NetworkShape), ImportError> {
+    let what = input.display().to_string();
+    let (format, map) = read_for(input, arch)?;
+    let shape = infer_shape(arch, &map, &what)?;
+    let model = arch
+        .init(&shape, device)
+        .map_err(|e| ImportError::Mismatch {
+            file: what.clone(),
+            model: arch.describe(),
+            details: format!("\n  {e}"),
+        })?;
+    let map = crate::apply::check_fits(&model, map, &what, &arch.describe())?;
+    drop(model);
+    crate::native::write_tensors(map, arch, &shape, output)?;
+    Ok((format, shape))
+}

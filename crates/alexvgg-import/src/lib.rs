@@ -16,9 +16,9 @@ pub mod remap;
 pub mod safetensors;
 pub mod tensor;
 
-pub use apply::load_module;
+pub use apply::{check_fits, load_module};
 pub use error::ImportError;
-pub use format::{Format, detect, infer_shape, load_model, read_for, read_tensors};
+pub use format::{Format, convert, detect, infer_shape, load_model, read_for, read_tensors};
 pub use native::{module_tensors, param_shapes, read_burnpack, write_burnpack};
 pub use npy::{read_npy, read_npz};
 pub use pth::read_pth;

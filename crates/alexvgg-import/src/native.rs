@@ -120,9 +120,6 @@ fn raw_module_tensors<M: Module>(module: &M) -> TensorMap {
 
 /// Writes `module` as a burnpack file with its architecture and shape in the metadata.
 ///
-/// The pack is written to a temporary file beside `path` and renamed into place, so a failure
-/// never leaves a partial file under the final name.
-///
 /// # Errors
 /// [`ImportError::Io`] when writing or renaming fails.
 pub fn write_burnpack<M: Module>(
@@ -131,17 +128,27 @@ pub fn write_burnpack<M: Module>(
     shape: &NetworkShape,
     path: &Path,
 ) -> Result<(), ImportError> {
-    let tensors = module_tensors(module)
+    write_tensors(module_tensors(module), arch, shape, path)
+}
+
+/// Writes canonical tensors (module paths, our layouts) as a burnpack file.
+///
+/// The values are handed to the writer without a copy, and the pack is written to a temporary
+/// file beside `path` and renamed into place, so a failure never leaves a partial file under
+/// the final name.
+///
+/// # Errors
+/// [`ImportError::Io`] when writing or renaming fails.
+pub fn write_tensors(
+    tensors: TensorMap,
+    arch: &Architecture,
+    shape: &NetworkShape,
+    path: &Path,
+) -> Result<(), ImportError> {
+    let tensors = tensors
         .into_iter()
         .map(|(name, t)| {
-            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            burn_pack::Tensor::new(
-                name,
-                DType::F32,
-                t.shape,
-                None,
-                Bytes::from_bytes_vec(bytes),
-            )
+            burn_pack::Tensor::new(name, DType::F32, t.shape, None, Bytes::from_elems(t.data))
         })
         .collect();
     let writer = Writer::new(tensors)
@@ -198,10 +205,13 @@ pub fn read_burnpack(
                 reason: format!("dtype {dtype:?}"),
             });
         }
-        let data: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let data: Vec<f32> = match bytes.try_into_vec::<f32>() {
+            Ok(v) => v, // aligned and owned: no copy
+            Err(bytes) => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        };
         let t = RawTensor::new(&format!("{what}: tensor '{name}'"), shape.to_vec(), data)?;
         map.insert(name, t);
     }
