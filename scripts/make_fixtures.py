@@ -371,6 +371,19 @@ def weight_files(tf_alexnet):
         arrays[f"{name}_W"] = st[f"classifier.{i}.weight"].T
         arrays[f"{name}_b"] = st[f"classifier.{i}.bias"]
     np.savez(os.path.join(OUT, "vgg16_w16.npz"), **{k: f32(v) for k, v in arrays.items()})
+    # other numpy layouts the readers must handle: big-endian, float64 Fortran order, float16
+    a = np.arange(6, dtype=">f4").reshape(2, 3)
+    b = np.asfortranarray(np.arange(6, dtype="<f8").reshape(2, 3))
+    c = np.arange(4, dtype="<f2")
+    np.savez(os.path.join(OUT, "layouts.npz"), big_endian=a, fortran_f64=b, half=c)
+    # and a protocol-2 pickle from Python 3: bytes become _codecs.encode(text, 'latin1')
+    with open(os.path.join(OUT, "codecs_proto2.npy"), "wb") as f:
+        arr = np.empty((), dtype=object)
+        arr[()] = {"conv1": [np.arange(24, dtype=np.float32).reshape(2, 3, 1, 4), np.array([1.5, -2.0], dtype=np.float32)]}
+        header = "{'descr': '|O', 'fortran_order': False, 'shape': (), }"
+        header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1"))
+        pickle.dump(arr, f, protocol=2)
     # timm's vgg16.tv_in1k layout: the classifier as convolutions (pre_logits.fc1 is 4096x512x7x7)
     timm = {k: v for k, v in st.items() if k.startswith("features.")}
     c = st["classifier.0.weight"].shape[1] // 49

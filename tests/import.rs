@@ -236,3 +236,23 @@ fn timm_vgg16_with_a_convolutional_classifier() {
         load_model(&fixture("vgg16_w16.timm.safetensors"), &VGG16, &device).unwrap();
     check_activations(&model, "vgg16_w16", 224, &device, 1e-4, "timm");
 }
+
+#[test]
+fn numpy_layouts_big_endian_fortran_half_and_codecs_pickles() {
+    let map = alexvgg::import::read_npz(&fixture("layouts.npz")).unwrap();
+    assert_eq!(map["big_endian"].data, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(map["fortran_f64"].shape, vec![2, 3]);
+    assert_eq!(
+        map["fortran_f64"].data,
+        vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        "C order after Fortran"
+    );
+    assert_eq!(map["half"].data, vec![0.0, 1.0, 2.0, 3.0]);
+    let map = alexvgg::import::read_npy(&fixture("codecs_proto2.npy")).unwrap();
+    assert_eq!(map["conv1_W"].shape, vec![2, 3, 1, 4]);
+    assert_eq!(
+        map["conv1_W"].data,
+        (0..24).map(|v| v as f32).collect::<Vec<_>>()
+    );
+    assert_eq!(map["conv1_b"].data, vec![1.5, -2.0]);
+}

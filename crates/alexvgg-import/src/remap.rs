@@ -105,9 +105,41 @@ fn fc6_rows_hwc_to_chw(t: RawTensor, grid: usize) -> Result<RawTensor, ImportErr
         }
     };
     let c = rows / (grid * grid);
-    Ok(t.reshape(vec![grid, grid, c, out])
-        .permute(&[2, 0, 1, 3])
-        .reshape(vec![rows, out]))
+    // Row (c, h, w) of ours is row (h, w, c) of TensorFlow's. Moved in place, one row at a time,
+    // so converting VGG16 (411 MB fc6) needs no second copy of the weight.
+    let source_row: Vec<usize> = (0..rows)
+        .map(|r| {
+            let (ci, hw) = (r / (grid * grid), r % (grid * grid));
+            hw * c + ci
+        })
+        .collect();
+    let mut t = t;
+    permute_rows_in_place(&mut t.data, out, &source_row);
+    Ok(t)
+}
+
+/// Reorders the rows of a row-major `[rows, row_len]` buffer so that new row `i` is old row
+/// `source[i]`, following the permutation's cycles with one spare row.
+fn permute_rows_in_place(data: &mut [f32], row_len: usize, source: &[usize]) {
+    let mut done = vec![false; source.len()];
+    let mut spare = vec![0f32; row_len];
+    for start in 0..source.len() {
+        if done[start] || source[start] == start {
+            continue;
+        }
+        spare.copy_from_slice(&data[start * row_len..(start + 1) * row_len]);
+        let mut i = start;
+        loop {
+            done[i] = true;
+            let from = source[i];
+            if from == start {
+                data[i * row_len..(i + 1) * row_len].copy_from_slice(&spare);
+                break;
+            }
+            data.copy_within(from * row_len..(from + 1) * row_len, i * row_len);
+            i = from;
+        }
+    }
 }
 
 fn finish(
@@ -384,4 +416,34 @@ pub fn tf_name(arch: &Target, path: &str, shape: &[usize]) -> Option<(String, Ve
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fc6_rows_move_from_hwc_to_chw() {
+        // grid 2, c 3, out 2: row (h, w, c) holds 100*h + 10*w + c (and its negative)
+        let (grid, c) = (2, 3);
+        let mut data = Vec::new();
+        for h in 0..grid {
+            for w in 0..grid {
+                for ci in 0..c {
+                    let v = (100 * h + 10 * w + ci) as f32;
+                    data.extend([v, -v]);
+                }
+            }
+        }
+        let t = RawTensor {
+            shape: vec![12, 2],
+            data,
+        };
+        let expected = t
+            .clone()
+            .reshape(vec![grid, grid, c, 2])
+            .permute(&[2, 0, 1, 3])
+            .reshape(vec![12, 2]);
+        assert_eq!(fc6_rows_hwc_to_chw(t, grid).unwrap(), expected);
+    }
 }
