@@ -66,7 +66,8 @@ enum Command {
     Classify {
         #[command(flatten)]
         model: ModelArgs,
-        /// Weights: a known name (bvlc_alexnet, vgg16_frossard; fetched on first use) or a file.
+        /// Weights: a known name (bvlc_alexnet, vgg16_frossard, alexnet_torchvision,
+        /// vgg16_torchvision; fetched on first use) or a file.
         #[arg(long)]
         weights: Option<String>,
         /// Labels file (one per line, or index<TAB>synset<TAB>label); default: ImageNet's 1000.

@@ -62,6 +62,29 @@ pub fn known() -> Vec<WeightsEntry> {
             accuracy: None,
             source: "VGG16 (Simonyan & Zisserman) converted to TensorFlow by Davi Frossard, as the note ran it",
         },
+        WeightsEntry {
+            name: "alexnet_torchvision",
+            file: "alexnet-owt-7be5be79.pth",
+            url: "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            sha256: Some("7be5be79"),
+            arch: Architecture::AlexNet(AlexNetVariant::Torchvision),
+            preset: Preset::Torchvision,
+            accuracy: Some((56.522, 79.066)),
+            source: "torchvision's AlexNet (one weird trick), IMAGENET1K_V1",
+        },
+        WeightsEntry {
+            name: "vgg16_torchvision",
+            file: "vgg16-397923af.pth",
+            url: "https://download.pytorch.org/models/vgg16-397923af.pth",
+            sha256: Some("397923af"),
+            arch: Architecture::Vgg {
+                depth: VggDepth::Vgg16,
+                batch_norm: false,
+            },
+            preset: Preset::Torchvision,
+            accuracy: Some((71.592, 90.382)),
+            source: "torchvision's VGG16, IMAGENET1K_V1",
+        },
     ]
 }
 

@@ -205,6 +205,13 @@ fn full_size_forward_shapes_and_negative_logits() {
         (Architecture::AlexNet(AlexNetVariant::Tf), 227),
         (Architecture::AlexNet(AlexNetVariant::Caffe), 227),
         (Architecture::AlexNet(AlexNetVariant::Torchvision), 224),
+        (
+            Architecture::Vgg {
+                depth: VggDepth::Vgg16,
+                batch_norm: false,
+            },
+            224,
+        ),
     ] {
         let model = arch.init(&NetworkShape::default(), &device).unwrap();
         table_matches_forward(

@@ -145,6 +145,18 @@ pub fn load_model(
     arch: &Architecture,
     device: &Device,
 ) -> Result<(Model, NetworkShape, Format), ImportError> {
+    let (format, map, shape, model) = open(path, arch, device)?;
+    let model = crate::load_module(model, map, &path.display().to_string(), &arch.describe())?;
+    Ok((model, shape, format))
+}
+
+/// Reads `path` for `arch` and builds a matching network (parameters lazy, not yet allocated):
+/// the common first half of [`load_model`] and [`convert`].
+fn open(
+    path: &Path,
+    arch: &Architecture,
+    device: &Device,
+) -> Result<(Format, TensorMap, NetworkShape, Model), ImportError> {
     let what = path.display().to_string();
     let (format, map) = read_for(path, arch)?;
     let shape = infer_shape(arch, &map, &what)?;
@@ -155,8 +167,7 @@ pub fn load_model(
             model: arch.describe(),
             details: format!("\n  {e}"),
         })?;
-    let model = crate::load_module(model, map, &what, &arch.describe())?;
-    Ok((model, shape, format))
+    Ok((format, map, shape, model))
 }
 
 /// Infers classes, hidden width and channel divisor from mapped tensors, so that fine-tuned
@@ -202,17 +213,9 @@ pub fn convert(
     output: &Path,
     device: &Device,
 ) -> Result<(Format, NetworkShape), ImportError> {
-    let what = input.display().to_string();
-    let (format, map) = read_for(input, arch)?;
-    let shape = infer_shape(arch, &map, &what)?;
-    let model = arch
-        .init(&shape, device)
-        .map_err(|e| ImportError::Mismatch {
-            file: what.clone(),
-            model: arch.describe(),
-            details: format!("\n  {e}"),
-        })?;
-    let map = crate::apply::check_fits(&model, map, &what, &arch.describe())?;
+    let (format, map, shape, model) = open(input, arch, device)?;
+    let map =
+        crate::apply::check_fits(&model, map, &input.display().to_string(), &arch.describe())?;
     drop(model);
     crate::native::write_tensors(map, arch, &shape, output)?;
     Ok((format, shape))

@@ -16,7 +16,7 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::block_linear::{BlockLinear, weight_block_limit};
+use crate::block_linear::{BlockLinear, classifier, weight_block_limit};
 use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, pool_info};
 use crate::lrn::{Lrn, LrnConfig};
 use crate::shape::Pad;
@@ -367,23 +367,11 @@ impl AlexNet {
     /// Runs the first `depth` fully connected layers (3 = logits).
     fn head_observed(&self, x: Tensor<2>, depth: usize, observer: &mut Observer<'_>) -> Tensor<2> {
         let layers = [
-            ("fc6", &self.drop6, &self.fc6),
-            ("fc7", &self.drop7, &self.fc7),
-            ("fc8", &self.drop8, &self.fc8),
+            ("fc6", self.drop6.as_ref(), &self.fc6),
+            ("fc7", self.drop7.as_ref(), &self.fc7),
+            ("fc8", self.drop8.as_ref(), &self.fc8),
         ];
-        let mut x = x; // [batch, features]
-        for (i, (name, dropout, fc)) in layers.into_iter().take(depth).enumerate() {
-            if let Some(dropout) = dropout {
-                x = dropout.forward(x);
-            }
-            x = fc.forward(x); // [batch, out]
-            if i < 2 {
-                x = relu(x);
-            }
-            let [b, f] = x.dims();
-            observer(name, &x.clone().reshape([b, f, 1, 1]));
-        }
-        x
+        classifier(layers, x, depth, observer)
     }
 
     /// Replaces the classifier head with a freshly initialised `hidden -> num_classes` layer.

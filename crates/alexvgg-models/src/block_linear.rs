@@ -4,8 +4,11 @@
 //! and the layer is exactly burn's `Linear`.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{Dropout, Linear, LinearConfig};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+
+use crate::Observer;
 
 /// Largest weight block, in bytes, for devices whose storage bindings are capped.
 pub const WGPU_BLOCK_BYTES: usize = 128 * 1024 * 1024;
@@ -57,6 +60,34 @@ impl BlockLinear {
     pub fn d_out(&self) -> usize {
         self.blocks.iter().map(|b| b.weight.dims()[1]).sum()
     }
+}
+
+/// Runs the first `depth` layers of a `fc6 -> fc7 -> fc8` classifier (3 = logits): each with
+/// its optional input dropout, ReLU after all but the logits, reporting each output to
+/// `observer` as `[batch, features, 1, 1]`.
+///
+/// # Shapes
+/// - `x`: `[batch, features]`
+/// - output: `[batch, out]` of the last layer run
+pub fn classifier(
+    layers: [(&str, Option<&Dropout>, &BlockLinear); 3],
+    x: Tensor<2>,
+    depth: usize,
+    observer: &mut Observer<'_>,
+) -> Tensor<2> {
+    let mut x = x; // [batch, features]
+    for (i, (name, dropout, fc)) in layers.into_iter().take(depth).enumerate() {
+        if let Some(dropout) = dropout {
+            x = dropout.forward(x);
+        }
+        x = fc.forward(x); // [batch, out]
+        if i < 2 {
+            x = relu(x);
+        }
+        let [b, f] = x.dims();
+        observer(name, &x.clone().reshape([b, f, 1, 1]));
+    }
+    x
 }
 
 /// The fewest equal column blocks (dividing `d_out`) whose `[d_in, d_out / n]` f32 weight fits.

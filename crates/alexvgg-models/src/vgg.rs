@@ -13,7 +13,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::block_linear::{BlockLinear, weight_block_limit};
+use crate::block_linear::{BlockLinear, classifier, weight_block_limit};
 use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, pool_info};
 use crate::shape::Pad;
 use crate::{ModelError, Observer};
@@ -362,19 +362,7 @@ impl Vgg {
             ("fc7", Some(&self.drop7), &self.fc7),
             ("fc8", Some(&self.drop8), &self.fc8),
         ];
-        let mut x = x; // [batch, features]
-        for (i, (name, dropout, fc)) in layers.into_iter().take(depth).enumerate() {
-            if let Some(dropout) = dropout {
-                x = dropout.forward(x);
-            }
-            x = fc.forward(x); // [batch, out]
-            if i < 2 {
-                x = relu(x);
-            }
-            let [b, f] = x.dims();
-            observer(name, &x.clone().reshape([b, f, 1, 1]));
-        }
-        x
+        classifier(layers, x, depth, observer)
     }
 
     /// Replaces the classifier head with a freshly initialised `hidden -> num_classes` layer.
