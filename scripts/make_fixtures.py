@@ -344,6 +344,80 @@ def write_npy_py2(path, obj):
     assert "SHORT_BINSTRING" in ops and "BINSTRING" in ops and "BINUNICODE" not in ops, ops
 
 
+def caffe_messages():
+    """The caffe.proto messages a .caffemodel needs (field numbers as in BVLC caffe.proto),
+    built at run time with the protobuf package, so no protoc is needed."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name="caffe_min.proto", package="caffe", syntax="proto2")
+
+    def msg(name, fields):
+        m = fdp.message_type.add(name=name)
+        for fname, number, ftype, label, type_name, packed in fields:
+            f = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if type_name:
+                f.type_name = type_name
+            if packed:
+                f.options.packed = True
+
+    OPT, REP = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+    msg("BlobShape", [("dim", 1, F.TYPE_INT64, REP, None, True)])
+    msg("BlobProto", [("num", 1, F.TYPE_INT32, OPT, None, False), ("channels", 2, F.TYPE_INT32, OPT, None, False),
+                      ("height", 3, F.TYPE_INT32, OPT, None, False), ("width", 4, F.TYPE_INT32, OPT, None, False),
+                      ("data", 5, F.TYPE_FLOAT, REP, None, True), ("shape", 7, F.TYPE_MESSAGE, OPT, ".caffe.BlobShape", False)])
+    msg("LayerParameter", [("name", 1, F.TYPE_STRING, OPT, None, False), ("type", 2, F.TYPE_STRING, OPT, None, False),
+                           ("bottom", 3, F.TYPE_STRING, REP, None, False), ("top", 4, F.TYPE_STRING, REP, None, False),
+                           ("blobs", 7, F.TYPE_MESSAGE, REP, ".caffe.BlobProto", False)])
+    msg("V1LayerParameter", [("bottom", 2, F.TYPE_STRING, REP, None, False), ("top", 3, F.TYPE_STRING, REP, None, False),
+                             ("name", 4, F.TYPE_STRING, OPT, None, False), ("type", 5, F.TYPE_INT32, OPT, None, False),
+                             ("blobs", 6, F.TYPE_MESSAGE, REP, ".caffe.BlobProto", False)])
+    msg("NetParameter", [("name", 1, F.TYPE_STRING, OPT, None, False),
+                         ("layers", 2, F.TYPE_MESSAGE, REP, ".caffe.V1LayerParameter", False),
+                         ("layer", 100, F.TYPE_MESSAGE, REP, ".caffe.LayerParameter", False)])
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    get = lambda n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{n}"))
+    return get("NetParameter")
+
+
+def caffemodels():
+    """bvlc_alexnet.caffemodel's V2 layout (LayerParameter, BlobShape) for the caffe AlexNet and
+    VGG_ILSVRC_16_layers' V1 layout (V1LayerParameter, legacy num/channels/height/width shapes,
+    inner products as (1, 1, out, in)) for VGG16."""
+    Net = caffe_messages()
+    alex = load_file(os.path.join(OUT, "alexnet_caffe_w8.safetensors"))
+    net = Net(name="AlexNet")
+    net.layer.add(name="data", type="Input")
+    for name in ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]:
+        layer = net.layer.add(name=name, type="Convolution" if name.startswith("conv") else "InnerProduct")
+        for kind in ["weight", "bias"]:
+            t = alex[f"{name}.{kind}"]
+            layer.blobs.add(shape={"dim": list(t.shape)}, data=t.ravel().tolist())
+        net.layer.add(name=name.replace("conv", "relu").replace("fc", "relu"), type="ReLU")
+    with open(os.path.join(OUT, "alexnet_caffe_w8.caffemodel"), "wb") as f:
+        f.write(net.SerializeToString())
+
+    vgg = load_file(os.path.join(OUT, "vgg16_w16.safetensors"))
+    net = Net(name="VGG_ILSVRC_16_layers")
+    k, block, idx = 0, 1, 1
+    names = []
+    for item in torchvision.models.vgg.cfgs["D"]:
+        if item == "M":
+            block, idx, k = block + 1, 1, k + 1
+            continue
+        names.append((f"conv{block}_{idx}", f"features.{k}"))
+        idx, k = idx + 1, k + 2
+    names += [("fc6", "classifier.0"), ("fc7", "classifier.3"), ("fc8", "classifier.6")]
+    for name, src in names:
+        layer = net.layers.add(name=name, type=4 if name.startswith("conv") else 14)
+        w, b = vgg[f"{src}.weight"], vgg[f"{src}.bias"]
+        n, c, h, wd = (w.shape if w.ndim == 4 else (1, 1) + w.shape)
+        layer.blobs.add(num=n, channels=c, height=h, width=wd, data=w.ravel().tolist())
+        layer.blobs.add(num=1, channels=1, height=1, width=b.shape[0], data=b.ravel().tolist())
+    with open(os.path.join(OUT, "vgg16_w16.v1.caffemodel"), "wb") as f:
+        f.write(net.SerializeToString())
+
+
 def weight_files(tf_alexnet):
     # bvlc_alexnet.npy layout: name -> [W (HWIO, fc6 rows h,w,c), b]
     d = {k: [W, b] for k, (W, b) in tf_alexnet.items()}
@@ -384,6 +458,7 @@ def weight_files(tf_alexnet):
         header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
         f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1"))
         pickle.dump(arr, f, protocol=2)
+    caffemodels()
     # timm's vgg16.tv_in1k layout: the classifier as convolutions (pre_logits.fc1 is 4096x512x7x7)
     timm = {k: v for k, v in st.items() if k.startswith("features.")}
     c = st["classifier.0.weight"].shape[1] // 49

@@ -154,6 +154,7 @@ fn truncated_and_corrupt_files_are_errors_not_panics() {
         "alexnet_caffe_w8.safetensors",
         "alexnet_torchvision_w8.pth",
         "vgg11_bn_w16.legacy.pth",
+        "alexnet_caffe_w8.caffemodel",
     ] {
         let bytes = std::fs::read(fixture(name)).unwrap();
         for cut in [12usize, 100, bytes.len() / 2, bytes.len() - 3] {
@@ -255,4 +256,32 @@ fn numpy_layouts_big_endian_fortran_half_and_codecs_pickles() {
         (0..24).map(|v| v as f32).collect::<Vec<_>>()
     );
     assert_eq!(map["conv1_b"].data, vec![1.5, -2.0]);
+}
+
+#[test]
+fn caffemodels_in_v2_and_v1_layouts() {
+    let device = cpu();
+    let caffe = Architecture::AlexNet(AlexNetVariant::Caffe);
+    let (model, _, format) =
+        load_model(&fixture("alexnet_caffe_w8.caffemodel"), &caffe, &device).unwrap();
+    assert_eq!(format, Format::Caffemodel);
+    check_activations(
+        &model,
+        "alexnet_caffe_w8",
+        227,
+        &device,
+        1e-4,
+        "caffemodel v2",
+    );
+    let (_, map) = read_tensors(&fixture("vgg16_w16.v1.caffemodel")).unwrap();
+    assert_eq!(
+        map["fc6.weight"].shape,
+        vec![64, 32 * 49],
+        "legacy (1, 1, out, in) becomes [out, in]"
+    );
+    assert_eq!(map["conv1_1.bias"].shape, vec![4]);
+    let (model, _, _) = load_model(&fixture("vgg16_w16.v1.caffemodel"), &VGG16, &device).unwrap();
+    check_activations(&model, "vgg16_w16", 224, &device, 1e-4, "caffemodel v1");
+    let err = load_model(&fixture("vgg16_w16.v1.caffemodel"), &caffe, &device).unwrap_err();
+    assert!(err.to_string().contains("looks like VGG"), "{err}");
 }

@@ -21,6 +21,8 @@ pub enum Format {
     Burnpack,
     /// A PyTorch checkpoint (`torch.save`, zip or legacy pickle format).
     Pytorch,
+    /// A Caffe `.caffemodel` (protobuf `NetParameter`, V1 or V2 layers).
+    Caffemodel,
 }
 
 impl Format {
@@ -32,6 +34,7 @@ impl Format {
             Format::Npz => "npz",
             Format::Burnpack => "burnpack",
             Format::Pytorch => "pytorch",
+            Format::Caffemodel => "caffemodel",
         }
     }
 }
@@ -72,12 +75,24 @@ pub fn detect(path: &Path) -> Result<Format, ImportError> {
     if head.starts_with(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19") {
         return Ok(Format::Pytorch);
     }
-    if head.len() >= 9 && head[8] == b'{' {
+    let size = std::fs::metadata(path)
+        .map_err(|e| ImportError::io(path, e))?
+        .len();
+    if head.len() >= 9
+        && head[8] == b'{'
+        && u64::from_le_bytes(head[..8].try_into().unwrap_or([0xff; 8])) < size
+    {
         return Ok(Format::Safetensors);
+    }
+    // protobuf NetParameter: starts with field 1 (name), 2 (V1 layers) or 100 (layer)
+    if matches!(head, [0x0a, ..] | [0x12, ..] | [0xa2, 0x06, ..]) {
+        return Ok(Format::Caffemodel);
     }
     Err(ImportError::Unsupported {
         what,
-        reason: "file format (expected safetensors, .npy, .npz, PyTorch .pth or burnpack)".into(),
+        reason:
+            "file format (expected safetensors, .npy, .npz, PyTorch .pth, .caffemodel or burnpack)"
+                .into(),
     })
 }
 
@@ -105,6 +120,7 @@ pub fn read_tensors(path: &Path) -> Result<(Format, TensorMap), ImportError> {
         Format::Npz => crate::read_npz(path)?,
         Format::Burnpack => crate::read_burnpack(path)?.2,
         Format::Pytorch => crate::read_pth(path)?,
+        Format::Caffemodel => crate::caffe::read_caffemodel(path)?,
     };
     Ok((format, map))
 }

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod blocks;
+pub mod caffe;
 pub mod error;
 pub mod format;
 pub mod native;

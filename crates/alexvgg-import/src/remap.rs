@@ -375,6 +375,7 @@ pub fn guess_network(src: &TensorMap) -> Option<String> {
     let has = |k: &str| src.contains_key(k);
     if has("conv5_3_W")
         || has("conv1_1_W")
+        || has("conv1_1.weight")
         || has("classifier.0.weight")
         || has("pre_logits.fc1.weight")
     {
