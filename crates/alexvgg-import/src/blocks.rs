@@ -67,6 +67,18 @@ pub fn split_for_module(
             continue;
         };
         blocks.sort_by_key(|(k, _)| *k);
+        if whole.shape.is_empty() {
+            mismatches.push(format!(
+                "{key}: expected a matrix or vector, found a scalar"
+            ));
+            tensors.remove(&key);
+            handled.extend(
+                blocks
+                    .iter()
+                    .map(|(k, _)| format!("{prefix}.blocks.{k}.{kind}")),
+            );
+            continue;
+        }
         let widths: Vec<usize> = blocks
             .iter()
             .map(|(_, s)| *s.last().unwrap_or(&0))

@@ -337,17 +337,32 @@ pub fn read_npy(path: &Path) -> Result<TensorMap, ImportError> {
 /// I/O, zip and member format errors naming the file and member.
 pub fn read_npz(path: &Path) -> Result<TensorMap, ImportError> {
     let file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
-    let what = path.display().to_string();
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+    npz_from(std::io::BufReader::new(file), &path.display().to_string())
+}
+
+/// Parses `.npz` bytes; `what` names the source in errors.
+///
+/// # Errors
+/// See [`read_npz`].
+pub fn parse_npz(bytes: &[u8], what: &str) -> Result<TensorMap, ImportError> {
+    npz_from(std::io::Cursor::new(bytes), what)
+}
+
+fn npz_from<R: std::io::Read + std::io::Seek>(
+    reader: R,
+    what: &str,
+) -> Result<TensorMap, ImportError> {
+    let mut zip =
+        zip::ZipArchive::new(reader).map_err(|e| ImportError::corrupt(what, e.to_string()))?;
     let mut map = TensorMap::new();
     for i in 0..zip.len() {
         let mut member = zip
             .by_index(i)
-            .map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+            .map_err(|e| ImportError::corrupt(what, e.to_string()))?;
         let name = member.name().to_string();
         let at = format!("{what}: member '{name}'");
-        let t = read_member(&mut member, &at)?;
+        let declared = member.size();
+        let t = read_member(&mut member, declared, &at)?;
         map.insert(name.trim_end_matches(".npy").to_string(), t);
     }
     Ok(map)
@@ -357,10 +372,10 @@ pub fn read_npz(path: &Path) -> Result<TensorMap, ImportError> {
 /// of the weight files in the wild) goes straight into its final buffer, so a 411 MB fc6 costs
 /// 411 MB and not twice that; other layouts are read whole and parsed.
 fn read_member(
-    member: &mut zip::read::ZipFile<'_, std::io::BufReader<std::fs::File>>,
+    member: &mut impl std::io::Read,
+    declared: u64,
     at: &str,
 ) -> Result<RawTensor, ImportError> {
-    use std::io::Read;
     let corrupt = |e: std::io::Error| ImportError::corrupt(at, e.to_string());
     let mut prefix = [0u8; 10];
     member.read_exact(&mut prefix).map_err(corrupt)?;
@@ -396,6 +411,15 @@ fn read_member(
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| ImportError::corrupt(at, "shape overflows"))?;
+    if (count as u64).saturating_mul(4) > declared {
+        return Err(ImportError::corrupt(
+            at,
+            format!(
+                "array of shape {shape:?} needs {} bytes, the member holds {declared}",
+                count.saturating_mul(4)
+            ),
+        ));
+    }
     let mut data = vec![0f32; count];
     member
         .read_exact(bytemuck::cast_slice_mut(&mut data))

@@ -283,7 +283,7 @@ fn timm_to_torchvision(src: &mut TensorMap) {
         ("head.fc", "classifier.6"),
     ] {
         if let Some(w) = src.remove(&format!("{from}.weight")) {
-            let out = w.shape[0];
+            let out = w.shape.first().copied().unwrap_or(1);
             let rest = w.len() / out.max(1);
             src.insert(format!("{to}.weight"), w.reshape(vec![out, rest]));
         }
