@@ -285,3 +285,13 @@ fn caffemodels_in_v2_and_v1_layouts() {
     let err = load_model(&fixture("vgg16_w16.v1.caffemodel"), &caffe, &device).unwrap_err();
     assert!(err.to_string().contains("looks like VGG"), "{err}");
 }
+
+#[test]
+fn self_referencing_pickles_are_refused_not_leaked() {
+    // found by the `pickle` fuzz target: a dict memoised, fetched back and stored into itself
+    let cyclic = b"\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.";
+    let err = unpickle(cyclic, "cycle.npy").unwrap_err();
+    assert!(err.to_string().contains("recursive container"), "{err}");
+    let list_cycle = b"\x80\x02]q\x00h\x00a.";
+    assert!(unpickle(list_cycle, "cycle.npy").is_err());
+}

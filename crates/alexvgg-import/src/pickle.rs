@@ -207,6 +207,9 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
             }
             b'a' => {
                 let v = pop!();
+                if let Some(c) = stack.last() {
+                    check_acyclic(c, [&v], &r)?;
+                }
                 match stack.last() {
                     Some(Value::List(l)) => l.borrow_mut().push(v),
                     _ => return Err(r.err("APPEND to a non-list")),
@@ -214,6 +217,9 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
             }
             b'e' => {
                 let items = pop_mark!();
+                if let Some(c) = stack.last() {
+                    check_acyclic(c, &items, &r)?;
+                }
                 match stack.last() {
                     Some(Value::List(l)) => l.borrow_mut().extend(items),
                     _ => return Err(r.err("APPENDS to a non-list")),
@@ -227,6 +233,9 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
             b's' => {
                 let v = pop!();
                 let k = pop!();
+                if let Some(c) = stack.last() {
+                    check_acyclic(c, [&k, &v], &r)?;
+                }
                 match stack.last() {
                     Some(Value::Dict(d)) => d.borrow_mut().push((k, v)),
                     _ => return Err(r.err("SETITEM on a non-dict")),
@@ -235,6 +244,9 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
             b'u' => {
                 let items = pop_mark!();
                 let items = pairs(items, &r)?;
+                if let Some(c) = stack.last() {
+                    check_acyclic(c, items.iter().flat_map(|(k, v)| [k, v]), &r)?;
+                }
                 match stack.last() {
                     Some(Value::Dict(d)) => d.borrow_mut().extend(items),
                     _ => return Err(r.err("SETITEMS on a non-dict")),
@@ -393,6 +405,62 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
     }
 }
 
+/// Identity of a shared container, for cycle checks.
+fn container_ptr(v: &Value) -> Option<*const ()> {
+    match v {
+        Value::List(l) => Some(Rc::as_ptr(l) as *const ()),
+        Value::Dict(d) => Some(Rc::as_ptr(d) as *const ()),
+        Value::Array(a) => Some(Rc::as_ptr(a) as *const ()),
+        _ => None,
+    }
+}
+
+/// Whether `target` can be reached from `from` through lists, dicts, tuples and object arrays.
+/// Storing such a value into `target` would make an `Rc` cycle (a leak, and a recursion hazard
+/// for readers): weight files never do it, so it is refused.
+fn reaches(from: &Value, target: *const (), budget: &mut usize) -> bool {
+    if *budget == 0 {
+        return true; // too deep or too large to prove acyclic: refuse
+    }
+    *budget -= 1;
+    if container_ptr(from) == Some(target) {
+        return true;
+    }
+    match from {
+        Value::List(l) => l.borrow().iter().any(|v| reaches(v, target, budget)),
+        Value::Dict(d) => d
+            .borrow()
+            .iter()
+            .any(|(k, v)| reaches(k, target, budget) || reaches(v, target, budget)),
+        Value::Tuple(t) => t.iter().any(|v| reaches(v, target, budget)),
+        Value::Array(a) => match &*a.borrow() {
+            Array::Object(_, items) => items.iter().any(|v| reaches(v, target, budget)),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Refuses to store `values` into `container` when that would close a cycle.
+fn check_acyclic<'v>(
+    container: &Value,
+    values: impl IntoIterator<Item = &'v Value>,
+    r: &Reader<'_>,
+) -> Result<(), ImportError> {
+    let Some(target) = container_ptr(container) else {
+        return Ok(());
+    };
+    for v in values {
+        let mut budget = 100_000;
+        if reaches(v, target, &mut budget) {
+            return Err(
+                r.err("recursive container (a value that contains itself) is not weight data")
+            );
+        }
+    }
+    Ok(())
+}
+
 fn text(b: &[u8], r: &Reader<'_>) -> Result<Value, ImportError> {
     std::str::from_utf8(b)
         .map(|s| Value::Str(Rc::from(s)))
@@ -483,7 +551,10 @@ fn build(target: &Value, state: Value, r: &Reader<'_>) -> Result<(), ImportError
             };
             let fortran = matches!(t[3], Value::Bool(true) | Value::Int(1));
             let array = match (&t[4], dtype) {
-                (Value::List(items), Dtype::Object) => Array::Object(shape, items.borrow().clone()),
+                (Value::List(items), Dtype::Object) => {
+                    check_acyclic(target, items.borrow().iter(), r)?;
+                    Array::Object(shape, items.borrow().clone())
+                }
                 (Value::Bytes(raw), dtype) => {
                     Array::Numeric(decode_array(raw, &dtype, shape, fortran, r.file)?)
                 }
