@@ -67,30 +67,16 @@ pub fn split_for_module(
             continue;
         };
         blocks.sort_by_key(|(k, _)| *k);
-        if whole.shape.is_empty() {
-            mismatches.push(format!(
-                "{key}: expected a matrix or vector, found a scalar"
-            ));
-            tensors.remove(&key);
-            handled.extend(
-                blocks
-                    .iter()
-                    .map(|(k, _)| format!("{prefix}.blocks.{k}.{kind}")),
-            );
-            continue;
-        }
         let widths: Vec<usize> = blocks
             .iter()
             .map(|(_, s)| *s.last().unwrap_or(&0))
             .collect();
-        let lead_ok = blocks
-            .iter()
-            .all(|(_, s)| s[..s.len() - 1] == whole.shape[..whole.shape.len() - 1]);
-        if !lead_ok || widths.iter().sum::<usize>() != *whole.shape.last().unwrap_or(&0) {
-            let mut expected = blocks[0].1.clone();
-            if let Some(last) = expected.last_mut() {
-                *last = widths.iter().sum();
-            }
+        let mut expected = blocks[0].1.clone();
+        if let Some(last) = expected.last_mut() {
+            *last = widths.iter().sum();
+        }
+        // the whole tensor must be the blocks side by side: same leading dims, summed columns
+        if whole.shape != expected {
             mismatches.push(format!(
                 "{key}: expected {expected:?}, found {:?}",
                 whole.shape

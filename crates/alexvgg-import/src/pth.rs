@@ -6,6 +6,7 @@ use std::path::Path;
 
 use pytorch_reader::{DType, PytorchReader};
 
+use crate::tensor::{FloatKind, decode_le};
 use crate::{ImportError, RawTensor, TensorMap};
 
 /// Reads every floating-point tensor of a PyTorch checkpoint as f32. A `module.` prefix
@@ -29,27 +30,14 @@ pub fn read_pth(path: &Path) -> Result<TensorMap, ImportError> {
         let bytes = t
             .read()
             .map_err(|e| ImportError::corrupt(&at, e.to_string()))?;
-        let data: Vec<f32> = match t.dtype() {
-            DType::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::F64 => bytes
-                .chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
+        let kind = match t.dtype() {
+            DType::F32 => FloatKind::F32,
+            DType::F16 => FloatKind::F16,
+            DType::BF16 => FloatKind::BF16,
+            DType::F64 => FloatKind::F64,
             _ => continue, // integer buffers such as BatchNorm's num_batches_tracked
         };
+        let data = decode_le(&bytes, kind);
         let key = name.strip_prefix("module.").unwrap_or(&name).to_string();
         map.insert(key, RawTensor::new(&at, t.shape().to_vec(), data)?);
     }

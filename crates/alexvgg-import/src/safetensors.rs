@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
+use crate::tensor::{FloatKind, decode_le};
 use crate::{ImportError, RawTensor, TensorMap};
 
 /// Reads every floating-point tensor of a safetensors file as f32.
@@ -27,23 +27,11 @@ pub fn parse_safetensors(bytes: &[u8], what: &str) -> Result<TensorMap, ImportEr
     let mut map = TensorMap::new();
     for (name, view) in file.tensors() {
         let raw = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
+        let kind = match view.dtype() {
+            Dtype::F32 => FloatKind::F32,
+            Dtype::F16 => FloatKind::F16,
+            Dtype::BF16 => FloatKind::BF16,
+            Dtype::F64 => FloatKind::F64,
             other => {
                 return Err(ImportError::Unsupported {
                     what: format!("{what}: tensor '{name}'"),
@@ -51,6 +39,7 @@ pub fn parse_safetensors(bytes: &[u8], what: &str) -> Result<TensorMap, ImportEr
                 });
             }
         };
+        let data = decode_le(raw, kind);
         let tensor = RawTensor::new(
             &format!("{what}: tensor '{name}'"),
             view.shape().to_vec(),

@@ -4,6 +4,42 @@ use std::collections::BTreeMap;
 
 use crate::ImportError;
 
+/// Little-endian floating-point element types found in weight files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatKind {
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// single precision.
+    F32,
+    /// double precision.
+    F64,
+}
+
+/// Decodes little-endian `bytes` of `kind` into f32 values (trailing partial elements ignored;
+/// callers check the count against the shape).
+pub fn decode_le(bytes: &[u8], kind: FloatKind) -> Vec<f32> {
+    match kind {
+        FloatKind::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        FloatKind::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        FloatKind::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        FloatKind::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+    }
+}
+
 /// A named collection of host tensors, the common currency of every reader.
 pub type TensorMap = BTreeMap<String, RawTensor>;
 
