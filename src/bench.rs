@@ -66,22 +66,11 @@ pub fn bench_forward(
         Distribution::Uniform(-100.0, 100.0),
         device,
     );
-    let run = || {
+    let times = timed_ms(warmup, iters, || {
         let logits = model.forward(input.clone());
         // Forces the computation (and any GPU queue) to finish before the clock stops.
         let _ = logits.into_data();
-    };
-    for _ in 0..warmup {
-        run();
-    }
-    let mut times: Vec<f64> = (0..iters.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            run();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
+    });
     let best_ms = times[0];
     let median_ms = times[times.len() / 2];
     BenchResult {
@@ -112,17 +101,26 @@ pub struct LrnBenchRow {
     pub slices_ms: f64,
 }
 
-fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..iters.max(1))
+/// Runs `f` `warmup` times untimed, then `iters` (at least one) timed; milliseconds, sorted.
+fn timed_ms(warmup: usize, iters: usize, mut f: impl FnMut()) -> Vec<f64> {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut times: Vec<f64> = (0..iters.max(1))
         .map(|_| {
             let s = Instant::now();
             f();
             s.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+/// Median of `iters` timed calls after one warm-up call.
+fn median_ms(iters: usize, f: impl FnMut()) -> f64 {
+    let times = timed_ms(1, iters, f);
+    times[times.len() / 2]
 }
 
 /// The windowed sum of squares by `2r + 1` channel slices: the cost the one-pass LRN avoids.

@@ -63,38 +63,7 @@ enum Command {
         json: bool,
     },
     /// Classify images (files or folders) with pretrained weights; prints the top-k classes.
-    Classify {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// Weights: a known name (bvlc_alexnet, vgg16_frossard, alexnet_torchvision,
-        /// vgg16_torchvision; fetched on first use) or a file.
-        #[arg(long)]
-        weights: Option<String>,
-        /// Labels file (one per line, or index<TAB>synset<TAB>label); default: ImageNet's 1000.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// Preprocessing preset: caffe, frossard, torchvision, note (default: the weights').
-        #[arg(long)]
-        preprocess: Option<String>,
-        /// Device: cpu, flex, ndarray, wgpu, wgpu:N, wgpu:cpu (or ALEXVGG_DEVICE).
-        #[arg(long)]
-        device: Option<String>,
-        /// Classes to print per image.
-        #[arg(long, default_value_t = 5)]
-        top_k: usize,
-        /// Images per forward pass.
-        #[arg(long, default_value_t = 8)]
-        batch_size: usize,
-        /// One JSON object per image.
-        #[arg(long)]
-        json: bool,
-        /// Stop at the first unreadable image.
-        #[arg(long)]
-        fail_fast: bool,
-        /// Image files and folders.
-        #[arg(required = true)]
-        inputs: Vec<PathBuf>,
-    },
+    Classify(ClassifyArgs),
     /// Time forward passes on a device.
     Bench {
         #[command(flatten)]
@@ -191,31 +160,7 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", table::params_text(&arch, &rows));
             }
         }
-        Command::Classify {
-            model,
-            weights,
-            labels,
-            preprocess,
-            device,
-            top_k,
-            batch_size,
-            json,
-            fail_fast,
-            inputs,
-        } => {
-            return classify(ClassifyArgs {
-                model,
-                weights,
-                labels,
-                preprocess,
-                device,
-                top_k,
-                batch_size,
-                json,
-                fail_fast,
-                inputs,
-            });
-        }
+        Command::Classify(args) => return classify(args),
         Command::Bench {
             model,
             device,
@@ -371,16 +316,38 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Arguments of `alexvgg classify`.
+#[derive(Args)]
 struct ClassifyArgs {
+    #[command(flatten)]
     model: ModelArgs,
+    /// Weights: a known name (bvlc_alexnet, vgg16_frossard, alexnet_torchvision,
+    /// vgg16_torchvision; fetched on first use) or a file.
+    #[arg(long)]
     weights: Option<String>,
+    /// Labels file (one per line, or index<TAB>synset<TAB>label); default: ImageNet's 1000.
+    #[arg(long)]
     labels: Option<PathBuf>,
+    /// Preprocessing preset: caffe, frossard, torchvision, note (default: the weights').
+    #[arg(long)]
     preprocess: Option<String>,
+    /// Device: cpu, flex, ndarray, wgpu, wgpu:N, wgpu:cpu (or ALEXVGG_DEVICE).
+    #[arg(long)]
     device: Option<String>,
+    /// Classes to print per image.
+    #[arg(long, default_value_t = 5)]
     top_k: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// One JSON object per image.
+    #[arg(long)]
     json: bool,
+    /// Stop at the first unreadable image.
+    #[arg(long)]
     fail_fast: bool,
+    /// Image files and folders.
+    #[arg(required = true)]
     inputs: Vec<PathBuf>,
 }
 
