@@ -287,6 +287,33 @@ def vgg(depth, batch_norm, divisor=16):
     save(f"vgg{depth}{'_bn' if batch_norm else ''}_w{divisor}", x, state(m), acts)
 
 
+def train_steps(divisor=8):
+    """Two optimisation steps of the reduced Caffe AlexNet (LRN, grouped convolutions, ceil-mode
+    pools) from its fixture weights, with PyTorch's SGD (momentum, weight decay) and Adam.
+
+    Inputs: the 227 batch of inputs.safetensors times 0.02 (in float32), labels [3, 7], mean
+    cross-entropy. The Rust test repeats the steps with burn's autodiff and optimizers."""
+    x = torch.from_numpy(image_batch(227) * np.float32(0.02))
+    y = torch.tensor([3, 7])
+    out = {}
+    for name, make in [
+        ("sgd", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, weight_decay=5e-4)),
+        ("adam", lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4)),
+    ]:
+        m = randomize(CaffeAlexNet(divisor), 2).train()
+        opt = make(m.parameters())
+        for step in range(2):
+            opt.zero_grad()
+            loss = F.cross_entropy(m(x, lambda *_: None), y)
+            out[f"{name}.loss{step}"] = f32(np.array([loss.item()]))
+            loss.backward()
+            opt.step()
+        for k, v in state(m).items():
+            out[f"{name}.{k}"] = v
+    save_file(out, os.path.join(OUT, "train_steps.safetensors"))
+    print(f"train_steps: {len(out)} tensors")
+
+
 def save(stem, x, weights, acts):
     tensors = {f"act.{k}": v for k, v in acts.items()}
     save_file(tensors, os.path.join(OUT, f"{stem}.activations.safetensors"))
@@ -569,6 +596,7 @@ def main():
     lrn_example()
     tf_alexnet = alexnet_tf()
     alexnet_caffe()
+    train_steps()
     alexnet_torchvision()
     vgg(16, False)
     vgg(11, True)

@@ -5,9 +5,13 @@ and `alexvgg bench` in the same run, with our/peer time ratios.
 Usage (from the repository root; needs torch, torchvision, onnx, onnxruntime):
     cargo build --release
     python scripts/peer_bench.py [--threads 2] [--batch 1,8] [--iters 5] [--models alexnet-tf,vgg16]
+    python scripts/peer_bench.py --train --batch 16 --iters 3 --models alexnet-tf,vgg16
+    python scripts/peer_bench.py --device wgpu --torch-device cuda --batch 1,8,32   # on a GPU
 
-Times are the best of `--iters` timed passes after 2 warm-up passes (forward only, fp32,
-random weights: speed does not depend on the values). Ratios below 1 mean alexvgg is faster.
+Times are the best of `--iters` timed passes after 2 warm-up passes (fp32, random weights: speed
+does not depend on the values). Inference is a forward pass; `--train` times a whole training
+step (forward, cross-entropy, backward, SGD with momentum and weight decay) against PyTorch's
+(ONNX Runtime has no training here). Ratios below 1 mean alexvgg is faster.
 """
 import argparse
 import json
@@ -88,12 +92,17 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--binary", default=os.path.join("target", "release", "alexvgg"))
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="alexvgg's --device")
+    ap.add_argument("--torch-device", default="cpu", help="PyTorch device (cpu or cuda)")
+    ap.add_argument("--train", action="store_true", help="time training steps")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import onnxruntime as ort
 
     batches = [int(b) for b in args.batch.split(",")]
+    dev = torch.device(args.torch_device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    with_ort = dev.type == "cpu" and not args.train
     rows = []
     for name in args.models.split(","):
         make, side, flags = MODELS[name]
@@ -101,12 +110,31 @@ def main():
         ours = {}
         out = subprocess.run(
             [args.binary, "bench", *flags, "--device", args.device, "--batch-size", args.batch,
-             "--iters", str(args.iters), "--json"],
+             "--iters", str(args.iters), "--json", *(["--train"] if args.train else [])],
             check=True, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": str(args.threads)},
         ).stdout
         for line in out.splitlines():
             r = json.loads(line)
             ours[r["batch"]] = r["best_ms"]
+        if not with_ort:
+            model = model.to(dev).train(args.train)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+            for b in batches:
+                x = torch.randn(b, 3, side, side, device=dev)
+                y = torch.randint(0, 1000, (b,), device=dev)
+
+                def step():
+                    if args.train:
+                        opt.zero_grad()
+                        F.cross_entropy(model(x), y).backward()
+                        opt.step()
+                    else:
+                        with torch.no_grad():
+                            model(x)
+                    sync()
+
+                rows.append((name, b, ours[b], best(step, args.iters), float("nan")))
+            continue
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "m.onnx")
             torch.onnx.export(model, torch.randn(1, 3, side, side), path, input_names=["x"],
@@ -122,10 +150,15 @@ def main():
                 xn = x.numpy()
                 ox = best(lambda: sess.run(None, {"x": xn}), args.iters)
                 rows.append((name, b, ours[b], pt, ox))
-    print(f"threads={args.threads}, best of {args.iters}, torch {torch.__version__}, onnxruntime {ort.__version__}")
-    print(f"{'model':<22}{'batch':>6}{'alexvgg ms':>12}{'torch ms':>10}{'ort ms':>9}{'ours/torch':>12}{'ours/ort':>10}")
+    what = "training step" if args.train else "inference"
+    print(f"{what}: threads={args.threads}, best of {args.iters}, alexvgg --device {args.device}, "
+          f"torch {torch.__version__} on {args.torch_device}, onnxruntime {ort.__version__}"
+          f"{'' if with_ort else ' (not run)'}")
+    print(f"{'model':<22}{'batch':>6}{'alexvgg ms':>12}{'torch ms':>10}{'ort ms':>9}{'ours/torch':>12}{'ours/ort':>10}"
+          f"{'ours img/s':>12}{'torch img/s':>12}")
     for name, b, o, pt, ox in rows:
-        print(f"{name:<22}{b:>6}{o:>12.1f}{pt:>10.1f}{ox:>9.1f}{o / pt:>12.2f}{o / ox:>10.2f}")
+        print(f"{name:<22}{b:>6}{o:>12.1f}{pt:>10.1f}{ox:>9.1f}{o / pt:>12.2f}{o / ox:>10.2f}"
+              f"{b * 1e3 / o:>12.1f}{b * 1e3 / pt:>12.1f}")
 
 
 if __name__ == "__main__":

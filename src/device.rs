@@ -178,9 +178,23 @@ fn probe(device: &Device) -> Result<(), String> {
     }
 }
 
-/// A short description of a device for benchmark and log output.
+/// A short description of a device for benchmark and log output: the backend, burn's device,
+/// and for wgpu the adapter's own name (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)` for lavapipe).
 pub fn describe(backend: Backend, device: &Device) -> String {
-    format!("{} ({device:?})", backend.name())
+    match adapter_name(backend, device) {
+        Some(name) => format!("{} ({device:?}, adapter '{name}')", backend.name()),
+        None => format!("{} ({device:?})", backend.name()),
+    }
+}
+
+/// The adapter's name as the driver reports it (wgpu only).
+#[allow(unused_variables)]
+pub fn adapter_name(backend: Backend, device: &Device) -> Option<String> {
+    #[cfg(feature = "wgpu")]
+    if backend == Backend::Wgpu {
+        return device.identity().map(|i| i.name);
+    }
+    None
 }
 
 #[cfg(test)]

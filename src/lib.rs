@@ -12,6 +12,7 @@ pub use alexvgg_models as models;
 pub mod bench;
 pub mod classify;
 pub mod device;
+pub mod finetune;
 pub mod labels;
 pub mod preprocess;
 pub mod table;

@@ -50,6 +50,10 @@ enum Command {
         /// Input side (default: the original's, 227 or 224).
         #[arg(long)]
         input: Option<usize>,
+        /// Describe the network of a weight file or fine-tuning output directory (its classes,
+        /// width and architecture) instead of the original.
+        #[arg(long)]
+        weights: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -83,6 +87,9 @@ enum Command {
         /// Weights to load (random weights otherwise; speed does not depend on them).
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Time training steps (forward, loss, backward, SGD update) instead of inference.
+        #[arg(long)]
+        train: bool,
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
@@ -111,6 +118,26 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Fine-tune on an image folder (one sub-folder per class): new head, frozen layers,
+    /// augmentation, checkpoints, metrics; `--resume` continues an interrupted run.
+    Finetune(Box<FinetuneArgs>),
+    /// Write a synthetic image folder (classes of distinct shapes, textures and colours).
+    MakeDataset {
+        /// Output folder (one sub-folder per class is created).
+        dir: PathBuf,
+        /// Number of classes (2 to 8).
+        #[arg(long, default_value_t = 6)]
+        classes: usize,
+        /// Images per class.
+        #[arg(long, default_value_t = 50)]
+        per_class: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 96)]
+        size: u32,
+        /// Seed (the same seed writes the same images).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// List the tensors of a weight file (name, dtype, shape) without building a model.
     Inspect {
         /// Weight file.
@@ -134,10 +161,26 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Layers { model, input, json } => {
-            let arch = model.arch()?;
+        Command::Layers {
+            model,
+            input,
+            weights,
+            json,
+        } => {
             let device = device::make_device(Some("cpu"))?.1;
-            let net = arch.init(&NetworkShape::default(), &device)?;
+            let (arch, net) = match &weights {
+                Some(w) => match alexvgg::finetune::open_finetuned(w)? {
+                    Some(f) => (f.arch, load_model(&f.weights, &f.arch, &device)?.0),
+                    None => {
+                        let arch = model.arch()?;
+                        (arch, load_model(w, &arch, &device)?.0)
+                    }
+                },
+                None => {
+                    let arch = model.arch()?;
+                    (arch, arch.init(&NetworkShape::default(), &device)?)
+                }
+            };
             let side = input.unwrap_or(arch.input_size());
             let rows = net.layers([3, side, side])?;
             if json {
@@ -161,6 +204,21 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Classify(args) => return classify(args),
+        Command::Finetune(args) => return finetune(*args),
+        Command::MakeDataset {
+            dir,
+            classes,
+            per_class,
+            size,
+            seed,
+        } => {
+            alexvgg::finetune::synth::make_dataset(&dir, classes, per_class, size, seed)?;
+            println!(
+                "wrote {} images ({classes} classes x {per_class}, {size}x{size}) to {}",
+                classes * per_class,
+                dir.display()
+            );
+        }
         Command::Bench {
             model,
             device,
@@ -168,10 +226,14 @@ fn run(cli: Cli) -> Result<()> {
             iters,
             warmup,
             weights,
+            train,
             json,
         } => {
             let arch = model.arch()?;
             let (backend, dev) = device::make_device(device.as_deref())?;
+            if train && weights.is_some() {
+                bail!("--train times random weights; leave out --weights");
+            }
             let net = match &weights {
                 Some(path) => {
                     let started = std::time::Instant::now();
@@ -191,8 +253,11 @@ fn run(cli: Cli) -> Result<()> {
             let device_name = device::describe(backend, &dev);
             if !json {
                 println!(
-                    "{} on {device_name}, {side}x{side}, {gflop:.2} GFLOP/image, {warmup} warm-up + {iters} timed passes",
-                    arch.describe()
+                    "{} {} on {device_name}, {side}x{side}, {gflop:.2} GFLOP/image{}, {warmup} warm-up + {iters} timed {}",
+                    arch.describe(),
+                    if train { "training" } else { "inference" },
+                    if train { " forward (x3 per step)" } else { "" },
+                    if train { "steps" } else { "passes" },
                 );
                 println!(
                     "{:>6} {:>10} {:>10} {:>10} {:>10} {:>9}",
@@ -211,7 +276,11 @@ fn run(cli: Cli) -> Result<()> {
                 if batch == 0 {
                     bail!("--batch-size values must be at least 1");
                 }
-                let r = bench::bench_forward(&net, &dev, &spec, batch);
+                let r = if train {
+                    bench::bench_train(&arch, &dev, &spec, batch)?
+                } else {
+                    bench::bench_forward(&net, &dev, &spec, batch)
+                };
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
@@ -360,7 +429,17 @@ fn classify(a: ClassifyArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let arch = a.model.arch()?;
+    let finetuned = a
+        .weights
+        .as_deref()
+        .map(|w| alexvgg::finetune::open_finetuned(std::path::Path::new(w)))
+        .transpose()?
+        .flatten();
+    // a fine-tuning output directory names its own architecture
+    let arch = match &finetuned {
+        Some(f) => f.arch,
+        None => a.model.arch()?,
+    };
     let spec = match &a.weights {
         Some(w) => w.clone(),
         None => weights::default_for(&arch)
@@ -381,15 +460,27 @@ fn classify(a: ClassifyArgs) -> Result<()> {
             })
         })
         .transpose()?;
-    let (path, entry) = weights::resolve(&spec)?;
+    let (path, entry) = match &finetuned {
+        Some(f) => (f.weights.clone(), None),
+        None => weights::resolve(&spec)?,
+    };
     let (backend, dev) = device::make_device(a.device.as_deref())?;
     let (net, shape, format) = load_model(&path, &arch, &dev)?;
     let preset = preset_override
+        .or(finetuned.as_ref().map(|f| f.preset))
         .or(entry.as_ref().map(|e| e.preset))
         .unwrap_or_else(|| weights::default_preset(&arch, format));
     let classes = match &a.labels {
         Some(p) => alexvgg::labels::read_labels(p)
             .with_context(|| format!("reading labels {}", p.display()))?,
+        None if finetuned.is_some() => finetuned
+            .iter()
+            .flat_map(|f| &f.classes)
+            .map(|label| alexvgg::labels::Class {
+                synset: None,
+                label: label.clone(),
+            })
+            .collect(),
         None if shape.num_classes == 1000 => alexvgg::labels::imagenet(),
         None => bail!(
             "{} has {} classes, not ImageNet's 1000: pass --labels FILE",
@@ -472,6 +563,280 @@ fn classify(a: ClassifyArgs) -> Result<()> {
     }
     if failed > 0 {
         bail!("{failed} of {done} images could not be read");
+    }
+    Ok(())
+}
+
+/// Arguments of `alexvgg finetune`.
+#[derive(Args)]
+struct FinetuneArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Starting weights: a known name, a file, a fine-tuning output directory, or `none`
+    /// (random initialisation). Default: the architecture's known weights.
+    #[arg(long)]
+    weights: Option<String>,
+    /// Training folder with one sub-folder per class (required unless --resume).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Validation folder with the same class sub-folders.
+    #[arg(long, conflicts_with = "val_split")]
+    val: Option<PathBuf>,
+    /// Fraction of each class held out for validation when no --val is given.
+    #[arg(long, default_value_t = 0.1)]
+    val_split: f64,
+    /// Epochs.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// sgd or adam.
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    /// SGD momentum (0 for none).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    /// constant, step (x --lr-gamma every --lr-step epochs) or cosine (to --min-lr).
+    #[arg(long, default_value = "constant")]
+    lr_schedule: String,
+    /// Epochs between decays of the step schedule (default: a third of the epochs).
+    #[arg(long)]
+    lr_step: Option<usize>,
+    /// Decay factor of the step schedule.
+    #[arg(long, default_value_t = 0.1)]
+    lr_gamma: f64,
+    /// Final rate of the cosine schedule.
+    #[arg(long, default_value_t = 0.0)]
+    min_lr: f64,
+    /// none, features (every convolution), or up-to:LAYER (e.g. up-to:conv3, up-to:fc6).
+    #[arg(long, default_value = "none")]
+    freeze: String,
+    /// Seed of every random choice (head, order, augmentation, dropout).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train on the evaluation preprocessing (no random crops, no flips).
+    #[arg(long)]
+    no_augment: bool,
+    /// Smallest random crop, as a fraction of the image area.
+    #[arg(long, default_value_t = 0.08)]
+    crop_scale: f64,
+    /// No horizontal flips.
+    #[arg(long)]
+    no_flip: bool,
+    /// Dropout probability of the classifier (default: the network's 0.5).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Preprocessing preset (default: the starting weights').
+    #[arg(long)]
+    preprocess: Option<String>,
+    /// fc6/fc7 width for --weights none.
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Channel divisor for --weights none (reduced-width networks for experiments).
+    #[arg(long)]
+    width_divisor: Option<usize>,
+    /// Also checkpoint every N steps (default: at the end of each epoch only).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: usize,
+    /// Output directory (checkpoints, config, labels, metrics).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in --out with its saved settings.
+    #[arg(long)]
+    resume: bool,
+    /// Device: cpu, flex, ndarray, wgpu, wgpu:N, wgpu:cpu (or ALEXVGG_DEVICE).
+    #[arg(long)]
+    device: Option<String>,
+    /// Print each epoch's metrics as a JSON line on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl FinetuneArgs {
+    fn run_config(&self) -> Result<alexvgg::finetune::RunConfig> {
+        use alexvgg::finetune::data::ValSource;
+        use alexvgg::finetune::{Freeze, LrSchedule, OptimizerKind, OptimizerSettings, RunConfig};
+        use alexvgg::preprocess::{Augment, Preset};
+        let arch = self.model.arch()?;
+        let data = self
+            .data
+            .clone()
+            .context("--data DIR is required (unless --resume)")?;
+        let kind = match self.optimizer.as_str() {
+            "sgd" => OptimizerKind::Sgd,
+            "adam" => OptimizerKind::Adam,
+            o => bail!("--optimizer: expected sgd or adam, got '{o}'"),
+        };
+        let schedule = match self.lr_schedule.as_str() {
+            "constant" => LrSchedule::Constant,
+            "step" => LrSchedule::Step {
+                every: self.lr_step.unwrap_or((self.epochs / 3).max(1)),
+                gamma: self.lr_gamma,
+            },
+            "cosine" => LrSchedule::Cosine {
+                min_lr: self.min_lr,
+            },
+            o => bail!("--lr-schedule: expected constant, step or cosine, got '{o}'"),
+        };
+        let weights = match self.weights.as_deref() {
+            Some("none") => None,
+            Some(w) => Some(w.to_string()),
+            None => Some(
+                alexvgg::weights::default_for(&arch)
+                    .map(|w| w.name.to_string())
+                    .with_context(|| {
+                        format!(
+                            "no default weights for {}; pass --weights NAME|FILE|none",
+                            arch.describe()
+                        )
+                    })?,
+            ),
+        };
+        if weights.is_some() && (self.hidden.is_some() || self.width_divisor.is_some()) {
+            bail!(
+                "--hidden and --width-divisor apply to --weights none only (the weights fix the shape)"
+            );
+        }
+        let preprocess = self
+            .preprocess
+            .as_deref()
+            .map(|p| {
+                Preset::parse(p).with_context(|| {
+                    format!(
+                        "--preprocess: unknown preset '{p}' (caffe, frossard, torchvision, note)"
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(RunConfig {
+            architecture: arch.name(),
+            weights,
+            data,
+            val: match &self.val {
+                Some(dir) => ValSource::Dir(dir.clone()),
+                None => ValSource::Split(self.val_split),
+            },
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            optimizer: OptimizerSettings {
+                kind,
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+            },
+            schedule,
+            freeze: Freeze::parse(&self.freeze)?,
+            seed: self.seed,
+            augment: (!self.no_augment).then(|| Augment {
+                scale: (self.crop_scale, 1.0),
+                flip: !self.no_flip,
+                ..Augment::default()
+            }),
+            dropout: self.dropout,
+            preprocess,
+            hidden: self.hidden,
+            width_divisor: self.width_divisor,
+            checkpoint_every: self.checkpoint_every,
+        })
+    }
+}
+
+fn finetune(a: FinetuneArgs) -> Result<()> {
+    use alexvgg::finetune::{Event, run};
+    use std::io::IsTerminal;
+
+    let config = if a.resume {
+        None
+    } else {
+        Some(a.run_config()?)
+    };
+    let (backend, dev) = device::make_device(a.device.as_deref())?;
+    let terminal = std::io::stderr().is_terminal();
+    let json = a.json;
+    let mut epochs_total = 0;
+    let mut events = |e: Event<'_>| match e {
+        Event::Started {
+            epochs,
+            train,
+            val,
+            classes,
+            trainable,
+            frozen,
+            resumed,
+        } => {
+            epochs_total = epochs;
+            eprintln!(
+                "{} classes, {train} training and {val} validation images; {trainable} parameter tensors trained, {frozen} frozen; on {}",
+                classes.len(),
+                device::describe(backend, &dev)
+            );
+            if let Some((epoch, step)) = resumed {
+                eprintln!("resuming at epoch {epoch}, step {step}");
+            }
+        }
+        Event::Step {
+            epoch,
+            step,
+            steps,
+            loss,
+            images_per_s,
+        } => {
+            if terminal {
+                eprint!(
+                    "\repoch {epoch}/{epochs_total} step {step}/{steps}  loss {loss:.4}  {images_per_s:.1} images/s   "
+                );
+            }
+        }
+        Event::Skipped { path, reason } => {
+            if terminal {
+                eprintln!();
+            }
+            eprintln!("warning: skipped {}: {reason}", path.display());
+        }
+        Event::Epoch(m) => {
+            if terminal {
+                eprint!("\r");
+            }
+            if json {
+                println!("{}", serde_json::to_string(m).unwrap_or_default());
+            } else {
+                println!(
+                    "epoch {:>3}  train loss {:.4} top-1 {:5.1}%  val loss {:.4} top-1 {:5.1}% top-5 {:5.1}%  {:7.1} images/s  lr {:.2e}  {:6.1} s{}",
+                    m.epoch,
+                    m.train_loss,
+                    100.0 * m.train_top1,
+                    m.val_loss,
+                    100.0 * m.val_top1,
+                    100.0 * m.val_top5,
+                    m.images_per_s,
+                    m.lr,
+                    m.seconds,
+                    if m.best { "  best" } else { "" }
+                );
+            }
+        }
+    };
+    let summary = run(config.as_ref(), &a.out, &dev, &mut events)
+        .with_context(|| format!("fine-tuning into {}", a.out.display()))?;
+    if let Some(best) = summary
+        .history
+        .iter()
+        .filter(|m| m.best)
+        .max_by(|x, y| x.epoch.cmp(&y.epoch))
+    {
+        eprintln!(
+            "best: epoch {} with validation top-1 {:.1}%; model in {}",
+            best.epoch,
+            100.0 * best.val_top1,
+            a.out.join("best.bpk").display()
+        );
     }
     Ok(())
 }

@@ -123,7 +123,87 @@ pub fn preprocess(image: &DynamicImage, preset: Preset, size: usize) -> Vec<f32>
             }
         }
     };
-    let plane = size * size;
+    normalize(&img, preset)
+}
+
+/// Random-resized-crop and flip augmentation for training (the scheme of torchvision's
+/// `RandomResizedCrop` + `RandomHorizontalFlip`).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Augment {
+    /// Range of the crop's area as a fraction of the image (torchvision: 0.08..1).
+    pub scale: (f64, f64),
+    /// Range of the crop's aspect ratio, width / height (torchvision: 3/4..4/3).
+    pub ratio: (f64, f64),
+    /// Mirror left-right with probability 1/2.
+    pub flip: bool,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Self {
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            flip: true,
+        }
+    }
+}
+
+/// A random crop of `image` resized to `size`x`size`, maybe mirrored, normalised for `preset`.
+/// `uniform` returns independent draws from [0, 1); the same draws give the same result.
+pub fn augmented(
+    image: &DynamicImage,
+    preset: Preset,
+    size: usize,
+    aug: &Augment,
+    uniform: &mut dyn FnMut() -> f64,
+) -> Vec<f32> {
+    let rgb = image.to_rgb32f();
+    let (w, h) = rgb.dimensions();
+    let (x, y, cw, ch) = crop_box(w, h, aug, uniform);
+    let crop = image::imageops::crop_imm(&rgb, x, y, cw, ch).to_image();
+    let mut img = image::imageops::resize(&crop, size as u32, size as u32, FilterType::Triangle);
+    if aug.flip && uniform() < 0.5 {
+        image::imageops::flip_horizontal_in_place(&mut img);
+    }
+    normalize(&img, preset)
+}
+
+/// Picks the crop `(x, y, width, height)`: up to ten tries at a random area and log-uniform
+/// aspect ratio that fits, then the largest centred crop within the ratio range.
+fn crop_box(
+    w: u32,
+    h: u32,
+    aug: &Augment,
+    uniform: &mut dyn FnMut() -> f64,
+) -> (u32, u32, u32, u32) {
+    let area = f64::from(w) * f64::from(h);
+    let (lr0, lr1) = (aug.ratio.0.ln(), aug.ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * (aug.scale.0 + (aug.scale.1 - aug.scale.0) * uniform());
+        let ratio = (lr0 + (lr1 - lr0) * uniform()).exp();
+        let cw = (target * ratio).sqrt().round() as u32;
+        let ch = (target / ratio).sqrt().round() as u32;
+        if cw > 0 && ch > 0 && cw <= w && ch <= h {
+            let x = ((f64::from(w - cw + 1)) * uniform()) as u32;
+            let y = ((f64::from(h - ch + 1)) * uniform()) as u32;
+            return (x.min(w - cw), y.min(h - ch), cw, ch);
+        }
+    }
+    let in_ratio = f64::from(w) / f64::from(h);
+    let (cw, ch) = if in_ratio < aug.ratio.0 {
+        (w, ((f64::from(w) / aug.ratio.0).round() as u32).clamp(1, h))
+    } else if in_ratio > aug.ratio.1 {
+        (((f64::from(h) * aug.ratio.1).round() as u32).clamp(1, w), h)
+    } else {
+        (w, h)
+    };
+    ((w - cw) / 2, (h - ch) / 2, cw, ch)
+}
+
+/// Turns a resized RGB image (0..1 floats) into the `[3, H, W]` channels-first network input of
+/// `preset`: channel order, 0..255 or 0..1 scale, mean (and std) subtraction.
+pub fn normalize(img: &Rgb32FImage, preset: Preset) -> Vec<f32> {
+    let plane = (img.width() * img.height()) as usize;
     let mut out = vec![0f32; 3 * plane];
     for (i, p) in img.pixels().enumerate().take(plane) {
         let [r, g, b] = p.0.map(|v| v * 255.0);

@@ -20,9 +20,12 @@ pub mod tensor;
 pub use apply::{check_fits, load_module};
 pub use error::ImportError;
 pub use format::{Format, convert, detect, infer_shape, load_model, read_for, read_tensors};
-pub use native::{module_tensors, param_shapes, read_burnpack, write_burnpack};
+pub use native::{
+    Metadata, module_tensors, param_shapes, raw_param_shapes, read_burnpack,
+    read_burnpack_with_metadata, write_burnpack, write_tensors, write_tensors_with,
+};
 pub use npy::{read_npy, read_npz};
 pub use pth::read_pth;
-pub use remap::{Target, from_tf, from_torch, guess_network, tf_name};
+pub use remap::{Target, from_tf, from_torch, guess_network, param_layers, tf_name};
 pub use safetensors::{parse_safetensors, read_safetensors};
 pub use tensor::{RawTensor, TensorMap};

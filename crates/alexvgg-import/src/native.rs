@@ -145,13 +145,35 @@ pub fn write_tensors(
     shape: &NetworkShape,
     path: &Path,
 ) -> Result<(), ImportError> {
+    write_tensors_with(tensors, arch, shape, &Metadata::new(), path)
+}
+
+/// Extra metadata of a burnpack (key to value), beside the architecture and shape.
+pub type Metadata = std::collections::BTreeMap<String, String>;
+
+/// [`write_tensors`] with extra metadata (fine-tuning checkpoints record their progress there, so
+/// that the model and its progress are committed by one rename).
+///
+/// # Errors
+/// [`ImportError::Io`] when writing or renaming fails.
+pub fn write_tensors_with(
+    tensors: TensorMap,
+    arch: &Architecture,
+    shape: &NetworkShape,
+    extra: &Metadata,
+    path: &Path,
+) -> Result<(), ImportError> {
     let tensors = tensors
         .into_iter()
         .map(|(name, t)| {
             burn_pack::Tensor::new(name, DType::F32, t.shape, None, Bytes::from_elems(t.data))
         })
         .collect();
-    let writer = Writer::new(tensors)
+    let mut writer = Writer::new(tensors);
+    for (k, v) in extra {
+        writer = writer.with_metadata(k, v);
+    }
+    let writer = writer
         .with_metadata(META_ARCH, &arch.name())
         .with_metadata(META_CLASSES, &shape.num_classes.to_string())
         .with_metadata(META_HIDDEN, &shape.hidden.to_string())
@@ -175,10 +197,13 @@ pub fn write_tensors(
 pub fn read_burnpack(
     path: &Path,
 ) -> Result<(Option<Architecture>, Option<NetworkShape>, TensorMap), ImportError> {
-    let what = path.display().to_string();
-    let reader =
-        Reader::from_file_exact(path).map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
-    let meta = reader.metadata().clone();
+    let (meta, map) = read_burnpack_with_metadata(path)?;
+    let (arch, shape) = describe_metadata(&meta);
+    Ok((arch, shape, map))
+}
+
+/// The architecture and shape recorded in a burnpack's metadata, where present and valid.
+pub fn describe_metadata(meta: &Metadata) -> (Option<Architecture>, Option<NetworkShape>) {
     let arch = meta
         .get(META_ARCH)
         .and_then(|a| Architecture::parse(a).ok());
@@ -191,6 +216,19 @@ pub fn read_burnpack(
         }),
         _ => None,
     };
+    (arch, shape)
+}
+
+/// Reads every tensor of a burnpack with all of its metadata.
+///
+/// # Errors
+/// [`ImportError::Corrupt`] for unreadable packs, [`ImportError::Unsupported`] for tensors that
+/// are not float32.
+pub fn read_burnpack_with_metadata(path: &Path) -> Result<(Metadata, TensorMap), ImportError> {
+    let what = path.display().to_string();
+    let reader =
+        Reader::from_file_exact(path).map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+    let meta = reader.metadata().clone();
     let mut map = TensorMap::new();
     for t in reader
         .into_tensors()
@@ -215,5 +253,5 @@ pub fn read_burnpack(
         let t = RawTensor::new(&format!("{what}: tensor '{name}'"), shape.to_vec(), data)?;
         map.insert(name, t);
     }
-    Ok((arch, shape, map))
+    Ok((meta, map))
 }

@@ -394,6 +394,13 @@ pub fn guess_network(src: &TensorMap) -> Option<String> {
     None
 }
 
+/// The layers that hold parameters, in module order, as (our layer name, burn module path
+/// prefix): (`conv1`, `convs.0.conv`) ... (`fc8`, `fc8`) for AlexNet, (`conv1_1`, `features.0`)
+/// ... for VGG. Fine-tuning freezes layers by these names.
+pub fn param_layers(arch: &Target) -> Vec<(String, String)> {
+    arch.layers()
+}
+
 /// The TensorFlow name and shape a parameter has in the note's files (`conv1_1_W (3,3,3,64)`),
 /// for a burn module path and burn shape; `None` for parameters TensorFlow files do not have
 /// (BatchNorm).

@@ -381,6 +381,17 @@ impl AlexNet {
         self
     }
 
+    /// Sets the drop probability of the classifier's dropout layers (those the variant has;
+    /// `0.0` keeps them but makes training deterministic).
+    pub fn with_dropout(mut self, prob: f64) -> Self {
+        for d in [&mut self.drop6, &mut self.drop7, &mut self.drop8] {
+            if d.is_some() {
+                *d = Some(DropoutConfig::new(prob).init());
+            }
+        }
+        self
+    }
+
     /// Number of output classes.
     pub fn num_classes(&self) -> usize {
         self.fc8.d_out()

@@ -200,6 +200,14 @@ impl Model {
         }
     }
 
+    /// Sets the drop probability of the classifier's dropout layers.
+    pub fn with_dropout(self, prob: f64) -> Self {
+        match self {
+            Model::AlexNet(m) => Model::AlexNet(m.with_dropout(prob)),
+            Model::Vgg(m) => Model::Vgg(m.with_dropout(prob)),
+        }
+    }
+
     /// Number of output classes.
     pub fn num_classes(&self) -> usize {
         match self {

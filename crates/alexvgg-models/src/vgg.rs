@@ -372,6 +372,13 @@ impl Vgg {
         self
     }
 
+    /// Sets the drop probability of the classifier's two dropout layers.
+    pub fn with_dropout(mut self, prob: f64) -> Self {
+        self.drop7 = DropoutConfig::new(prob).init();
+        self.drop8 = DropoutConfig::new(prob).init();
+        self
+    }
+
     /// Number of output classes.
     pub fn num_classes(&self) -> usize {
         self.fc8.d_out()

@@ -1,0 +1,428 @@
+//! Fine-tuning: gradients and optimizer steps against PyTorch, learning on a synthetic folder,
+//! freezing, exact resumption after a kill, and the fine-tuned output used by the CLI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use alexvgg::finetune::data::ValSource;
+use alexvgg::finetune::synth::make_dataset;
+use alexvgg::finetune::{
+    Freeze, LrSchedule, OptimizerKind, OptimizerSettings, RunConfig, Trainer, run,
+};
+use alexvgg::import::{
+    TensorMap, load_model, module_tensors, read_burnpack, read_burnpack_with_metadata, read_for,
+};
+use alexvgg::models::{AlexNetVariant, Architecture};
+use alexvgg::preprocess::Augment;
+use common::{assert_close, cpu, fixture, tensors};
+
+const CAFFE: Architecture = Architecture::AlexNet(AlexNetVariant::Caffe);
+const TF: Architecture = Architecture::AlexNet(AlexNetVariant::Tf);
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("alexvgg-ft-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Two steps of `kind` on the reduced Caffe AlexNet (LRN, groups) from its fixture weights,
+/// compared with PyTorch's losses and updated weights.
+fn optimizer_steps_match_pytorch(kind: OptimizerKind, name: &str, lr: f64, wd: f64) {
+    let device = cpu().autodiff();
+    let (model, _, _) = load_model(&fixture("alexnet_caffe_w8.safetensors"), &CAFFE, &device)
+        .expect("fixture weights");
+    let before = module_tensors(&model);
+    let model = model.with_dropout(0.0); // PyTorch's reference network has no dropout
+    let settings = OptimizerSettings {
+        kind,
+        momentum: 0.9,
+        weight_decay: wd,
+    };
+    let mut trainer = Trainer::new(model, &CAFFE, &settings, &Freeze::None, &device).unwrap();
+    let inputs: Vec<f32> = tensors("inputs.safetensors")["input227"]
+        .data
+        .iter()
+        .map(|v| v * 0.02f32)
+        .collect();
+    let reference = tensors("train_steps.safetensors");
+    for step in 0..2 {
+        let stats = trainer.step(inputs.clone(), &[3, 7], lr);
+        let want = reference[&format!("{name}.loss{step}")].data[0] as f64;
+        assert!(
+            (stats.loss - want).abs() <= 1e-4 * want.abs(),
+            "{name} step {step}: loss {} vs PyTorch {want}",
+            stats.loss
+        );
+    }
+    let after = module_tensors(trainer.model());
+    // PyTorch's updated weights, in our names and layouts
+    let dir = scratch(&format!("steps-{name}"));
+    let mut torch_names = TensorMap::new();
+    for (k, t) in reference.iter() {
+        if let Some(key) = k
+            .strip_prefix(&format!("{name}."))
+            .filter(|k| !k.starts_with("loss"))
+        {
+            torch_names.insert(key.to_string(), t.clone());
+        }
+    }
+    let file = dir.join("updated.safetensors");
+    write_safetensors(&torch_names, &file);
+    let (_, want) = read_for(&file, &CAFFE).unwrap();
+    assert_eq!(want.len(), after.len());
+    for (k, w) in want.iter() {
+        let got = &after[k];
+        assert_close(&format!("{name} {k}"), &got.data, &w.data, 1e-4);
+        // the update itself, not only the weights it was added to
+        let delta =
+            |t: &[f32]| -> Vec<f32> { t.iter().zip(&before[k].data).map(|(a, b)| a - b).collect() };
+        assert_close(
+            &format!("{name} update of {k}"),
+            &delta(&got.data),
+            &delta(&w.data),
+            2e-3,
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Minimal safetensors writer for the test (f32 only).
+fn write_safetensors(map: &TensorMap, path: &Path) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    let mut body = Vec::new();
+    for (k, t) in map.iter() {
+        let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        header.insert(
+            k.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes.len()]}),
+        );
+        offset += bytes.len();
+        body.extend(bytes);
+    }
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(body);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn sgd_steps_match_pytorch() {
+    optimizer_steps_match_pytorch(OptimizerKind::Sgd, "sgd", 0.01, 5e-4);
+}
+
+#[test]
+fn adam_steps_match_pytorch() {
+    optimizer_steps_match_pytorch(OptimizerKind::Adam, "adam", 1e-3, 1e-4);
+}
+
+fn config(data: &Path, weights: Option<String>) -> RunConfig {
+    RunConfig {
+        architecture: TF.name(),
+        weights,
+        data: data.to_path_buf(),
+        val: ValSource::Split(0.25),
+        epochs: 4,
+        batch_size: 16,
+        lr: 1e-3,
+        optimizer: OptimizerSettings {
+            kind: OptimizerKind::Adam,
+            momentum: 0.0,
+            weight_decay: 0.0,
+        },
+        schedule: LrSchedule::Constant,
+        freeze: Freeze::None,
+        seed: 3,
+        augment: Some(Augment {
+            scale: (0.5, 1.0),
+            ..Augment::default()
+        }),
+        dropout: Some(0.0),
+        preprocess: None,
+        hidden: Some(64),
+        width_divisor: Some(8),
+        checkpoint_every: 0,
+    }
+}
+
+#[test]
+fn reduced_alexnet_learns_the_synthetic_folder() {
+    let dir = scratch("learn");
+    make_dataset(&dir.join("data"), 4, 40, 64, 11).unwrap();
+    let cfg = config(&dir.join("data"), None);
+    let started = Instant::now();
+    let summary = run(Some(&cfg), &dir.join("out"), &cpu(), &mut |_| {}).unwrap();
+    let last = summary.history.last().unwrap();
+    eprintln!(
+        "{} epochs in {:.1} s: {:?}",
+        summary.history.len(),
+        started.elapsed().as_secs_f64(),
+        summary
+            .history
+            .iter()
+            .map(|m| (m.train_loss, m.val_top1))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(summary.history.len(), 4);
+    assert!(last.val_top1 >= 0.9, "validation top-1 {}", last.val_top1);
+    assert!(last.train_loss < summary.history[0].train_loss);
+    // output directory: every promised file, metrics parseable
+    for f in [
+        "config.json",
+        "labels.txt",
+        "best.bpk",
+        "last.bpk",
+        "metrics.jsonl",
+        "metrics.csv",
+    ] {
+        assert!(dir.join("out").join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(dir.join("out/metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5);
+    let labels = std::fs::read_to_string(dir.join("out/labels.txt")).unwrap();
+    assert_eq!(labels.lines().collect::<Vec<_>>(), summary.classes);
+    let (arch, shape, _) = read_burnpack(&dir.join("out/best.bpk")).unwrap();
+    assert_eq!(arch, Some(TF));
+    assert_eq!(shape.unwrap().num_classes, 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn frozen_layers_do_not_change() {
+    let dir = scratch("freeze");
+    make_dataset(&dir.join("data"), 3, 8, 48, 2).unwrap();
+    let weights = fixture("alexnet_tf_w8.safetensors");
+    let (_, original) = read_for(&weights, &TF).unwrap();
+    for (freeze, trained) in [
+        ("features", &["fc6", "fc7"][..]),
+        ("up-to:fc7", &[][..]),
+        (
+            "up-to:conv2",
+            &["convs.2", "convs.3", "convs.4", "fc6", "fc7"][..],
+        ),
+    ] {
+        let mut cfg = config(&dir.join("data"), Some(weights.display().to_string()));
+        cfg.hidden = None;
+        cfg.width_divisor = None;
+        cfg.epochs = 1;
+        cfg.freeze = Freeze::parse(freeze).unwrap();
+        let out = dir.join(freeze.replace(':', "_"));
+        run(Some(&cfg), &out, &cpu(), &mut |_| {}).unwrap();
+        let (_, _, tuned) = read_burnpack(&out.join("last.bpk")).unwrap();
+        for (k, t) in original.iter() {
+            if k.starts_with("fc8") {
+                assert_eq!(tuned[k].shape[1.min(tuned[k].shape.len() - 1)], 3, "{k}");
+                continue;
+            }
+            let changed = tuned[k].data != t.data;
+            let should = trained.iter().any(|p| k.starts_with(&format!("{p}.")));
+            assert_eq!(
+                changed, should,
+                "--freeze {freeze}: {k} changed = {changed}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn alexvgg(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn finetune_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "finetune",
+        "--model",
+        "alexnet",
+        "--variant",
+        "tf",
+        "--weights",
+        "none",
+        "--width-divisor",
+        "8",
+        "--hidden",
+        "32",
+        "--data",
+        data,
+        "--val-split",
+        "0.25",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.9",
+        "--lr",
+        "0.01",
+        "--lr-schedule",
+        "cosine",
+        "--seed",
+        "5",
+        "--checkpoint-every",
+        "1",
+        "--out",
+        out,
+    ]
+}
+
+fn step_of(last: &Path) -> Option<u64> {
+    let (meta, _) = read_burnpack_with_metadata(last).ok()?;
+    let p: serde_json::Value = serde_json::from_str(meta.get("alexvgg.finetune.progress")?).ok()?;
+    p["global_step"].as_u64()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    let dir = scratch("resume");
+    let data = dir.join("data");
+    make_dataset(&data, 2, 8, 32, 4).unwrap(); // 12 training images: 3 steps per epoch
+    let (d, a, b) = (
+        data.display().to_string(),
+        dir.join("a").display().to_string(),
+        dir.join("b").display().to_string(),
+    );
+    let (code, _, err) = alexvgg(&finetune_args(&d, &a));
+    assert_eq!(code, 0, "{err}");
+
+    // the same run, killed once its checkpoint passes step 4 (mid-way through epoch 2)
+    let mut child = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
+        .args(finetune_args(&d, &b))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let last = dir.join("b/last.bpk");
+    while step_of(&last).is_none_or(|s| s < 4) {
+        assert!(Instant::now() < deadline, "no checkpoint at step 4");
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = step_of(&last).unwrap();
+    assert!(killed_at < 9, "the run finished before it could be killed");
+
+    let (code, _, err) = alexvgg(&["finetune", "--resume", "--out", &b]);
+    assert_eq!(code, 0, "{err}");
+    // it continued from the checkpoint (3 steps per epoch), not from the start
+    let at = format!(
+        "resuming at epoch {}, step {}",
+        killed_at / 3 + 1,
+        killed_at % 3
+    );
+    assert!(err.contains(&at), "expected '{at}' in: {err}");
+    let (_, _, ta) = read_burnpack(&dir.join("a/last.bpk")).unwrap();
+    let (_, _, tb) = read_burnpack(&last).unwrap();
+    for (k, t) in ta.iter() {
+        assert_eq!(
+            t.data, tb[k].data,
+            "{k} differs after resuming from step {killed_at}"
+        );
+    }
+    let metrics = |run: &str| {
+        std::fs::read_to_string(dir.join(run).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["train_loss"].as_f64(), v["val_loss"].as_f64())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(metrics("a"), metrics("b"));
+    // a finished run resumes to nothing more, and a second start into it is refused
+    let (code, _, err) = alexvgg(&finetune_args(&d, &a));
+    assert_ne!(code, 0);
+    assert!(err.contains("--resume"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_fine_tuned_output_classifies_and_describes_itself() {
+    let dir = scratch("use");
+    let data = dir.join("data");
+    make_dataset(&data, 3, 6, 32, 8).unwrap();
+    // a corrupt image is reported and skipped
+    std::fs::write(data.join("red_disc/zz_broken.png"), b"\x89PNG not really").unwrap();
+    let (d, o) = (
+        data.display().to_string(),
+        dir.join("out").display().to_string(),
+    );
+    let mut args = finetune_args(&d, &o);
+    let epochs = args.iter().position(|a| *a == "--epochs").unwrap();
+    args[epochs + 1] = "1";
+    args.push("--json");
+    let (code, out, err) = alexvgg(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("zz_broken.png"), "{err}");
+    let m: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(m["epoch"], 1);
+
+    let image = data.join("green_square/0000.png").display().to_string();
+    let (code, out, err) = alexvgg(&["classify", "--weights", &o, "--json", &image]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let labels: Vec<&str> = v["top_k"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 3);
+    for l in ["red_disc", "green_square", "blue_triangle"] {
+        assert!(labels.contains(&l), "{labels:?}");
+    }
+    let (code, out, err) = alexvgg(&["layers", "--weights", &o, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let text = rows.to_string();
+    assert!(text.contains("fc8"), "{text}");
+
+    // bad settings name their flag
+    let never = dir.join("never-written").display().to_string();
+    for (flag, value) in [
+        ("--freeze", "up-to:conv9"),
+        ("--freeze", "everything"),
+        ("--optimizer", "rmsprop"),
+        ("--lr-schedule", "linear"),
+        ("--lr", "0"),
+        ("--val-split", "1.5"),
+        ("--batch-size", "0"),
+    ] {
+        let mut bad = finetune_args(&d, &never);
+        match bad.iter().position(|a| *a == flag) {
+            Some(i) => bad[i + 1] = value,
+            None => bad.extend([flag, value]),
+        }
+        let (code, _, err) = alexvgg(&bad);
+        assert_eq!(code, 1, "{flag} {value}: {err}");
+        assert!(
+            (err.contains(flag) || err.contains("split")) && !err.contains("panicked"),
+            "{flag} {value}: {err}"
+        );
+        assert!(!Path::new(&never).exists(), "{flag} {value} left an output");
+    }
+    let missing = dir.join("no-run").display().to_string();
+    let (code, _, err) = alexvgg(&["finetune", "--resume", "--out", &missing]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing to resume"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
