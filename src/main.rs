@@ -356,7 +356,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 let tensors: Vec<_> = map
                     .iter()
-                    .map(|(k, t)| serde_json::json!({"name": k, "dtype": "float32", "shape": t.shape}))
+                    .map(|(k, t)| serde_json::json!({"name": k, "dtype": t.source_dtype, "shape": t.shape}))
                     .collect();
                 println!(
                     "{}",
@@ -372,7 +372,7 @@ fn run(cli: Cli) -> Result<()> {
                     map.len()
                 );
                 for (k, t) in &map {
-                    println!("  {k:<32} float32 {:?}", t.shape);
+                    println!("  {k:<32} {:<8} {:?}", t.source_dtype, t.shape);
                 }
                 if let Some(g) =
                     alexvgg_import::guess_network(&map).filter(|_| format != Format::Burnpack)

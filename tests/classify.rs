@@ -218,3 +218,39 @@ fn cli_errors_are_clear_and_never_panics() {
         assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
     }
 }
+
+#[test]
+fn inspect_reports_the_stored_element_types() {
+    let dtypes = |file: &str| -> Vec<(String, String)> {
+        let (code, out, err) = alexvgg(&["inspect", "--json", fixture(file).to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap().to_string(),
+                    t["dtype"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let layouts = dtypes("layouts.npz");
+    for (name, dtype) in [
+        ("big_endian", "float32 big-endian"),
+        ("fortran_f64", "float64"),
+        ("half", "float16"),
+    ] {
+        assert!(
+            layouts.contains(&(name.to_string(), dtype.to_string())),
+            "{name} should be {dtype}: {layouts:?}"
+        );
+    }
+    assert!(
+        dtypes("vgg16_w16.safetensors")
+            .iter()
+            .all(|(_, d)| d == "float32")
+    );
+}

@@ -34,7 +34,11 @@ fn split_columns(t: &RawTensor, widths: &[usize]) -> Vec<RawTensor> {
             if let Some(last) = shape.last_mut() {
                 *last = w;
             }
-            RawTensor { shape, data }
+            RawTensor {
+                shape,
+                data,
+                source_dtype: t.source_dtype,
+            }
         })
         .collect()
 }
@@ -139,7 +143,15 @@ pub fn merge(tensors: TensorMap) -> TensorMap {
         if let Some(last) = shape.last_mut() {
             *last = total;
         }
-        out.insert(format!("{prefix}.{kind}"), RawTensor { shape, data });
+        let source_dtype = blocks[0].1.source_dtype;
+        out.insert(
+            format!("{prefix}.{kind}"),
+            RawTensor {
+                shape,
+                data,
+                source_dtype,
+            },
+        );
     }
     out
 }
@@ -172,10 +184,7 @@ mod tests {
 
     #[test]
     fn split_then_merge_is_the_identity() {
-        let whole = RawTensor {
-            shape: vec![2, 6],
-            data: (0..12).map(|v| v as f32).collect(),
-        };
+        let whole = RawTensor::new("t", vec![2, 6], (0..12).map(|v| v as f32).collect()).unwrap();
         let mut map = TensorMap::from([("fc6.weight".to_string(), whole.clone())]);
         let params = vec![
             ("fc6.blocks.0.weight".to_string(), vec![2, 3]),

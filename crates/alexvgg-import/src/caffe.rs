@@ -101,7 +101,9 @@ fn blob(data: &[u8], what: &str) -> Result<RawTensor, ImportError> {
     let mut has_legacy = false;
     let mut shape: Option<Vec<usize>> = None;
     let mut values: Vec<f32> = Vec::new();
+    let mut double = false;
     while let Some((number, field)) = w.next()? {
+        double |= number == 8;
         match (number, field) {
             (1..=4, Field::Varint(v)) => {
                 legacy[number as usize - 1] = v as usize;
@@ -144,7 +146,7 @@ fn blob(data: &[u8], what: &str) -> Result<RawTensor, ImportError> {
         None if has_legacy => legacy.to_vec(),
         None => vec![values.len()],
     };
-    RawTensor::new(what, shape, values)
+    Ok(RawTensor::new(what, shape, values)?.stored_as(if double { "float64" } else { "float32" }))
 }
 
 /// Reads every layer's blobs of a `.caffemodel` (V1 or V2 layout).

@@ -108,6 +108,7 @@ fn raw_module_tensors<M: Module>(module: &M) -> TensorMap {
                     RawTensor {
                         shape,
                         data: data.unwrap_or_default(),
+                        source_dtype: "float32",
                     },
                 );
             },

@@ -112,13 +112,23 @@ pub fn decode_array(
             .map(|c| f64::from_be_bytes(to8(c)) as f32)
             .collect(),
     };
+    let stored = match (size, little) {
+        (2, true) => "float16",
+        (2, false) => "float16 big-endian",
+        (4, true) => "float32",
+        (4, false) => "float32 big-endian",
+        (_, true) => "float64",
+        (_, false) => "float64 big-endian",
+    };
     if fortran && shape.len() > 1 {
         // Fortran order is C order of the reversed shape; reverse the axes back.
         let reversed: Vec<usize> = shape.iter().rev().copied().collect();
         let perm: Vec<usize> = (0..shape.len()).rev().collect();
-        return Ok(RawTensor::new(what, reversed, data)?.permute(&perm));
+        return Ok(RawTensor::new(what, reversed, data)?
+            .permute(&perm)
+            .stored_as(stored));
     }
-    RawTensor::new(what, shape, data)
+    Ok(RawTensor::new(what, shape, data)?.stored_as(stored))
 }
 
 fn to8(c: &[u8]) -> [u8; 8] {

@@ -39,7 +39,10 @@ pub fn read_pth(path: &Path) -> Result<TensorMap, ImportError> {
         };
         let data = decode_le(&bytes, kind);
         let key = name.strip_prefix("module.").unwrap_or(&name).to_string();
-        map.insert(key, RawTensor::new(&at, t.shape().to_vec(), data)?);
+        map.insert(
+            key,
+            RawTensor::new(&at, t.shape().to_vec(), data)?.stored_as(kind.name()),
+        );
     }
     Ok(map)
 }

@@ -443,10 +443,7 @@ mod tests {
                 }
             }
         }
-        let t = RawTensor {
-            shape: vec![12, 2],
-            data,
-        };
+        let t = RawTensor::new("t", vec![12, 2], data).unwrap();
         let expected = t
             .clone()
             .reshape(vec![grid, grid, c, 2])

@@ -44,7 +44,8 @@ pub fn parse_safetensors(bytes: &[u8], what: &str) -> Result<TensorMap, ImportEr
             &format!("{what}: tensor '{name}'"),
             view.shape().to_vec(),
             data,
-        )?;
+        )?
+        .stored_as(kind.name());
         map.insert(name, tensor);
     }
     Ok(map)

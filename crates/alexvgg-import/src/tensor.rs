@@ -17,6 +17,18 @@ pub enum FloatKind {
     F64,
 }
 
+impl FloatKind {
+    /// numpy's name of the type (`float16`, `bfloat16`, `float32`, `float64`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatKind::F16 => "float16",
+            FloatKind::BF16 => "bfloat16",
+            FloatKind::F32 => "float32",
+            FloatKind::F64 => "float64",
+        }
+    }
+}
+
 /// Decodes little-endian `bytes` of `kind` into f32 values (trailing partial elements ignored;
 /// callers check the count against the shape).
 pub fn decode_le(bytes: &[u8], kind: FloatKind) -> Vec<f32> {
@@ -50,6 +62,9 @@ pub struct RawTensor {
     pub shape: Vec<usize>,
     /// `shape.iter().product()` values in row-major order.
     pub data: Vec<f32>,
+    /// The element type in the file it was read from (`float32`, `float16`, `float64
+    /// big-endian`...); values are always converted to f32 on reading.
+    pub source_dtype: &'static str,
 }
 
 impl RawTensor {
@@ -65,7 +80,17 @@ impl RawTensor {
                 reason: format!("shape {shape:?} does not hold {} values", data.len()),
             });
         }
-        Ok(Self { shape, data })
+        Ok(Self {
+            shape,
+            data,
+            source_dtype: "float32",
+        })
+    }
+
+    /// Records the element type the file stored (see [`source_dtype`](Self::source_dtype)).
+    pub fn stored_as(mut self, dtype: &'static str) -> Self {
+        self.source_dtype = dtype;
+        self
     }
 
     /// Number of elements.
@@ -101,7 +126,11 @@ impl RawTensor {
                 index[axis] = 0;
             }
         }
-        RawTensor { shape, data }
+        RawTensor {
+            shape,
+            data,
+            source_dtype: self.source_dtype,
+        }
     }
 
     /// The same values under another shape with as many elements.
