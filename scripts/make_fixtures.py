@@ -407,25 +407,42 @@ def caffe_messages():
     return get("NetParameter")
 
 
-def caffemodels():
-    """bvlc_alexnet.caffemodel's V2 layout (LayerParameter, BlobShape) for the caffe AlexNet and
-    VGG_ILSVRC_16_layers' V1 layout (V1LayerParameter, legacy num/channels/height/width shapes,
-    inner products as (1, 1, out, in)) for VGG16."""
-    Net = caffe_messages()
-    alex = load_file(os.path.join(OUT, "alexnet_caffe_w8.safetensors"))
-    net = Net(name="AlexNet")
+def blob(layer, array, legacy=False):
+    """Adds a BlobProto holding `array` to `layer`: the shape as a BlobShape (V2) or as legacy
+    num/channels/height/width (V1, inner products as (1, 1, out, in)). The values go in as one
+    packed `data` field parsed by protobuf itself (as fast as a copy, also at full size)."""
+    b = layer.blobs.add()
+    if legacy:
+        n, c, h, w = (1,) * (4 - array.ndim) + array.shape
+        b.num, b.channels, b.height, b.width = n, c, h, w
+    else:
+        b.shape.dim.extend(array.shape)
+    raw = f32(array).astype("<f4").tobytes()
+    size, varint = len(raw), b""
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        varint += bytes([byte | (0x80 if size else 0)])
+        if not size:
+            break
+    b.MergeFromString(b"\x2a" + varint + raw)
+
+
+def caffemodel_alexnet(alex, path):
+    """bvlc_alexnet.caffemodel's V2 layout (LayerParameter, BlobShape), from PyTorch-named
+    weights of the caffe AlexNet."""
+    net = caffe_messages()(name="AlexNet")
     net.layer.add(name="data", type="Input")
     for name in ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]:
         layer = net.layer.add(name=name, type="Convolution" if name.startswith("conv") else "InnerProduct")
         for kind in ["weight", "bias"]:
-            t = alex[f"{name}.{kind}"]
-            layer.blobs.add(shape={"dim": list(t.shape)}, data=t.ravel().tolist())
+            blob(layer, alex[f"{name}.{kind}"])
         net.layer.add(name=name.replace("conv", "relu").replace("fc", "relu"), type="ReLU")
-    with open(os.path.join(OUT, "alexnet_caffe_w8.caffemodel"), "wb") as f:
+    with open(path, "wb") as f:
         f.write(net.SerializeToString())
 
-    vgg = load_file(os.path.join(OUT, "vgg16_w16.safetensors"))
-    net = Net(name="VGG_ILSVRC_16_layers")
+
+def vgg16_names():
+    """(Caffe/Frossard layer name, torchvision module) pairs of VGG16, in order."""
     k, block, idx = 0, 1, 1
     names = []
     for item in torchvision.models.vgg.cfgs["D"]:
@@ -434,15 +451,58 @@ def caffemodels():
             continue
         names.append((f"conv{block}_{idx}", f"features.{k}"))
         idx, k = idx + 1, k + 2
-    names += [("fc6", "classifier.0"), ("fc7", "classifier.3"), ("fc8", "classifier.6")]
-    for name, src in names:
+    return names + [("fc6", "classifier.0"), ("fc7", "classifier.3"), ("fc8", "classifier.6")]
+
+
+def caffemodel_vgg16(vgg, path):
+    """VGG_ILSVRC_16_layers.caffemodel's V1 layout (V1LayerParameter, legacy shapes), from
+    torchvision-named VGG16 weights."""
+    net = caffe_messages()(name="VGG_ILSVRC_16_layers")
+    for name, src in vgg16_names():
         layer = net.layers.add(name=name, type=4 if name.startswith("conv") else 14)
-        w, b = vgg[f"{src}.weight"], vgg[f"{src}.bias"]
-        n, c, h, wd = (w.shape if w.ndim == 4 else (1, 1) + w.shape)
-        layer.blobs.add(num=n, channels=c, height=h, width=wd, data=w.ravel().tolist())
-        layer.blobs.add(num=1, channels=1, height=1, width=b.shape[0], data=b.ravel().tolist())
-    with open(os.path.join(OUT, "vgg16_w16.v1.caffemodel"), "wb") as f:
+        blob(layer, vgg[f"{src}.weight"], legacy=True)
+        blob(layer, vgg[f"{src}.bias"], legacy=True)
+    with open(path, "wb") as f:
         f.write(net.SerializeToString())
+
+
+def caffemodels():
+    caffemodel_alexnet(load_file(os.path.join(OUT, "alexnet_caffe_w8.safetensors")),
+                       os.path.join(OUT, "alexnet_caffe_w8.caffemodel"))
+    caffemodel_vgg16(load_file(os.path.join(OUT, "vgg16_w16.safetensors")),
+                     os.path.join(OUT, "vgg16_w16.v1.caffemodel"))
+
+
+def frossard_npz(st, path):
+    """vgg16_weights.npz's layout (Frossard): conv{b}_{i}_W HWIO, fc6_W rows (h, w, c), [in, out]."""
+    arrays = {}
+    for name, src in vgg16_names():
+        W = st[f"{src}.weight"]
+        if name.startswith("conv"):
+            W = W.transpose(2, 3, 1, 0)
+        elif name == "fc6":
+            fc6 = W.T  # [in (c,h,w), out]
+            c = fc6.shape[0] // 49
+            W = fc6.reshape(c, 7, 7, -1).transpose(1, 2, 0, 3).reshape(c * 49, -1)
+        else:
+            W = W.T
+        arrays[f"{name}_W"] = W
+        arrays[f"{name}_b"] = st[f"{src}.bias"]
+    np.savez(path, **{k: f32(v) for k, v in arrays.items()})
+
+
+def timm_safetensors(st, path):
+    """timm's vgg16.tv_in1k layout: the classifier as convolutions (pre_logits.fc1 is
+    out x 512 x 7 x 7)."""
+    timm = {k: v for k, v in st.items() if k.startswith("features.")}
+    c = st["classifier.0.weight"].shape[1] // 49
+    timm["pre_logits.fc1.weight"] = st["classifier.0.weight"].reshape(-1, c, 7, 7)
+    timm["pre_logits.fc1.bias"] = st["classifier.0.bias"]
+    timm["pre_logits.fc2.weight"] = st["classifier.3.weight"][:, :, None, None]
+    timm["pre_logits.fc2.bias"] = st["classifier.3.bias"]
+    timm["head.fc.weight"] = st["classifier.6.weight"]
+    timm["head.fc.bias"] = st["classifier.6.bias"]
+    save_file({k: f32(v) for k, v in timm.items()}, path)
 
 
 def weight_files(tf_alexnet):
@@ -450,28 +510,8 @@ def weight_files(tf_alexnet):
     d = {k: [W, b] for k, (W, b) in tf_alexnet.items()}
     write_npy_py2(os.path.join(OUT, "alexnet_tf_w8.py2.npy"), d)
     np.save(os.path.join(OUT, "alexnet_tf_w8.py3.npy"), d, allow_pickle=True)
-    # vgg16_weights.npz layout (Frossard): conv{b}_{i}_W HWIO, fc6_W rows (h, w, c), [in, out]
     st = load_file(os.path.join(OUT, "vgg16_w16.safetensors"))
-    arrays, block, idx = {}, 1, 1
-    table = torchvision.models.vgg.cfgs["D"]
-    k = 0
-    for item in table:
-        if item == "M":
-            block, idx = block + 1, 1
-            k += 1
-            continue
-        arrays[f"conv{block}_{idx}_W"] = st[f"features.{k}.weight"].transpose(2, 3, 1, 0)
-        arrays[f"conv{block}_{idx}_b"] = st[f"features.{k}.bias"]
-        idx += 1
-        k += 2
-    fc6 = st["classifier.0.weight"].T  # [in (c,h,w), out]
-    c = fc6.shape[0] // 49
-    arrays["fc6_W"] = fc6.reshape(c, 7, 7, -1).transpose(1, 2, 0, 3).reshape(c * 49, -1)
-    arrays["fc6_b"] = st["classifier.0.bias"]
-    for name, i in [("fc7", 3), ("fc8", 6)]:
-        arrays[f"{name}_W"] = st[f"classifier.{i}.weight"].T
-        arrays[f"{name}_b"] = st[f"classifier.{i}.bias"]
-    np.savez(os.path.join(OUT, "vgg16_w16.npz"), **{k: f32(v) for k, v in arrays.items()})
+    frossard_npz(st, os.path.join(OUT, "vgg16_w16.npz"))
     # other numpy layouts the readers must handle: big-endian, float64 Fortran order, float16
     a = np.arange(6, dtype=">f4").reshape(2, 3)
     b = np.asfortranarray(np.arange(6, dtype="<f8").reshape(2, 3))
@@ -486,16 +526,7 @@ def weight_files(tf_alexnet):
         f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1"))
         pickle.dump(arr, f, protocol=2)
     caffemodels()
-    # timm's vgg16.tv_in1k layout: the classifier as convolutions (pre_logits.fc1 is 4096x512x7x7)
-    timm = {k: v for k, v in st.items() if k.startswith("features.")}
-    c = st["classifier.0.weight"].shape[1] // 49
-    timm["pre_logits.fc1.weight"] = st["classifier.0.weight"].reshape(-1, c, 7, 7)
-    timm["pre_logits.fc1.bias"] = st["classifier.0.bias"]
-    timm["pre_logits.fc2.weight"] = st["classifier.3.weight"][:, :, None, None]
-    timm["pre_logits.fc2.bias"] = st["classifier.3.bias"]
-    timm["head.fc.weight"] = st["classifier.6.weight"]
-    timm["head.fc.bias"] = st["classifier.6.bias"]
-    save_file({k: f32(v) for k, v in timm.items()}, os.path.join(OUT, "vgg16_w16.timm.safetensors"))
+    timm_safetensors(st, os.path.join(OUT, "vgg16_w16.timm.safetensors"))
     # torch.save state dicts: torchvision's zip format (AlexNet) and the legacy format (VGG11-BN)
     tv = load_file(os.path.join(OUT, "alexnet_torchvision_w8.safetensors"))
     torch.save({k: torch.from_numpy(v) for k, v in tv.items()}, os.path.join(OUT, "alexnet_torchvision_w8.pth"))

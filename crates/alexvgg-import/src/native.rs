@@ -246,10 +246,17 @@ pub fn read_burnpack_with_metadata(path: &Path) -> Result<(Metadata, TensorMap),
         }
         let data: Vec<f32> = match bytes.try_into_vec::<f32>() {
             Ok(v) => v, // aligned and owned: no copy
-            Err(bytes) => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
+            Err(bytes) => {
+                // a window of the file: one memcpy into an f32 buffer (burnpack is little-endian)
+                let n = bytes.len() / 4;
+                let mut v = vec![0f32; n];
+                bytemuck::cast_slice_mut::<f32, u8>(&mut v).copy_from_slice(&bytes[..n * 4]);
+                if cfg!(target_endian = "big") {
+                    v.iter_mut()
+                        .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+                }
+                v
+            }
         };
         let t = RawTensor::new(&format!("{what}: tensor '{name}'"), shape.to_vec(), data)?;
         map.insert(name, t);
