@@ -30,9 +30,9 @@ fn main() -> anyhow::Result<()> {
         weights,
         data: dir.join("data"),
         val: ValSource::Split(0.25),
-        epochs: 4,
+        epochs: 6,
         batch_size: 16,
-        lr: 1e-3,
+        lr: 2e-3,
         optimizer: OptimizerSettings {
             kind: OptimizerKind::Adam,
             momentum: 0.0,
