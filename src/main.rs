@@ -138,6 +138,15 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Download known weights into the cache (resuming an interrupted download), verify them
+    /// and convert them to burnpack; `--list` prints the table of known weights.
+    Fetch {
+        /// Known weight names (see --list).
+        names: Vec<String>,
+        /// Print the known weights (name, network, checksum, licence, accuracy, preprocessing).
+        #[arg(long)]
+        list: bool,
+    },
     /// List the tensors of a weight file (name, dtype, shape) without building a model.
     Inspect {
         /// Weight file.
@@ -205,6 +214,50 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Classify(args) => return classify(args),
         Command::Finetune(args) => return finetune(*args),
+        Command::Fetch { names, list } => {
+            use alexvgg::weights;
+            use std::io::IsTerminal;
+            if list || names.is_empty() {
+                for w in weights::known() {
+                    let acc = w
+                        .accuracy
+                        .map_or("-".to_string(), |(t1, t5)| format!("{t1}/{t5}"));
+                    let sum = match &w.checksum {
+                        Some(weights::Checksum::Sha256Prefix(h)) => format!("sha256 {h}..."),
+                        Some(weights::Checksum::Sha256(h)) => format!("sha256 {h}"),
+                        Some(weights::Checksum::Sha1(h)) => format!("sha1 {h}"),
+                        None => "none published (checked by structure)".to_string(),
+                    };
+                    println!(
+                        "{:<20} {:<20} top-1/5 {:<14} {:<12} {}\n{:<20} {}\n{:<20} checksum: {sum}; licence: {}",
+                        w.name,
+                        w.architecture.name(),
+                        acc,
+                        w.preset.name(),
+                        w.url,
+                        "",
+                        w.source,
+                        "",
+                        w.licence
+                    );
+                }
+                if names.is_empty() {
+                    return Ok(());
+                }
+            }
+            for name in &names {
+                let entry = weights::find(name)?;
+                let f = weights::fetch(&entry, std::io::stderr().is_terminal())
+                    .with_context(|| format!("fetching {name}"))?;
+                println!(
+                    "{name}: {}{}",
+                    f.original.display(),
+                    f.native
+                        .map(|n| format!(", converted to {}", n.display()))
+                        .unwrap_or_default()
+                );
+            }
+        }
         Command::MakeDataset {
             dir,
             classes,

@@ -1,10 +1,10 @@
 //! Known pretrained weights: where they come from, what they fit, how to preprocess for them,
 //! and a download cache that verifies what it stores.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-use alexvgg_models::{AlexNetVariant, Architecture, VggDepth};
+use alexvgg_models::{AlexNetVariant, Architecture};
 use sha2::{Digest, Sha256};
 
 use crate::preprocess::Preset;
@@ -15,77 +15,67 @@ pub const CACHE_ENV: &str = "ALEXVGG_CACHE";
 /// file name is appended), e.g. for an air-gapped machine or tests.
 pub const MIRROR_ENV: &str = "ALEXVGG_MIRROR";
 
-/// A published weight file.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WeightsEntry {
-    /// Name on the command line.
-    pub name: &'static str,
-    /// File name in the cache.
-    pub file: &'static str,
-    /// Where it is published.
-    pub url: &'static str,
-    /// Hex SHA-256 (or its published prefix), where one is published.
-    pub sha256: Option<&'static str>,
-    /// Network the file fits.
-    pub arch: Architecture,
-    /// Preprocessing the weights were trained with.
-    pub preset: Preset,
-    /// Published accuracy (top-1, top-5 %), where known.
-    pub accuracy: Option<(f32, f32)>,
-    /// Where the weights come from.
-    pub source: &'static str,
+/// How a download is verified.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Checksum {
+    /// The leading hex digits of the SHA-256 (torchvision puts 8 in its file names).
+    Sha256Prefix(String),
+    /// A whole SHA-256.
+    Sha256(String),
+    /// A SHA-1 (the Caffe model zoo's).
+    Sha1(String),
 }
 
-/// The weights the study note and the field use.
+/// A published weight file: one row of `weights/known.json`.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct WeightsEntry {
+    /// Name on the command line.
+    pub name: String,
+    /// File name in the cache.
+    pub file: String,
+    /// Network the file fits.
+    #[serde(with = "arch_name")]
+    pub architecture: Architecture,
+    /// Where it is published.
+    pub url: String,
+    /// Published checksum, where there is one; without, downloads are checked by structure.
+    pub checksum: Option<Checksum>,
+    /// Where the checksum comes from, or why there is none.
+    pub checksum_note: String,
+    /// Licence of the weights.
+    pub licence: String,
+    /// Published accuracy (top-1, top-5 %), where known.
+    pub accuracy: Option<(f32, f32)>,
+    /// Preprocessing the weights were trained with.
+    #[serde(rename = "preprocess")]
+    pub preset: Preset,
+    /// Class list (`imagenet-1k`: `weights/imagenet_classes.tsv`).
+    pub classes: String,
+    /// Where the weights come from.
+    pub source: String,
+}
+
+mod arch_name {
+    use alexvgg_models::Architecture;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(a: &Architecture, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&a.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Architecture, D::Error> {
+        let name = String::deserialize(d)?;
+        Architecture::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The table of known weights (`weights/known.json`, compiled in).
+const KNOWN_JSON: &str = include_str!("../weights/known.json");
+
+/// The weights the study note and the field use, from `weights/known.json`.
 pub fn known() -> Vec<WeightsEntry> {
-    vec![
-        WeightsEntry {
-            name: "bvlc_alexnet",
-            file: "bvlc_alexnet.npy",
-            url: "http://www.cs.toronto.edu/~guerzhoy/tf_alexnet/bvlc_alexnet.npy",
-            sha256: None,
-            arch: Architecture::AlexNet(AlexNetVariant::Tf),
-            preset: Preset::Caffe,
-            accuracy: Some((57.1, 80.2)),
-            source: "BVLC Caffe AlexNet converted by caffe-tensorflow (Guerzhoy), as the note ran it",
-        },
-        WeightsEntry {
-            name: "vgg16_frossard",
-            file: "vgg16_weights.npz",
-            url: "https://www.cs.toronto.edu/~frossard/vgg16/vgg16_weights.npz",
-            sha256: None,
-            arch: Architecture::Vgg {
-                depth: VggDepth::Vgg16,
-                batch_norm: false,
-            },
-            preset: Preset::Frossard,
-            accuracy: None,
-            source: "VGG16 (Simonyan & Zisserman) converted to TensorFlow by Davi Frossard, as the note ran it",
-        },
-        WeightsEntry {
-            name: "alexnet_torchvision",
-            file: "alexnet-owt-7be5be79.pth",
-            url: "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-            sha256: Some("7be5be79"),
-            arch: Architecture::AlexNet(AlexNetVariant::Torchvision),
-            preset: Preset::Torchvision,
-            accuracy: Some((56.522, 79.066)),
-            source: "torchvision's AlexNet (one weird trick), IMAGENET1K_V1",
-        },
-        WeightsEntry {
-            name: "vgg16_torchvision",
-            file: "vgg16-397923af.pth",
-            url: "https://download.pytorch.org/models/vgg16-397923af.pth",
-            sha256: Some("397923af"),
-            arch: Architecture::Vgg {
-                depth: VggDepth::Vgg16,
-                batch_norm: false,
-            },
-            preset: Preset::Torchvision,
-            accuracy: Some((71.592, 90.382)),
-            source: "torchvision's VGG16, IMAGENET1K_V1",
-        },
-    ]
+    serde_json::from_str(KNOWN_JSON).expect("weights/known.json is valid (checked by a test)")
 }
 
 /// Preprocessing for a weight file that is not a known entry: Caffe's for the LRN AlexNets and
@@ -102,7 +92,7 @@ pub fn default_preset(arch: &Architecture, format: alexvgg_import::Format) -> Pr
 
 /// The default weights for an architecture, where one is known.
 pub fn default_for(arch: &Architecture) -> Option<WeightsEntry> {
-    known().into_iter().find(|w| w.arch == *arch)
+    known().into_iter().find(|w| w.architecture == *arch)
 }
 
 /// Errors resolving or fetching weights.
@@ -123,16 +113,24 @@ pub enum WeightsError {
         reason: String,
     },
     /// The downloaded file's hash does not match.
-    #[error(
-        "{file}: SHA-256 {found} does not match the published {expected}; the download was discarded"
-    )]
+    #[error("{file}: {found} does not match the published {expected}; the download was discarded")]
     Checksum {
         /// File name.
         file: String,
-        /// Published hash or prefix.
+        /// Published checksum, with its kind.
         expected: String,
         /// Computed hash.
         found: String,
+    },
+    /// The file is not weights for the entry's network.
+    #[error(
+        "{file} does not hold the expected network's weights (the download was discarded): {reason}"
+    )]
+    Structure {
+        /// File name.
+        file: String,
+        /// Why.
+        reason: String,
     },
     /// File system error.
     #[error("{path}: {source}")]
@@ -161,7 +159,8 @@ pub fn cache_dir() -> Result<PathBuf, WeightsError> {
 }
 
 /// Resolves `--weights`: an existing path as is (with the known entry whose file name it has,
-/// if any), else a known name, fetched into the cache on first use.
+/// if any), else a known name, fetched into the cache on first use. For a known name the
+/// converted burnpack (made when it was fetched) is returned when present: it loads fastest.
 ///
 /// # Errors
 /// [`WeightsError`] for unknown names and failed downloads.
@@ -171,101 +170,270 @@ pub fn resolve(spec: &str) -> Result<(PathBuf, Option<WeightsEntry>), WeightsErr
         let entry = path.file_name().and_then(|f| {
             known()
                 .into_iter()
-                .find(|w| std::ffi::OsStr::new(w.file) == f)
+                .find(|w| std::ffi::OsStr::new(&w.file) == f)
         });
         return Ok((path.to_path_buf(), entry));
     }
-    let entry = known()
-        .into_iter()
-        .find(|w| w.name == spec)
-        .ok_or_else(|| {
-            WeightsError::Unknown(
-                spec.to_string(),
-                known()
-                    .iter()
-                    .map(|w| w.name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            )
-        })?;
-    let path = fetch(&entry)?;
-    Ok((path, Some(entry)))
+    let entry = find(spec)?;
+    let fetched = fetch(&entry, std::io::stderr().is_terminal())?;
+    Ok((fetched.native.unwrap_or(fetched.original), Some(entry)))
 }
 
-/// Returns the cached file of `entry`, downloading it first if needed (to a temporary file,
-/// verified, then renamed, so the cache never holds a partial or unverified file).
+/// The known entry called `name`.
 ///
 /// # Errors
-/// [`WeightsError`] for network, checksum and file-system failures.
-pub fn fetch(entry: &WeightsEntry) -> Result<PathBuf, WeightsError> {
-    let dir = cache_dir()?;
-    let target = dir.join(entry.file);
-    if target.exists() {
-        return Ok(target);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| WeightsError::Io {
-        path: dir.clone(),
-        source: e,
-    })?;
-    let url = match std::env::var(MIRROR_ENV) {
-        Ok(m) if !m.is_empty() => format!("{}/{}", m.trim_end_matches('/'), entry.file),
-        _ => entry.url.to_string(),
-    };
-    let partial = dir.join(format!("{}.partial-{}", entry.file, std::process::id()));
-    let result = download(&url, &partial, entry);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    result?;
-    std::fs::rename(&partial, &target).map_err(|e| WeightsError::Io {
-        path: target.clone(),
-        source: e,
-    })?;
-    Ok(target)
+/// [`WeightsError::Unknown`] listing the known names.
+pub fn find(name: &str) -> Result<WeightsEntry, WeightsError> {
+    known().into_iter().find(|w| w.name == name).ok_or_else(|| {
+        WeightsError::Unknown(
+            name.to_string(),
+            known()
+                .iter()
+                .map(|w| w.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    })
 }
 
-fn download(url: &str, partial: &Path, entry: &WeightsEntry) -> Result<(), WeightsError> {
+/// What [`fetch`] leaves in the cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    /// The verified original file.
+    pub original: PathBuf,
+    /// Its conversion to burnpack (`NAME.bpk`), when it could be made.
+    pub native: Option<PathBuf>,
+}
+
+/// [`fetch_into`] the [`cache_dir`].
+///
+/// # Errors
+/// As [`fetch_into`].
+pub fn fetch(entry: &WeightsEntry, progress: bool) -> Result<Fetched, WeightsError> {
+    fetch_into(entry, &cache_dir()?, progress)
+}
+
+/// Makes sure `dir` holds `entry`'s file, verified, and its burnpack conversion.
+///
+/// The download goes to `FILE.partial`; an interrupted download (dropped connection, killed
+/// process) leaves it there and the next call resumes it with an HTTP range request (or starts
+/// over when the server ignores ranges). The finished file is checked against the published
+/// checksum, or, where none is published, by structure: every tensor must fit the entry's
+/// network, which the conversion to burnpack checks. Only then is it renamed to `FILE`; a file
+/// that fails verification is deleted. `progress` draws a progress line on stderr.
+///
+/// # Errors
+/// [`WeightsError`] for network, checksum, structure and file-system failures.
+pub fn fetch_into(
+    entry: &WeightsEntry,
+    dir: &Path,
+    progress: bool,
+) -> Result<Fetched, WeightsError> {
+    let target = dir.join(&entry.file);
+    let native = dir.join(format!("{}.bpk", entry.name));
+    if target.exists() {
+        if !native.exists() {
+            // best effort: a file placed in the cache by hand gets converted on first use
+            let _ = convert(entry, &target, &native);
+        }
+        return Ok(Fetched {
+            original: target,
+            native: native.exists().then_some(native),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let url = match std::env::var(MIRROR_ENV) {
+        Ok(m) if !m.is_empty() => format!("{}/{}", m.trim_end_matches('/'), entry.file),
+        _ => entry.url.clone(),
+    };
+    let partial = dir.join(format!("{}.partial", entry.file));
+    download(&url, &partial, entry, progress)?;
+    let verified = verify(entry, &partial).and_then(|()| convert(entry, &partial, &native));
+    if let Err(e) = verified {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    std::fs::rename(&partial, &target).map_err(|e| io_err(&target, e))?;
+    Ok(Fetched {
+        original: target,
+        native: Some(native),
+    })
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> WeightsError {
+    WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Converts a downloaded file to burnpack, which also proves that every tensor fits.
+fn convert(entry: &WeightsEntry, file: &Path, native: &Path) -> Result<(), WeightsError> {
+    let device = crate::device::make_device(Some("cpu"))
+        .map_err(|e| WeightsError::Structure {
+            file: entry.file.clone(),
+            reason: e.to_string(),
+        })?
+        .1;
+    alexvgg_import::convert(file, &entry.architecture, native, &device)
+        .map(|_| ())
+        .map_err(|e| WeightsError::Structure {
+            file: entry.file.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// Hashes a finished download and compares with the published checksum.
+fn verify(entry: &WeightsEntry, file: &Path) -> Result<(), WeightsError> {
+    let Some(checksum) = &entry.checksum else {
+        return Ok(()); // checked by structure when converting
+    };
+    let mut f = std::fs::File::open(file).map_err(|e| io_err(file, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut sha256 = Sha256::new();
+    let mut sha1 = sha1::Sha1::new();
+    loop {
+        let n = f.read(&mut buf).map_err(|e| io_err(file, e))?;
+        if n == 0 {
+            break;
+        }
+        sha256.update(&buf[..n]);
+        sha1.update(&buf[..n]);
+    }
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let (expected, found, ok) = match checksum {
+        Checksum::Sha256Prefix(p) => {
+            let found = hex(&sha256.finalize());
+            let ok = found.starts_with(&p.to_ascii_lowercase());
+            (format!("SHA-256 {p}..."), found, ok)
+        }
+        Checksum::Sha256(h) => {
+            let found = hex(&sha256.finalize());
+            let ok = found == h.to_ascii_lowercase();
+            (format!("SHA-256 {h}"), found, ok)
+        }
+        Checksum::Sha1(h) => {
+            let found = hex(&sha1.finalize());
+            let ok = found == h.to_ascii_lowercase();
+            (format!("SHA-1 {h}"), found, ok)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(WeightsError::Checksum {
+            file: entry.file.clone(),
+            expected,
+            found,
+        })
+    }
+}
+
+/// Downloads `url` into `partial`, resuming from its current length.
+fn download(
+    url: &str,
+    partial: &Path,
+    entry: &WeightsEntry,
+    progress: bool,
+) -> Result<(), WeightsError> {
     let fail = |reason: String| WeightsError::Download {
         url: url.to_string(),
         reason,
     };
-    eprintln!("downloading {} from {url}", entry.name);
-    let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+    let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "downloading {} from {url}{}",
+        entry.name,
+        if have > 0 {
+            format!(" (resuming after {have} bytes)")
+        } else {
+            String::new()
+        }
+    );
+    let mut request = ureq::get(url);
+    if have > 0 {
+        request = request.header("Range", &format!("bytes={have}-"));
+    }
+    let response = request
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .map_err(|e| fail(e.to_string()))?;
+    let status = response.status().as_u16();
+    let resumed = match status {
+        206 if have > 0 => true,
+        200 => false,
+        416 if have > 0 => {
+            // the range starts at or past the end: the partial file is whole (or wrong, which
+            // verification will tell)
+            return Ok(());
+        }
+        other => return Err(fail(format!("HTTP status {other}"))),
+    };
+    let length: Option<u64> = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let total = length.map(|l| l + if resumed { have } else { 0 });
+    if have > 0 && !resumed {
+        eprintln!("the server ignores ranges: starting over");
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resumed)
+        .truncate(!resumed)
+        .open(partial)
+        .map_err(|e| io_err(partial, e))?;
     let mut reader = response.into_body().into_reader();
-    let mut file = std::fs::File::create(partial).map_err(|e| WeightsError::Io {
-        path: partial.to_path_buf(),
-        source: e,
-    })?;
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut done = if resumed { have } else { 0 };
+    let mut last_draw = std::time::Instant::now();
     loop {
-        let n = reader.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = file.sync_all();
+                if progress {
+                    eprintln!();
+                }
+                return Err(fail(format!(
+                    "{e} after {done} bytes; the partial download is kept in {} and the next attempt resumes it",
+                    partial.display()
+                )));
+            }
+        };
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).map_err(|e| WeightsError::Io {
-            path: partial.to_path_buf(),
-            source: e,
-        })?;
+        file.write_all(&buf[..n]).map_err(|e| io_err(partial, e))?;
+        done += n as u64;
+        if progress && last_draw.elapsed().as_millis() >= 200 {
+            last_draw = std::time::Instant::now();
+            match total {
+                Some(t) => eprint!(
+                    "\r  {:.1} / {:.1} MB ({:.0}%)   ",
+                    done as f64 / 1e6,
+                    t as f64 / 1e6,
+                    100.0 * done as f64 / t.max(1) as f64
+                ),
+                None => eprint!("\r  {:.1} MB   ", done as f64 / 1e6),
+            }
+        }
     }
-    file.sync_all().map_err(|e| WeightsError::Io {
-        path: partial.to_path_buf(),
-        source: e,
-    })?;
-    let found: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if let Some(expected) = entry.sha256
-        && !found.starts_with(expected)
+    file.sync_all().map_err(|e| io_err(partial, e))?;
+    if progress {
+        eprintln!();
+    }
+    if let Some(t) = total
+        && done != t
     {
-        return Err(WeightsError::Checksum {
-            file: entry.file.to_string(),
-            expected: expected.to_string(),
-            found,
-        });
+        return Err(fail(format!(
+            "the connection closed after {done} of {t} bytes; the partial download is kept in {} and the next attempt resumes it",
+            partial.display()
+        )));
     }
     Ok(())
 }

@@ -206,6 +206,7 @@ fn cli_errors_are_clear_and_never_panics() {
             "unknown AlexNet variant 'keras'",
         ),
         (vec!["inspect", "Cargo.toml"], "Cargo.toml"),
+        (vec!["fetch", "nosuch"], "known: bvlc_alexnet"),
         (vec!["bench", "--batch-size", "x"], "invalid value 'x'"),
     ];
     for (args, expected) in cases {
@@ -253,4 +254,25 @@ fn inspect_reports_the_stored_element_types() {
             .iter()
             .all(|(_, d)| d == "float32")
     );
+}
+
+#[test]
+fn fetch_lists_the_known_weights() {
+    let (code, out, err) = alexvgg(&["fetch", "--list"]);
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "bvlc_alexnet",
+        "bvlc_alexnet_caffe",
+        "vgg16_frossard",
+        "vgg16_caffe",
+        "alexnet_torchvision",
+        "vgg16_torchvision",
+    ] {
+        assert!(out.contains(name), "{name} missing:\n{out}");
+    }
+    assert!(
+        out.contains("sha1 9116a64c0fbe4459d18f4bb6b56d647b63920377"),
+        "{out}"
+    );
+    assert!(out.contains("checked by structure"), "{out}");
 }

@@ -332,6 +332,7 @@ mod tests {
         let scores = [0.1, 0.5, 0.2, /* row 2 */ 0.9, 0.0, 0.3];
         assert_eq!(super::count_top_k(&scores, 3, &[1, 2], 1), 1);
         assert_eq!(super::count_top_k(&scores, 3, &[1, 2], 2), 2);
-        assert_eq!(super::count_top_k(&scores, 3, &[0, 1], 2), 1);
+        assert_eq!(super::count_top_k(&scores, 3, &[0, 1], 2), 0);
+        assert_eq!(super::count_top_k(&scores, 3, &[0, 0], 2), 1);
     }
 }
