@@ -238,3 +238,43 @@ pub fn bench_train(
         gflops_per_s: 3.0 * spec.gflop_per_image * batch as f64 / (median_ms * 1e-3),
     })
 }
+
+/// Median time of each named stage of one forward pass (`conv1`, `lrn1`, `pool1`, ... `fc8`),
+/// measured between the activations reported by [`Model::forward_observed`] with the device
+/// synchronised at each boundary (`warmup` untimed passes, then `iters` timed ones).
+pub fn per_layer_ms(
+    model: &Model,
+    device: &Device,
+    side: usize,
+    batch: usize,
+    warmup: usize,
+    iters: usize,
+) -> Vec<(String, f64)> {
+    let input = Tensor::<4>::random(
+        [batch, 3, side, side],
+        Distribution::Uniform(-100.0, 100.0),
+        device,
+    );
+    let mut runs: Vec<Vec<(String, f64)>> = Vec::new();
+    for i in 0..warmup + iters.max(1) {
+        let _ = device.sync();
+        let mut last = Instant::now();
+        let mut stages = Vec::new();
+        let logits = model.forward_observed(input.clone(), &mut |name, _| {
+            let _ = device.sync();
+            stages.push((name.to_string(), last.elapsed().as_secs_f64() * 1e3));
+            last = Instant::now();
+        });
+        let _ = logits.into_data();
+        if i >= warmup {
+            runs.push(stages);
+        }
+    }
+    (0..runs[0].len())
+        .map(|k| {
+            let mut times: Vec<f64> = runs.iter().map(|r| r[k].1).collect();
+            times.sort_by(f64::total_cmp);
+            (runs[0][k].0.clone(), times[times.len() / 2])
+        })
+        .collect()
+}

@@ -90,6 +90,9 @@ enum Command {
         /// Time training steps (forward, loss, backward, SGD update) instead of inference.
         #[arg(long)]
         train: bool,
+        /// Also print the median time of each layer (first batch size only).
+        #[arg(long)]
+        per_layer: bool,
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
@@ -280,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
             warmup,
             weights,
             train,
+            per_layer,
             json,
         } => {
             let arch = model.arch()?;
@@ -346,6 +350,27 @@ fn run(cli: Cli) -> Result<()> {
                         r.images_per_s,
                         r.gflops_per_s
                     );
+                }
+            }
+            if per_layer {
+                let batch = batch_size.first().copied().unwrap_or(1);
+                let rows = bench::per_layer_ms(&net, &dev, side, batch, warmup, iters);
+                let total: f64 = rows.iter().map(|(_, ms)| ms).sum();
+                if json {
+                    for (layer, ms) in &rows {
+                        println!(
+                            "{}",
+                            serde_json::json!({"layer": layer, "batch": batch, "median_ms": ms})
+                        );
+                    }
+                } else {
+                    println!("per layer, batch {batch} (median ms, share of {total:.1} ms):");
+                    for (layer, ms) in &rows {
+                        println!(
+                            "  {layer:<8} {ms:>9.2} {:>6.1}%",
+                            100.0 * ms / total.max(1e-9)
+                        );
+                    }
                 }
             }
         }
