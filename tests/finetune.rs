@@ -230,6 +230,35 @@ fn frozen_layers_do_not_change() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn vgg_with_batch_norm_fine_tunes_with_frozen_features() {
+    let dir = scratch("vgg");
+    make_dataset(&dir.join("data"), 2, 4, 32, 6).unwrap();
+    let weights = fixture("vgg11_bn_w16.safetensors");
+    let arch = Architecture::parse("vgg11_bn").unwrap();
+    let (_, original) = read_for(&weights, &arch).unwrap();
+    let mut cfg = config(&dir.join("data"), Some(weights.display().to_string()));
+    cfg.architecture = arch.name();
+    cfg.hidden = None;
+    cfg.width_divisor = None;
+    cfg.epochs = 1;
+    cfg.batch_size = 3;
+    cfg.val = ValSource::Split(0.5);
+    cfg.freeze = Freeze::Features;
+    run(Some(&cfg), &dir.join("out"), &cpu(), &mut |_| {}).unwrap();
+    let (_, shape, tuned) = read_burnpack(&dir.join("out/last.bpk")).unwrap();
+    assert_eq!(shape.unwrap().num_classes, 2);
+    for (k, t) in original.iter() {
+        if k.starts_with("fc8") {
+            continue;
+        }
+        // frozen convolutions keep weights and BatchNorm statistics; fc6 and fc7 train
+        let changed = tuned[k].data != t.data;
+        assert_eq!(changed, k.starts_with("fc"), "{k} changed = {changed}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 fn alexvgg(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
         .args(args)

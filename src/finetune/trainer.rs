@@ -127,11 +127,17 @@ impl Trainer {
             trainable: Vec::new(),
         };
         let model = model.map(&mut prep);
-        let ids: Vec<ParamId> = prep.frozen.iter().map(|(_, id)| *id).collect();
-        let model = if ids.is_empty() {
+        let model = if prefixes.is_empty() {
             model
         } else {
-            model.freeze_group(ParamGroup::from_ids(ids))
+            // by path, so that BatchNorm's training flag (running statistics) is frozen too,
+            // not only the tensors; the trailing dot keeps `features.1.` off `features.10.`
+            let ids: Vec<ParamId> = prep.frozen.iter().map(|(_, id)| *id).collect();
+            let group = ParamGroup::from_any_predicates(
+                prefixes.iter().map(|p| format!("{p}.")).collect(),
+            )
+            .fuse(&ParamGroup::from_ids(ids));
+            model.freeze_group(group)
         };
         Ok(Self {
             model: Some(model),
