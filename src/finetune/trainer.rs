@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use alexvgg_import::ModulePath;
 use alexvgg_models::{Architecture, Model};
 use burn::module::{Module, ModuleMapper, Param, ParamGroup, ParamId};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
@@ -63,8 +64,7 @@ pub struct Trainer {
 
 /// Gives every parameter an id derived from its path and notes which are frozen.
 struct Prepare<'a> {
-    path: Vec<String>,
-    pushed: Vec<bool>,
+    path: ModulePath,
     frozen_prefixes: &'a [String],
     frozen: Vec<(String, ParamId)>,
     trainable: Vec<String>,
@@ -72,21 +72,15 @@ struct Prepare<'a> {
 
 impl ModuleMapper for Prepare<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        let push = !container_type.starts_with("Enum:");
-        if push {
-            self.path.push(name.to_string());
-        }
-        self.pushed.push(push);
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        if self.pushed.pop() == Some(true) {
-            self.path.pop();
-        }
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let key = self.path.join(".");
+        let key = self.path.key();
         // FNV-1a of the path: stable across processes and runs
         let id = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -120,8 +114,7 @@ impl Trainer {
     ) -> Result<Self, FinetuneError> {
         let prefixes = freeze.prefixes(arch)?;
         let mut prep = Prepare {
-            path: Vec::new(),
-            pushed: Vec::new(),
+            path: ModulePath::default(),
             frozen_prefixes: &prefixes,
             frozen: Vec::new(),
             trainable: Vec::new(),
@@ -133,10 +126,9 @@ impl Trainer {
             // by path, so that BatchNorm's training flag (running statistics) is frozen too,
             // not only the tensors; the trailing dot keeps `features.1.` off `features.10.`
             let ids: Vec<ParamId> = prep.frozen.iter().map(|(_, id)| *id).collect();
-            let group = ParamGroup::from_any_predicates(
-                prefixes.iter().map(|p| format!("{p}.")).collect(),
-            )
-            .fuse(&ParamGroup::from_ids(ids));
+            let group =
+                ParamGroup::from_any_predicates(prefixes.iter().map(|p| format!("{p}.")).collect())
+                    .fuse(&ParamGroup::from_ids(ids));
             model.freeze_group(group)
         };
         Ok(Self {

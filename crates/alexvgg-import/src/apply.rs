@@ -4,35 +4,26 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::blocks::split_for_module;
-use crate::native::raw_param_shapes;
+use crate::native::{ModulePath, raw_param_shapes};
 use crate::{ImportError, TensorMap};
 
 struct Loader {
-    path: Vec<String>,
-    /// Whether each entered container added a path segment (enum variants do not).
-    pushed: Vec<bool>,
+    path: ModulePath,
     tensors: TensorMap,
 }
 
 impl ModuleMapper for Loader {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        // `Model::AlexNet(..)` enters the variant `AlexNet`; file keys never carry it.
-        let push = !container_type.starts_with("Enum:");
-        if push {
-            self.path.push(name.to_string());
-        }
-        self.pushed.push(push);
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        if self.pushed.pop() == Some(true) {
-            self.path.pop();
-        }
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         // Every key and shape was checked before mapping started.
-        match self.tensors.remove(&self.path.join(".")) {
+        match self.tensors.remove(&self.path.key()) {
             Some(t) => {
                 let device = param.lazy_device();
                 let id = param.id;
@@ -100,8 +91,7 @@ pub fn load_module<M: Module>(
         return Err(mismatch(file, model, details));
     }
     let mut loader = Loader {
-        path: Vec::new(),
-        pushed: Vec::new(),
+        path: ModulePath::default(),
         tensors,
     };
     Ok(module.map(&mut loader))

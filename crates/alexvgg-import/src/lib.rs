@@ -21,7 +21,7 @@ pub use apply::{check_fits, load_module};
 pub use error::ImportError;
 pub use format::{Format, convert, detect, infer_shape, load_model, read_for, read_tensors};
 pub use native::{
-    Metadata, module_tensors, param_shapes, raw_param_shapes, read_burnpack,
+    Metadata, ModulePath, module_tensors, param_shapes, raw_param_shapes, read_burnpack,
     read_burnpack_with_metadata, write_burnpack, write_tensors, write_tensors_with,
 };
 pub use npy::{read_npy, read_npz};

@@ -22,41 +22,57 @@ pub const META_HIDDEN: &str = "alexvgg.hidden";
 /// Metadata key of the channel divisor.
 pub const META_WIDTH: &str = "alexvgg.width_divisor";
 
-struct PathVisitor<F> {
+/// The module path of the parameter being visited or mapped (`convs.0.conv.weight`), kept
+/// from burn's `enter_module`/`exit_module` calls. Enum variants add no segment:
+/// `Model::AlexNet(..)` enters `AlexNet`, which file keys never carry.
+#[derive(Debug, Default)]
+pub struct ModulePath {
     path: Vec<String>,
+    /// Whether each entered container added a segment.
     pushed: Vec<bool>,
-    f: F,
 }
 
-impl<F: FnMut(String, Vec<usize>, Option<Vec<f32>>)> PathVisitor<F> {
-    fn key(&self) -> String {
+impl ModulePath {
+    /// Call from `enter_module`.
+    pub fn enter(&mut self, name: &str, container_type: &str) {
+        let push = !container_type.starts_with("Enum:");
+        if push {
+            self.path.push(name.to_string());
+        }
+        self.pushed.push(push);
+    }
+
+    /// Call from `exit_module`.
+    pub fn exit(&mut self) {
+        if self.pushed.pop() == Some(true) {
+            self.path.pop();
+        }
+    }
+
+    /// The current path, dot-separated.
+    pub fn key(&self) -> String {
         self.path.join(".")
     }
 }
 
 /// Visits every float parameter (and BatchNorm running statistic) with its module path.
 struct Collect<F> {
-    inner: PathVisitor<F>,
+    path: ModulePath,
+    f: F,
     values: bool,
 }
 
 impl<F: FnMut(String, Vec<usize>, Option<Vec<f32>>)> ModuleVisitor for Collect<F> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        let push = !container_type.starts_with("Enum:");
-        if push {
-            self.inner.path.push(name.to_string());
-        }
-        self.inner.pushed.push(push);
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        if self.inner.pushed.pop() == Some(true) {
-            self.inner.path.pop();
-        }
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let key = self.inner.key();
+        let key = self.path.key();
         let shape = param.lazy_shape().to_vec();
         let values = self.values.then(|| {
             param
@@ -66,7 +82,7 @@ impl<F: FnMut(String, Vec<usize>, Option<Vec<f32>>)> ModuleVisitor for Collect<F
                 .try_into_vec::<f32>()
                 .unwrap_or_default()
         });
-        (self.inner.f)(key, shape, values);
+        (self.f)(key, shape, values);
     }
 }
 
@@ -80,11 +96,8 @@ pub fn param_shapes<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
 pub fn raw_param_shapes<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
     let mut v = Collect {
-        inner: PathVisitor {
-            path: Vec::new(),
-            pushed: Vec::new(),
-            f: |k, s, _| out.push((k, s)),
-        },
+        path: ModulePath::default(),
+        f: |k, s, _| out.push((k, s)),
         values: false,
     };
     module.visit(&mut v);
@@ -99,19 +112,16 @@ pub fn module_tensors<M: Module>(module: &M) -> TensorMap {
 fn raw_module_tensors<M: Module>(module: &M) -> TensorMap {
     let mut out = TensorMap::new();
     let mut v = Collect {
-        inner: PathVisitor {
-            path: Vec::new(),
-            pushed: Vec::new(),
-            f: |k, shape, data: Option<Vec<f32>>| {
-                out.insert(
-                    k,
-                    RawTensor {
-                        shape,
-                        data: data.unwrap_or_default(),
-                        source_dtype: "float32",
-                    },
-                );
-            },
+        path: ModulePath::default(),
+        f: |k, shape, data: Option<Vec<f32>>| {
+            out.insert(
+                k,
+                RawTensor {
+                    shape,
+                    data: data.unwrap_or_default(),
+                    source_dtype: "float32",
+                },
+            );
         },
         values: true,
     };
