@@ -831,6 +831,11 @@ fn finetune(a: FinetuneArgs) -> Result<()> {
     use std::io::IsTerminal;
 
     let config = if a.resume {
+        eprintln!(
+            "resuming the run in {} with its saved settings ({}); other training flags are ignored",
+            a.out.display(),
+            a.out.join("config.json").display()
+        );
         None
     } else {
         Some(a.run_config()?)

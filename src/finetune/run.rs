@@ -184,7 +184,7 @@ pub fn run(
     events: &mut dyn FnMut(Event<'_>),
 ) -> Result<RunSummary, FinetuneError> {
     let ad = device.clone().autodiff();
-    let (cfg, manifest, model, progress) = if let Some(config) = config {
+    let (cfg, manifest, model, progress, dataset) = if let Some(config) = config {
         if out.join(CONFIG).exists() || out.join(LAST).exists() {
             return Err(FinetuneError::Checkpoint {
                 path: out.to_path_buf(),
@@ -216,7 +216,7 @@ pub fn run(
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
-        (config.clone(), manifest, model, None)
+        (config.clone(), manifest, model, None, Some(dataset))
     } else {
         let manifest = read_manifest(out).map_err(|_| FinetuneError::Checkpoint {
             path: out.to_path_buf(),
@@ -231,10 +231,13 @@ pub fn run(
                 None,
             ),
         };
-        (cfg, manifest, model, progress)
+        (cfg, manifest, model, progress, None)
     };
     let arch = parse_arch(&cfg.architecture)?;
-    let dataset = data::open(&cfg.data, &cfg.val, cfg.seed)?;
+    let dataset = match dataset {
+        Some(d) => d,
+        None => data::open(&cfg.data, &cfg.val, cfg.seed)?,
+    };
     if dataset.classes != manifest.classes {
         return Err(FinetuneError::Data {
             path: cfg.data.clone(),
