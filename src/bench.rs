@@ -54,35 +54,32 @@ pub fn bench_forward(
     spec: &BenchSpec,
     batch: usize,
 ) -> BenchResult {
-    let BenchSpec {
-        side,
-        warmup,
-        iters,
-        gflop_per_image,
-        ..
-    } = *spec;
     let input = Tensor::<4>::random(
-        [batch, 3, side, side],
+        [batch, 3, spec.side, spec.side],
         Distribution::Uniform(-100.0, 100.0),
         device,
     );
-    let times = timed_ms(warmup, iters, || {
+    let times = timed_ms(spec.warmup, spec.iters, || {
         let logits = model.forward(input.clone());
         // Forces the computation (and any GPU queue) to finish before the clock stops.
         let _ = logits.into_data();
     });
-    let best_ms = times[0];
+    result(spec, batch, &times, spec.gflop_per_image)
+}
+
+/// A [`BenchResult`] from sorted pass times, `gflop_per_pass_image` of work per image.
+fn result(spec: &BenchSpec, batch: usize, times: &[f64], gflop_per_pass_image: f64) -> BenchResult {
     let median_ms = times[times.len() / 2];
     BenchResult {
         model: spec.model.clone(),
         device: spec.device_name.clone(),
         batch,
         iters: times.len(),
-        best_ms,
+        best_ms: times[0],
         median_ms,
         ms_per_image: median_ms / batch as f64,
         images_per_s: batch as f64 * 1e3 / median_ms,
-        gflops_per_s: gflop_per_image * batch as f64 / (median_ms * 1e-3),
+        gflops_per_s: gflop_per_pass_image * batch as f64 / (median_ms * 1e-3),
     }
 }
 
@@ -225,18 +222,7 @@ pub fn bench_train(
         // the step reads the loss back to the host, so the clock stops after the update ran
         let _ = trainer.step(inputs.clone(), &labels, 1e-4);
     });
-    let median_ms = times[times.len() / 2];
-    Ok(BenchResult {
-        model: spec.model.clone(),
-        device: spec.device_name.clone(),
-        batch,
-        iters: times.len(),
-        best_ms: times[0],
-        median_ms,
-        ms_per_image: median_ms / batch as f64,
-        images_per_s: batch as f64 * 1e3 / median_ms,
-        gflops_per_s: 3.0 * spec.gflop_per_image * batch as f64 / (median_ms * 1e-3),
-    })
+    Ok(result(spec, batch, &times, 3.0 * spec.gflop_per_image))
 }
 
 /// Median time of each named stage of one forward pass (`conv1`, `lrn1`, `pool1`, ... `fc8`),

@@ -288,32 +288,19 @@ fn verify(entry: &WeightsEntry, file: &Path) -> Result<(), WeightsError> {
     let Some(checksum) = &entry.checksum else {
         return Ok(()); // checked by structure when converting
     };
-    let mut f = std::fs::File::open(file).map_err(|e| io_err(file, e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut sha256 = Sha256::new();
-    let mut sha1 = sha1::Sha1::new();
-    loop {
-        let n = f.read(&mut buf).map_err(|e| io_err(file, e))?;
-        if n == 0 {
-            break;
-        }
-        sha256.update(&buf[..n]);
-        sha1.update(&buf[..n]);
-    }
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let (expected, found, ok) = match checksum {
         Checksum::Sha256Prefix(p) => {
-            let found = hex(&sha256.finalize());
+            let found = hash_file::<Sha256>(file)?;
             let ok = found.starts_with(&p.to_ascii_lowercase());
             (format!("SHA-256 {p}..."), found, ok)
         }
         Checksum::Sha256(h) => {
-            let found = hex(&sha256.finalize());
+            let found = hash_file::<Sha256>(file)?;
             let ok = found == h.to_ascii_lowercase();
             (format!("SHA-256 {h}"), found, ok)
         }
         Checksum::Sha1(h) => {
-            let found = hex(&sha1.finalize());
+            let found = hash_file::<sha1::Sha1>(file)?;
             let ok = found == h.to_ascii_lowercase();
             (format!("SHA-1 {h}"), found, ok)
         }
@@ -327,6 +314,25 @@ fn verify(entry: &WeightsEntry, file: &Path) -> Result<(), WeightsError> {
             found,
         })
     }
+}
+
+/// The lowercase hex digest of a file.
+fn hash_file<D: Digest>(file: &Path) -> Result<String, WeightsError> {
+    let mut f = std::fs::File::open(file).map_err(|e| io_err(file, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut hasher = D::new();
+    loop {
+        let n = f.read(&mut buf).map_err(|e| io_err(file, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Downloads `url` into `partial`, resuming from its current length.

@@ -437,6 +437,22 @@ fn read_checkpoint(
     Ok(Some((model, Some((progress, optimizer)))))
 }
 
+/// Writes the network as `file` in the output directory, with `meta` beside its shape.
+fn write_model(
+    ctx: &Context<'_>,
+    trainer: &Trainer,
+    meta: &Metadata,
+    file: &str,
+) -> Result<(), FinetuneError> {
+    Ok(write_tensors_with(
+        module_tensors(trainer.model()),
+        ctx.arch,
+        &ctx.shape,
+        meta,
+        &ctx.out.join(file),
+    )?)
+}
+
 /// Writes the optimizer state, then `last.bpk` (the commit point: its metadata holds the
 /// progress and names the optimizer file), then removes older optimizer files.
 fn checkpoint(
@@ -452,13 +468,7 @@ fn checkpoint(
         serde_json::to_string(progress).unwrap_or_default(),
     );
     meta.insert(META_OPTIMIZER.to_string(), optimizer_file.clone());
-    write_tensors_with(
-        module_tensors(trainer.model()),
-        ctx.arch,
-        &ctx.shape,
-        &meta,
-        &ctx.out.join(LAST),
-    )?;
+    write_model(ctx, trainer, &meta, LAST)?;
     if let Ok(entries) = std::fs::read_dir(ctx.out) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -596,13 +606,7 @@ fn train_epoch(
             "alexvgg.finetune.val_top1".to_string(),
             metrics.val_top1.to_string(),
         );
-        write_tensors_with(
-            module_tensors(trainer.model()),
-            ctx.arch,
-            &ctx.shape,
-            &meta,
-            &ctx.out.join(BEST),
-        )?;
+        write_model(ctx, trainer, &meta, BEST)?;
     }
     events(Event::Epoch(&metrics));
     progress.history.push(metrics);
