@@ -17,6 +17,7 @@ use alexvgg::finetune::{
 use alexvgg::import::load_model;
 use alexvgg::labels::Class;
 use alexvgg::preprocess::Augment;
+use alexvgg::runner::{ConvChoice, EngineKind, Runner};
 
 fn main() -> anyhow::Result<()> {
     let weights = std::env::args().nth(1); // None: random initialisation
@@ -52,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         width_divisor: scratch.then_some(8),
         checkpoint_every: 0,
     };
-    let (_, device) = make_device(None)?;
+    let (backend, device) = make_device(None)?;
     let out = dir.join("run");
     run(Some(&config), &out, &device, &mut |e| {
         if let Event::Epoch(m) = e {
@@ -69,10 +70,11 @@ fn main() -> anyhow::Result<()> {
     // the output directory is a model: architecture, preprocessing and class names included
     let tuned = open_finetuned(&out)?.expect("a fine-tuning output directory");
     let (model, _, _) = load_model(&tuned.weights, &tuned.arch, &device)?;
+    let runner = Runner::new(model, &device, backend, EngineKind::Auto, ConvChoice::Auto)?;
     let image = dir.join("data/blue_triangle/0000.png");
     let side = tuned.arch.input_size();
     let input = prepare(std::slice::from_ref(&image), tuned.preset, side).remove(0)?;
-    let probs = probabilities(&model, &[input], side, &device).remove(0);
+    let probs = probabilities(&runner, &[input], side)?.remove(0);
     let classes: Vec<Class> = tuned
         .classes
         .iter()

@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
-use alexvgg_models::Model;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+use crate::runner::{Runner, RunnerError};
 
 /// One benchmark measurement.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -46,25 +47,33 @@ pub struct BenchSpec {
     pub gflop_per_image: f64,
 }
 
-/// Times `model` on random `[batch, 3, side, side]` inputs: `warmup` untimed passes, then
-/// `iters` timed ones, each ending with the logits copied back to the host.
+/// Times `runner` on random `[batch, 3, side, side]` inputs in `-100..100`: `warmup` untimed
+/// passes, then `iters` timed ones, each ending with the logits on the host.
+///
+/// # Errors
+/// [`RunnerError`] when the network cannot take the input.
 pub fn bench_forward(
-    model: &Model,
-    device: &Device,
+    runner: &Runner,
     spec: &BenchSpec,
     batch: usize,
-) -> BenchResult {
-    let input = Tensor::<4>::random(
-        [batch, 3, spec.side, spec.side],
-        Distribution::Uniform(-100.0, 100.0),
-        device,
-    );
+) -> Result<BenchResult, RunnerError> {
+    let dims = [batch, 3, spec.side, spec.side];
+    let input = random_input(dims);
+    runner.logits(input.clone(), dims)?;
     let times = timed_ms(spec.warmup, spec.iters, || {
-        let logits = model.forward(input.clone());
-        // Forces the computation (and any GPU queue) to finish before the clock stops.
-        let _ = logits.into_data();
+        // The burn path uploads, runs and reads the logits back (a GPU queue finishes first);
+        // the engine reads and writes host memory.
+        let _ = runner.logits(input.clone(), dims);
     });
-    result(spec, batch, &times, spec.gflop_per_image)
+    Ok(result(spec, batch, &times, spec.gflop_per_image))
+}
+
+/// Deterministic pseudo-random values in `-100..100` for `dims`.
+fn random_input(dims: [usize; 4]) -> Vec<f32> {
+    let mut g = crate::finetune::rng::SplitMix64::new(42);
+    (0..dims.iter().product::<usize>())
+        .map(|_| (g.uniform() as f32 - 0.5) * 200.0)
+        .collect()
 }
 
 /// A [`BenchResult`] from sorted pass times, `gflop_per_pass_image` of work per image.
@@ -226,41 +235,58 @@ pub fn bench_train(
 }
 
 /// Median time of each named stage of one forward pass (`conv1`, `lrn1`, `pool1`, ... `fc8`),
-/// measured between the activations reported by [`Model::forward_observed`] with the device
-/// synchronised at each boundary (`warmup` untimed passes, then `iters` timed ones).
+/// measured between the activations reported by the model's or the engine's `forward_observed`
+/// (a burn device is synchronised at each boundary; `warmup` untimed passes, then `iters`).
+///
+/// # Errors
+/// [`RunnerError`] when the network cannot take the input.
 pub fn per_layer_ms(
-    model: &Model,
-    device: &Device,
+    runner: &Runner,
     side: usize,
     batch: usize,
     warmup: usize,
     iters: usize,
-) -> Vec<(String, f64)> {
-    let input = Tensor::<4>::random(
-        [batch, 3, side, side],
-        Distribution::Uniform(-100.0, 100.0),
-        device,
-    );
+) -> Result<Vec<(String, f64)>, RunnerError> {
+    let dims = [batch, 3, side, side];
+    let values = random_input(dims);
     let mut runs: Vec<Vec<(String, f64)>> = Vec::new();
     for i in 0..warmup + iters.max(1) {
-        let _ = device.sync();
-        let mut last = Instant::now();
+        let input = match runner {
+            Runner::Burn { device, .. } => {
+                let x = Tensor::<4>::from_data(TensorData::new(values.clone(), dims), device);
+                let _ = device.sync();
+                Some(x)
+            }
+            Runner::Kernels(_) => None,
+        };
         let mut stages = Vec::new();
-        let logits = model.forward_observed(input.clone(), &mut |name, _| {
-            let _ = device.sync();
+        let mut last = Instant::now();
+        let mut mark = |name: &str| {
             stages.push((name.to_string(), last.elapsed().as_secs_f64() * 1e3));
             last = Instant::now();
-        });
-        let _ = logits.into_data();
+        };
+        match (runner, input) {
+            (Runner::Burn { model, device }, Some(input)) => {
+                let logits = model.forward_observed(input, &mut |name, _| {
+                    let _ = device.sync();
+                    mark(name);
+                });
+                let _ = logits.into_data();
+            }
+            (Runner::Kernels(engine), _) => {
+                engine.forward_observed(&values, dims, &mut |name, _| mark(name))?;
+            }
+            (Runner::Burn { .. }, None) => unreachable!("input uploaded above"),
+        }
         if i >= warmup {
             runs.push(stages);
         }
     }
-    (0..runs[0].len())
+    Ok((0..runs[0].len())
         .map(|k| {
             let mut times: Vec<f64> = runs.iter().map(|r| r[k].1).collect();
             times.sort_by(f64::total_cmp);
             (runs[0][k].0.clone(), times[times.len() / 2])
         })
-        .collect()
+        .collect())
 }

@@ -2,13 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use alexvgg_models::Model;
-use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::labels::Class;
 use crate::preprocess::{ImageError, Preset, load_image, preprocess};
+use crate::runner::{Runner, RunnerError};
 
 /// Extensions treated as images when walking folders.
 pub const IMAGE_EXTENSIONS: [&str; 10] = [
@@ -76,28 +74,22 @@ pub fn prepare(
 
 /// Class probabilities for a batch of preprocessed images.
 ///
+/// # Errors
+/// [`RunnerError`] when the engine cannot take the batch.
+///
 /// # Shapes
 /// - each image: `3 * side * side` values, channels first
 /// - output: one `num_classes` probability vector per image
 pub fn probabilities(
-    model: &Model,
+    runner: &Runner,
     images: &[Vec<f32>],
     side: usize,
-    device: &Device,
-) -> Vec<Vec<f32>> {
+) -> Result<Vec<Vec<f32>>, RunnerError> {
     if images.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let flat: Vec<f32> = images.iter().flatten().copied().collect();
-    let x = Tensor::<4>::from_data(TensorData::new(flat, [images.len(), 3, side, side]), device);
-    let probs = softmax(model.forward(x), 1);
-    let classes = probs.dims()[1];
-    let values = probs
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default();
-    values.chunks(classes).map(<[f32]>::to_vec).collect()
+    runner.probabilities(flat, [images.len(), 3, side, side])
 }
 
 /// The `k` most probable classes, most probable first.

@@ -6,6 +6,7 @@
 //! - this crate: device selection ([`device`]), the per-layer and parameter tables ([`table`]),
 //!   benchmarks ([`bench`]) and the `alexvgg` command line.
 
+pub use alexvgg_cpu as cpu;
 pub use alexvgg_import as import;
 pub use alexvgg_models as models;
 
@@ -15,6 +16,7 @@ pub mod device;
 pub mod finetune;
 pub mod labels;
 pub mod preprocess;
+pub mod runner;
 pub mod table;
 pub mod weights;
 

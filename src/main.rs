@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use alexvgg::runner::{ConvChoice, EngineKind, Runner};
 use alexvgg::{architecture, bench, device, table};
 use alexvgg_import::{Format, load_model, read_tensors};
 use alexvgg_models::{Architecture, NetworkShape, gflops};
@@ -90,6 +91,12 @@ enum Command {
         /// Time training steps (forward, loss, backward, SGD update) instead of inference.
         #[arg(long)]
         train: bool,
+        /// Inference engine: auto (the alexvgg-cpu kernels on CPU backends, burn on wgpu), burn, kernels.
+        #[arg(long, value_enum, default_value = "auto")]
+        engine: EngineKind,
+        /// 3x3 convolutions of the CPU engine: auto, im2col, winograd.
+        #[arg(long, value_enum, default_value = "auto")]
+        conv: ConvChoice,
         /// Also print the median time of each layer (first batch size only).
         #[arg(long)]
         per_layer: bool,
@@ -283,6 +290,8 @@ fn run(cli: Cli) -> Result<()> {
             warmup,
             weights,
             train,
+            engine,
+            conv,
             per_layer,
             json,
         } => {
@@ -307,7 +316,24 @@ fn run(cli: Cli) -> Result<()> {
             };
             let side = arch.input_size();
             let gflop = gflops(&net.layers([3, side, side])?);
-            let device_name = device::describe(backend, &dev);
+            if train && engine == EngineKind::Kernels {
+                bail!("--train runs burn's autodiff; --engine kernels is inference only");
+            }
+            let started = std::time::Instant::now();
+            let runner = Runner::new(
+                net,
+                &dev,
+                backend,
+                if train { EngineKind::Burn } else { engine },
+                conv,
+            )?;
+            if matches!(runner, Runner::Kernels(_)) {
+                eprintln!(
+                    "compiled for the CPU engine in {:.3} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            let device_name = format!("{}, {}", device::describe(backend, &dev), runner.describe());
             if !json {
                 println!(
                     "{} {} on {device_name}, {side}x{side}, {gflop:.2} GFLOP/image{}, {warmup} warm-up + {iters} timed {}",
@@ -336,7 +362,7 @@ fn run(cli: Cli) -> Result<()> {
                 let r = if train {
                     bench::bench_train(&arch, &dev, &spec, batch)?
                 } else {
-                    bench::bench_forward(&net, &dev, &spec, batch)
+                    bench::bench_forward(&runner, &spec, batch)?
                 };
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
@@ -354,7 +380,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             if per_layer {
                 let batch = batch_size.first().copied().unwrap_or(1);
-                let rows = bench::per_layer_ms(&net, &dev, side, batch, warmup, iters);
+                let rows = bench::per_layer_ms(&runner, side, batch, warmup, iters)?;
                 let total: f64 = rows.iter().map(|(_, ms)| ms).sum();
                 if json {
                     for (layer, ms) in &rows {
@@ -481,6 +507,9 @@ struct ClassifyArgs {
     /// Device: cpu, flex, ndarray, wgpu, wgpu:N, wgpu:cpu (or ALEXVGG_DEVICE).
     #[arg(long)]
     device: Option<String>,
+    /// Inference engine: auto (the alexvgg-cpu kernels on CPU backends, burn on wgpu), burn, kernels.
+    #[arg(long, value_enum, default_value = "auto")]
+    engine: EngineKind,
     /// Classes to print per image.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
@@ -544,6 +573,7 @@ fn classify(a: ClassifyArgs) -> Result<()> {
     };
     let (backend, dev) = device::make_device(a.device.as_deref())?;
     let (net, shape, format) = load_model(&path, &arch, &dev)?;
+    let runner = Runner::new(net, &dev, backend, a.engine, ConvChoice::Auto)?;
     let preset = preset_override
         .or(finetuned.as_ref().map(|f| f.preset))
         .or(entry.as_ref().map(|e| e.preset))
@@ -595,7 +625,7 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         }
         for (p, probs) in ok_paths
             .iter()
-            .zip(probabilities(&net, &ok_images, side, &dev))
+            .zip(probabilities(&runner, &ok_images, side)?)
         {
             let top = top_k(&probs, a.top_k, &classes);
             if a.json {
@@ -626,11 +656,12 @@ fn classify(a: ClassifyArgs) -> Result<()> {
     }
     if !a.json {
         eprintln!(
-            "{} images in {secs:.2} s ({:.2} images/s) with {} on {}, preprocessing '{}'{}",
+            "{} images in {secs:.2} s ({:.2} images/s) with {} on {} ({}), preprocessing '{}'{}",
             done - failed,
             (done - failed) as f64 / secs.max(1e-9),
             arch.describe(),
             device::describe(backend, &dev),
+            runner.describe(),
             preset.name(),
             if failed > 0 {
                 format!(", {failed} failed")

@@ -10,6 +10,7 @@ use alexvgg::classify::{collect_images, prepare, probabilities, top_k};
 use alexvgg::import::load_model;
 use alexvgg::models::{AlexNetVariant, Architecture, VggDepth};
 use alexvgg::preprocess::{Preset, load_image};
+use alexvgg::runner::{ConvChoice, EngineKind, Runner};
 use common::*;
 
 fn image(name: &str) -> PathBuf {
@@ -20,7 +21,7 @@ fn image(name: &str) -> PathBuf {
 fn every_preset_matches_the_python_reference() {
     let want = tensors("end_to_end.safetensors");
     assert!(want.len() >= 20, "{} reference entries", want.len());
-    let device = cpu();
+    let (backend, device) = alexvgg::device::make_device(Some("cpu")).unwrap();
     let nets = [
         (
             Preset::Caffe,
@@ -47,8 +48,13 @@ fn every_preset_matches_the_python_reference() {
         ),
     ];
     let mut checked = 0;
-    for (preset, arch, weights) in nets {
+    // both inference paths: the burn model and the CPU engine
+    for (kind, (preset, arch, weights)) in [EngineKind::Burn, EngineKind::Kernels]
+        .into_iter()
+        .flat_map(|k| nets.iter().map(move |n| (k, *n)))
+    {
         let (model, _, _) = load_model(&fixture(weights), &arch, &device).unwrap();
+        let runner = Runner::new(model, &device, backend, kind, ConvChoice::Auto).unwrap();
         let side = arch.input_size();
         for (key, reference) in want
             .iter()
@@ -59,19 +65,20 @@ fn every_preset_matches_the_python_reference() {
                 .pop()
                 .unwrap()
                 .unwrap();
-            let probs = probabilities(&model, &[prepared], side, &device)
+            let probs = probabilities(&runner, &[prepared], side)
+                .unwrap()
                 .pop()
                 .unwrap();
             for (i, (g, w)) in probs.iter().zip(&reference.data).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-4,
-                    "{key}: class {i} probability {g} vs reference {w}"
+                    "{kind:?} {key}: class {i} probability {g} vs reference {w}"
                 );
             }
             checked += 1;
         }
     }
-    assert_eq!(checked, want.len());
+    assert_eq!(checked, 2 * want.len());
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use alexvgg::cpu::{Activation, Engine};
 use alexvgg::import::{RawTensor, TensorMap, convert, load_model, read_safetensors};
 use alexvgg::models::{AlexNetVariant, Architecture, VggDepth};
 use burn::tensor::{Tensor, TensorData};
@@ -102,7 +103,30 @@ fn every_full_size_format_loads_and_matches_the_reference() {
             (1000, 4096, 1)
         );
         check(&model, file);
-        drop(model);
+        // the CPU engine compiled from the same model (Winograd at full width)
+        let engine = Engine::from_model(model).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let dims: [usize; 4] = input.shape.clone().try_into().unwrap();
+        let mut fc7 = Vec::new();
+        let logits = engine
+            .forward_observed(&input.data, dims, &mut |name, act| {
+                if let ("fc7", Activation::Vector { data, .. }) = (name, act) {
+                    fc7 = data.to_vec();
+                }
+            })
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_close(
+            &format!("{file} engine: fc7"),
+            &fc7,
+            &acts["act.fc7"].data,
+            1e-4,
+        );
+        assert_close(
+            &format!("{file} engine: logits"),
+            &logits,
+            &acts["act.fc8"].data,
+            1e-4,
+        );
+        drop(engine);
         // converted once, the native file gives the same network
         let bpk = dir.join(format!("{file}.bpk"));
         convert(&path, &arch, &bpk, &device).unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -269,7 +269,7 @@ fn no_observer(_: &str, _: &Tensor<4>) {}
 
 /// Names `conv{block}_{index}` for the convolutions of a feature stack, and the block of the pool
 /// that follows each (`pool{block}`).
-fn conv_names(features: &[VggConv]) -> Vec<(String, Option<String>)> {
+pub fn conv_names(features: &[VggConv]) -> Vec<(String, Option<String>)> {
     let (mut block, mut index) = (1, 1);
     features
         .iter()

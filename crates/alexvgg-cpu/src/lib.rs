@@ -1,0 +1,33 @@
+//! A CPU inference engine for the networks of `alexvgg-models`.
+//!
+//! burn's CPU backends run these networks 1.5-2x slower than ONNX Runtime on the same machine
+//! (see the README's benchmark table): every convolution converts NCHW to NHWC and back, builds
+//! its im2col matrix, and leaves one of two cores idle in the GEMM for many layer shapes. This
+//! crate compiles a [`Model`](alexvgg_models::Model) once into a list of kernel calls on
+//! channels-last buffers: weights packed for the GEMM, BatchNorm folded into the convolutions,
+//! bias and ReLU fused into the convolution tiles, and the work split across the rayon pool by
+//! us (see [`gemm`]).
+//!
+//! The model code stays backend-agnostic; this is a separate, inference-only path with the same
+//! parity tests as the burn model (`tests/engine.rs` at the workspace root).
+//!
+//! ```no_run
+//! use alexvgg_cpu::Engine;
+//! use alexvgg_models::{AlexNetConfig, AlexNetVariant, Model};
+//! use burn::tensor::Device;
+//!
+//! let model = Model::AlexNet(AlexNetConfig::new(AlexNetVariant::Tf).init(&Device::default()));
+//! let engine = Engine::from_model(model).unwrap();
+//! let logits = engine.forward(&vec![0.0; 3 * 227 * 227], [1, 3, 227, 227]).unwrap();
+//! assert_eq!(logits.len(), 1000);
+//! ```
+
+pub mod gemm;
+pub mod kernels;
+pub mod linear;
+mod plan;
+pub mod pool;
+pub mod simd;
+pub mod winograd;
+
+pub use plan::{Activation, ConvAlgorithm, Engine, EngineError, EngineOptions};

@@ -1,0 +1,628 @@
+//! [`Engine`]: a network compiled from an `alexvgg_models::Model` into a list of kernel calls.
+
+use alexvgg_models::shape::padded_output_size;
+use alexvgg_models::{AlexNet, Model, Pad, Vgg, vgg};
+use burn::module::Param;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
+use burn::tensor::Tensor;
+
+use crate::kernels::{
+    ConvGeometry, Nhwc, PackedConv, adaptive_avg_pool2d, conv2d, lrn, max_pool2d,
+};
+use crate::linear::{PackedLinear, linear};
+use crate::pool::Pool;
+use crate::winograd::{WinogradConv, conv2d_winograd};
+
+/// How the engine computes 3x3 stride-1 convolutions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// Winograd F(4x4, 3x3) where it pays (at least 16 input and output channels per group),
+    /// im2col + GEMM elsewhere.
+    #[default]
+    Auto,
+    /// im2col + GEMM for every convolution.
+    Im2col,
+    /// Winograd for every 3x3 stride-1 convolution, whatever its channels (tests use this to
+    /// cover the reduced-width fixtures).
+    Winograd,
+}
+
+/// Choices made when compiling a model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Convolution algorithm.
+    pub conv: ConvAlgorithm,
+}
+
+/// Fewest 4x4 output tiles for which Winograd beats im2col + GEMM (measured on AlexNet's 13x13
+/// layers: 16 tiles at batch 1 favour im2col by 5-15%, 128 at batch 8 favour Winograd by 30%).
+const WINOGRAD_MIN_TILES: usize = 32;
+
+/// Largest weight (bytes) also kept in im2col form next to its Winograd form, for inputs with
+/// too few tiles; bigger layers keep one form to bound memory.
+const KEEP_BOTH_BYTES: usize = 8 << 20;
+
+/// A convolution's weights in the form its algorithm needs.
+#[derive(Debug)]
+enum ConvKernel {
+    Im2col(PackedConv),
+    /// Winograd, with the im2col form for small inputs where the layer is small.
+    Winograd(WinogradConv, Option<PackedConv>),
+}
+
+impl ConvKernel {
+    fn kernel(&self) -> [usize; 2] {
+        match self {
+            ConvKernel::Im2col(w) => w.kernel,
+            ConvKernel::Winograd(..) => [3, 3],
+        }
+    }
+}
+
+/// A convolution read from burn, before its weights are packed.
+struct RawConv {
+    name: String,
+    weight: Vec<f32>,
+    dims: [usize; 4],
+    groups: usize,
+    bias: Vec<f32>,
+    stride: [usize; 2],
+    padding: PaddingConfig2d,
+}
+
+impl RawConv {
+    /// Folds `y = conv(x) * scale + shift` (per output channel) into the weights.
+    fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) {
+        let per_out = self.weight.len() / self.dims[0];
+        for (o, w) in self.weight.chunks_mut(per_out).enumerate() {
+            w.iter_mut().for_each(|v| *v *= scale[o]);
+        }
+        for ((b, s), t) in self.bias.iter_mut().zip(scale).zip(shift) {
+            *b = *b * s + t;
+        }
+    }
+
+    fn into_op(self, relu: bool, options: &EngineOptions) -> Op {
+        let [cout, cin_g, kh, kw] = self.dims;
+        let cout_g = cout / self.groups;
+        let winograd_fits = [kh, kw] == [3, 3] && self.stride == [1, 1];
+        let use_winograd = match options.conv {
+            ConvAlgorithm::Im2col => false,
+            ConvAlgorithm::Winograd => winograd_fits,
+            ConvAlgorithm::Auto => winograd_fits && cin_g >= 16 && cout_g >= 16,
+        };
+        let weights = if use_winograd {
+            let keep_both =
+                options.conv == ConvAlgorithm::Auto && self.weight.len() * 4 <= KEEP_BOTH_BYTES;
+            let im2col = keep_both.then(|| {
+                PackedConv::from_oihw(&self.weight, self.dims, self.groups, self.bias.clone())
+            });
+            let winograd = WinogradConv::from_oihw(&self.weight, self.dims, self.groups, self.bias);
+            ConvKernel::Winograd(winograd, im2col)
+        } else {
+            ConvKernel::Im2col(PackedConv::from_oihw(
+                &self.weight,
+                self.dims,
+                self.groups,
+                self.bias,
+            ))
+        };
+        Op::Conv {
+            name: self.name,
+            weights,
+            stride: self.stride,
+            padding: self.padding,
+            relu,
+        }
+    }
+}
+
+/// Errors from compiling a model or running the engine.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EngineError {
+    /// A parameter could not be read as `f32` values.
+    #[error("parameter {name}: {message}")]
+    Parameter {
+        /// Layer and parameter, e.g. `conv1.weight`.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A layer feature the engine has no kernel for.
+    #[error("layer {layer}: {what} is not supported by the CPU engine")]
+    Unsupported {
+        /// Layer name.
+        layer: String,
+        /// The feature.
+        what: String,
+    },
+    /// The input buffer does not match its dimensions, or has the wrong channels.
+    #[error("input of {len} values does not match dimensions {dims:?} with {channels} channels")]
+    BadInput {
+        /// Values given.
+        len: usize,
+        /// Dimensions given, `[batch, channels, height, width]`.
+        dims: [usize; 4],
+        /// Channels the first layer expects.
+        channels: usize,
+    },
+    /// The input is too small for a window of the network.
+    #[error("input of {height}x{width} is too small for layer {layer}")]
+    InputTooSmall {
+        /// Layer whose window does not fit.
+        layer: String,
+        /// Height reaching that layer.
+        height: usize,
+        /// Width reaching that layer.
+        width: usize,
+    },
+    /// The features reaching the first fully connected layer have the wrong size.
+    #[error("features of shape {shape:?} flatten to {found} values but {layer} expects {expected}")]
+    FlattenMismatch {
+        /// The fully connected layer.
+        layer: String,
+        /// Its input size.
+        expected: usize,
+        /// Flattened size found.
+        found: usize,
+        /// `[C, H, W]` reaching it.
+        shape: [usize; 3],
+    },
+}
+
+/// One step of the compiled network.
+#[derive(Debug)]
+enum Op {
+    Conv {
+        name: String,
+        weights: ConvKernel,
+        stride: [usize; 2],
+        padding: PaddingConfig2d,
+        relu: bool,
+    },
+    Lrn {
+        name: String,
+        radius: usize,
+        bias: f32,
+        alpha: f32,
+        beta: f32,
+    },
+    MaxPool {
+        name: String,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: PaddingConfig2d,
+        ceil_mode: bool,
+    },
+    AvgPool {
+        name: String,
+        size: [usize; 2],
+    },
+    Linear {
+        name: String,
+        weights: PackedLinear,
+        relu: bool,
+    },
+}
+
+impl Op {
+    fn name(&self) -> &str {
+        match self {
+            Op::Conv { name, .. }
+            | Op::Lrn { name, .. }
+            | Op::MaxPool { name, .. }
+            | Op::AvgPool { name, .. }
+            | Op::Linear { name, .. } => name,
+        }
+    }
+}
+
+/// An activation reported by [`Engine::forward_observed`].
+#[derive(Clone, Copy, Debug)]
+pub enum Activation<'a> {
+    /// A feature map, channels-last.
+    Map(&'a Nhwc),
+    /// A fully connected layer's output, `[batch, features]` row-major.
+    Vector {
+        /// Values.
+        data: &'a [f32],
+        /// Batch size.
+        batch: usize,
+    },
+}
+
+/// A network compiled for the CPU kernels of this crate: weights packed once for the GEMMs,
+/// BatchNorm folded into the convolutions, activations kept channels-last between layers.
+///
+/// It computes what the burn model it was built from computes (inference mode: no dropout,
+/// BatchNorm with running statistics) and holds the only copy of the weights.
+#[derive(Debug)]
+pub struct Engine {
+    ops: Vec<Op>,
+    in_channels: usize,
+    num_classes: usize,
+    pool: Pool,
+}
+
+fn values<const D: usize>(name: &str, tensor: Tensor<D>) -> Result<Vec<f32>, EngineError> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| EngineError::Parameter {
+            name: name.to_string(),
+            message: format!("{e:?}"),
+        })
+}
+
+fn param<const D: usize>(name: &str, p: Param<Tensor<D>>) -> Result<Vec<f32>, EngineError> {
+    values(name, p.into_value())
+}
+
+fn read_conv(name: &str, conv: Conv2d) -> Result<RawConv, EngineError> {
+    if conv.dilation != [1, 1] {
+        return Err(EngineError::Unsupported {
+            layer: name.to_string(),
+            what: format!("dilation {:?}", conv.dilation),
+        });
+    }
+    let dims = conv.weight.dims();
+    let weight = param(&format!("{name}.weight"), conv.weight)?;
+    let bias = match conv.bias {
+        Some(b) => param(&format!("{name}.bias"), b)?,
+        None => vec![0.0; dims[0]],
+    };
+    Ok(RawConv {
+        name: name.to_string(),
+        weight,
+        dims,
+        groups: conv.groups,
+        bias,
+        stride: conv.stride,
+        padding: conv.padding,
+    })
+}
+
+fn pool_op(name: String, pool: MaxPool2d) -> Result<Op, EngineError> {
+    if pool.dilation != [1, 1] {
+        return Err(EngineError::Unsupported {
+            layer: name,
+            what: format!("dilation {:?}", pool.dilation),
+        });
+    }
+    Ok(Op::MaxPool {
+        name,
+        kernel: pool.kernel_size,
+        stride: pool.stride,
+        padding: pool.padding,
+        ceil_mode: pool.ceil_mode,
+    })
+}
+
+fn linear_ops(layers: [(&str, alexvgg_models::BlockLinear); 3]) -> Result<Vec<Op>, EngineError> {
+    layers
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, fc))| {
+            let d_in = fc.d_in();
+            let d_out = fc.d_out();
+            let mut weight = Vec::new();
+            let mut bias = Vec::with_capacity(d_out);
+            let blocks = fc.blocks.len();
+            for (j, block) in fc.blocks.into_iter().enumerate() {
+                let w = param(&format!("{name}.weight"), block.weight)?;
+                match block.bias {
+                    Some(b) => bias.extend(param(&format!("{name}.bias"), b)?),
+                    None => bias.extend(std::iter::repeat_n(0.0, w.len() / d_in)),
+                }
+                if blocks == 1 {
+                    weight = w;
+                } else {
+                    // Column blocks (a model built for a wgpu device): interleave into [d_in, d_out].
+                    let width = d_out / blocks;
+                    weight.resize(d_in * d_out, 0.0);
+                    for (row, src) in weight.chunks_mut(d_out).zip(w.chunks(width)) {
+                        row[j * width..(j + 1) * width].copy_from_slice(src);
+                    }
+                }
+            }
+            Ok(Op::Linear {
+                name: name.to_string(),
+                weights: PackedLinear::from_in_out(weight, d_in, d_out, bias),
+                relu: i < 2,
+            })
+        })
+        .collect()
+}
+
+impl Engine {
+    /// Compiles `model`, consuming it so that each layer's burn parameters are freed as soon as
+    /// they are packed (peak memory stays near one copy of the weights).
+    ///
+    /// # Errors
+    /// [`EngineError::Parameter`] when a parameter cannot be read as `f32`, and
+    /// [`EngineError::Unsupported`] for a dilated convolution or pool.
+    pub fn from_model(model: Model) -> Result<Self, EngineError> {
+        Self::with_options(model, &EngineOptions::default())
+    }
+
+    /// [`from_model`](Self::from_model) with explicit [`EngineOptions`].
+    ///
+    /// # Errors
+    /// As [`from_model`](Self::from_model).
+    pub fn with_options(model: Model, options: &EngineOptions) -> Result<Self, EngineError> {
+        match model {
+            Model::AlexNet(m) => Self::from_alexnet(m, options),
+            Model::Vgg(m) => Self::from_vgg(m, options),
+        }
+    }
+
+    fn from_alexnet(m: AlexNet, options: &EngineOptions) -> Result<Self, EngineError> {
+        let mut ops = Vec::new();
+        let mut in_channels = 0;
+        for (i, stage) in m.convs.into_iter().enumerate() {
+            let n = i + 1;
+            let raw = read_conv(&format!("conv{n}"), stage.conv)?;
+            if i == 0 {
+                in_channels = raw.dims[1] * raw.groups;
+            }
+            ops.push(raw.into_op(true, options));
+            if let Some(l) = stage.lrn {
+                ops.push(Op::Lrn {
+                    name: format!("lrn{n}"),
+                    radius: l.depth_radius,
+                    bias: l.bias as f32,
+                    alpha: l.alpha as f32,
+                    beta: l.beta as f32,
+                });
+            }
+            if let Some(pool) = stage.pool {
+                ops.push(pool_op(format!("pool{n}"), pool)?);
+            }
+        }
+        if let Some(avg) = m.avgpool {
+            ops.push(Op::AvgPool {
+                name: "avgpool".into(),
+                size: avg.output_size,
+            });
+        }
+        ops.extend(linear_ops([
+            ("fc6", m.fc6),
+            ("fc7", m.fc7),
+            ("fc8", m.fc8),
+        ])?);
+        Ok(Self::finish(ops, in_channels))
+    }
+
+    fn from_vgg(m: Vgg, options: &EngineOptions) -> Result<Self, EngineError> {
+        let names = vgg::conv_names(&m.features);
+        let mut ops = Vec::new();
+        let mut in_channels = 0;
+        for (i, (layer, (conv_name, pool_name))) in m.features.into_iter().zip(names).enumerate() {
+            let mut raw = read_conv(&conv_name, layer.conv)?;
+            if i == 0 {
+                in_channels = raw.dims[1] * raw.groups;
+            }
+            if let Some(bn) = layer.bn {
+                let gamma = param(&format!("{conv_name}.bn.gamma"), bn.gamma)?;
+                let beta = param(&format!("{conv_name}.bn.beta"), bn.beta)?;
+                let mean = values(
+                    &format!("{conv_name}.bn.running_mean"),
+                    bn.running_mean.value(),
+                )?;
+                let var = values(
+                    &format!("{conv_name}.bn.running_var"),
+                    bn.running_var.value(),
+                )?;
+                // y = (conv(x) - mean) * gamma / sqrt(var + eps) + beta, computed in f64.
+                let scale: Vec<f32> = gamma
+                    .iter()
+                    .zip(&var)
+                    .map(|(&g, &v)| (g as f64 / (v as f64 + bn.epsilon).sqrt()) as f32)
+                    .collect();
+                let shift: Vec<f32> = beta
+                    .iter()
+                    .zip(&mean)
+                    .zip(&scale)
+                    .map(|((&b, &mu), &s)| (b as f64 - mu as f64 * s as f64) as f32)
+                    .collect();
+                raw.fold_affine(&scale, &shift);
+            }
+            ops.push(raw.into_op(true, options));
+            if let (Some(pool), Some(name)) = (layer.pool, pool_name) {
+                ops.push(pool_op(name, pool)?);
+            }
+        }
+        ops.push(Op::AvgPool {
+            name: "avgpool".into(),
+            size: m.avgpool.output_size,
+        });
+        ops.extend(linear_ops([
+            ("fc6", m.fc6),
+            ("fc7", m.fc7),
+            ("fc8", m.fc8),
+        ])?);
+        Ok(Self::finish(ops, in_channels))
+    }
+
+    fn finish(ops: Vec<Op>, in_channels: usize) -> Self {
+        let num_classes = match ops.last() {
+            Some(Op::Linear { weights, .. }) => weights.d_out,
+            _ => 0,
+        };
+        Self {
+            ops,
+            in_channels,
+            num_classes,
+            pool: Pool::new(),
+        }
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// Names of the layers in execution order, as [`forward_observed`](Self::forward_observed)
+    /// reports them.
+    pub fn layer_names(&self) -> Vec<&str> {
+        self.ops.iter().map(Op::name).collect()
+    }
+
+    /// Class logits for a channels-first batch.
+    ///
+    /// # Errors
+    /// [`EngineError::BadInput`], [`EngineError::InputTooSmall`] or
+    /// [`EngineError::FlattenMismatch`] for an input the network cannot take.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, channels, H, W]` row-major, as `dims`
+    /// - output: `[batch, num_classes]` row-major
+    pub fn forward(&self, input: &[f32], dims: [usize; 4]) -> Result<Vec<f32>, EngineError> {
+        self.forward_observed(input, dims, &mut |_, _| {})
+    }
+
+    /// Logits, calling `observer` after every layer with its name and output (named as the
+    /// burn models name them; convolutions include their ReLU, and BatchNorm).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward).
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, channels, H, W]` row-major, as `dims`
+    /// - output: `[batch, num_classes]` row-major
+    pub fn forward_observed(
+        &self,
+        input: &[f32],
+        dims: [usize; 4],
+        observer: &mut dyn FnMut(&str, Activation<'_>),
+    ) -> Result<Vec<f32>, EngineError> {
+        let [batch, channels, _, _] = dims;
+        if input.len() != dims.iter().product::<usize>() || channels != self.in_channels {
+            return Err(EngineError::BadInput {
+                len: input.len(),
+                dims,
+                channels: self.in_channels,
+            });
+        }
+        let pool = &self.pool;
+        let mut map = Some(Nhwc::from_nchw(input, dims, pool));
+        let mut vector: Vec<f32> = Vec::new();
+        for op in &self.ops {
+            match op {
+                Op::Linear {
+                    name,
+                    weights,
+                    relu,
+                } => {
+                    if let Some(x) = map.take() {
+                        let expected = weights.d_in;
+                        let found = x.channels * x.height * x.width;
+                        if found != expected {
+                            return Err(EngineError::FlattenMismatch {
+                                layer: name.clone(),
+                                expected,
+                                found,
+                                shape: [x.channels, x.height, x.width],
+                            });
+                        }
+                        vector = x.to_nchw();
+                        pool.give(x.data);
+                    }
+                    let y = linear(&vector, batch, weights, *relu, pool);
+                    pool.give(std::mem::replace(&mut vector, y));
+                    observer(
+                        name,
+                        Activation::Vector {
+                            data: &vector,
+                            batch,
+                        },
+                    );
+                }
+                op => {
+                    let x = map
+                        .take()
+                        .expect("feature layers come before the classifier");
+                    let y = feature_op(op, x, pool)?;
+                    observer(op.name(), Activation::Map(&y));
+                    map = Some(y);
+                }
+            }
+        }
+        Ok(vector)
+    }
+}
+
+fn geometry(
+    layer: &str,
+    x: &Nhwc,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: &PaddingConfig2d,
+    ceil_mode: bool,
+) -> Result<ConvGeometry, EngineError> {
+    let (top, bottom) = Pad::burn_pair(padding, 0, x.height, kernel[0], stride[0]);
+    let (left, right) = Pad::burn_pair(padding, 1, x.width, kernel[1], stride[1]);
+    let too_small = || EngineError::InputTooSmall {
+        layer: layer.to_string(),
+        height: x.height,
+        width: x.width,
+    };
+    let oh = padded_output_size(x.height, kernel[0], stride[0], (top, bottom), ceil_mode)
+        .ok_or_else(too_small)?;
+    let ow = padded_output_size(x.width, kernel[1], stride[1], (left, right), ceil_mode)
+        .ok_or_else(too_small)?;
+    Ok(ConvGeometry {
+        kernel,
+        stride,
+        padding: [top, left, bottom, right],
+        output: [oh, ow],
+    })
+}
+
+fn feature_op(op: &Op, x: Nhwc, pool: &Pool) -> Result<Nhwc, EngineError> {
+    let y = match op {
+        Op::Conv {
+            name,
+            weights,
+            stride,
+            padding,
+            relu,
+        } => {
+            let g = geometry(name, &x, weights.kernel(), *stride, padding, false)?;
+            match weights {
+                ConvKernel::Im2col(w) => conv2d(&x, w, &g, *relu, pool),
+                ConvKernel::Winograd(_, Some(w))
+                    if x.batch * g.output[0].div_ceil(4) * g.output[1].div_ceil(4)
+                        < WINOGRAD_MIN_TILES =>
+                {
+                    conv2d(&x, w, &g, *relu, pool)
+                }
+                ConvKernel::Winograd(w, _) => conv2d_winograd(&x, w, &g, *relu, pool),
+            }
+        }
+        Op::Lrn {
+            radius,
+            bias,
+            alpha,
+            beta,
+            ..
+        } => lrn(&x, *radius, *bias, *alpha, *beta, pool),
+        Op::MaxPool {
+            name,
+            kernel,
+            stride,
+            padding,
+            ceil_mode,
+        } => {
+            let g = geometry(name, &x, *kernel, *stride, padding, *ceil_mode)?;
+            max_pool2d(&x, &g, pool)
+        }
+        Op::AvgPool { size, .. } => return Ok(adaptive_avg_pool2d(x, *size, pool)),
+        Op::Linear { .. } => unreachable!("handled by forward_observed"),
+    };
+    pool.give(x.data);
+    Ok(y)
+}

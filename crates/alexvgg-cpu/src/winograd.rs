@@ -1,0 +1,442 @@
+//! 3x3 stride-1 convolution by Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray, 2015).
+//!
+//! Each 4x4 block of outputs is computed from a 6x6 input tile: the tile is transformed
+//! (`Bᵀ d B`), multiplied element-wise by the transformed filter (`G g Gᵀ`, computed once when
+//! the engine is built), and transformed back (`Aᵀ m A`). Summed over input channels, the
+//! element-wise products become 36 independent GEMMs of `[tiles, cin] x [cin, cout]`: 36
+//! multiplications per 16 outputs instead of 144, a 4x cut in the GEMM work, paid for by the
+//! transforms (linear in the channel count) and 4x the filter memory.
+//!
+//! Tiles are processed in blocks of whole tile rows so that the transformed input and the
+//! products stay in the last-level cache; within a block the input transform runs in parallel
+//! over tiles, the 36 GEMMs in parallel over the transform index, the output transform in
+//! parallel over tile rows (bias and ReLU fused).
+
+use rayon::prelude::*;
+
+use crate::gemm::{MatRef, sgemm_serial};
+use crate::kernels::{ConvGeometry, Nhwc};
+use crate::multiversion;
+use crate::pool::Pool;
+
+/// Outputs per tile side.
+const M: usize = 4;
+/// Input tile side (`M + 3 - 1`).
+const T: usize = 6;
+/// Transform positions per tile.
+const K: usize = T * T;
+
+/// Bytes of transformed input and products that one block of tiles may use.
+const BLOCK_BYTES: usize = 8 << 20;
+
+/// A 3x3 convolution's filters in the Winograd domain.
+#[derive(Clone, Debug)]
+pub struct WinogradConv {
+    /// Input channels (all groups).
+    pub in_channels: usize,
+    /// Output channels (all groups).
+    pub out_channels: usize,
+    /// Channel groups.
+    pub groups: usize,
+    /// `G g Gᵀ`, laid out `[36][groups][cin_g][cout_g]`.
+    pub transformed: Vec<f32>,
+    /// One bias per output channel.
+    pub bias: Vec<f32>,
+}
+
+impl WinogradConv {
+    /// Transforms a burn/PyTorch `[cout, cin / groups, 3, 3]` weight (in f64, rounded once).
+    ///
+    /// # Panics
+    /// When the kernel is not 3x3 or the sizes disagree.
+    pub fn from_oihw(
+        weight: &[f32],
+        [cout, cin_g, kh, kw]: [usize; 4],
+        groups: usize,
+        bias: Vec<f32>,
+    ) -> Self {
+        assert_eq!([kh, kw], [3, 3], "Winograd F(4x4, 3x3) needs a 3x3 kernel");
+        assert_eq!(weight.len(), cout * cin_g * 9, "conv weight size");
+        assert_eq!(bias.len(), cout, "conv bias size");
+        let cout_g = cout / groups;
+        let mut transformed = vec![0.0f32; K * groups * cin_g * cout_g];
+        // Rows (g, c) split into tasks; each task owns its part of each of the 36 matrices,
+        // written with the output channel innermost (sequentially).
+        let rows = groups * cin_g;
+        let per_task = rows
+            .div_ceil(4 * rayon::current_num_threads().max(1))
+            .max(1);
+        let tasks = rows.div_ceil(per_task);
+        let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(K)).collect();
+        for matrix in transformed.chunks_mut(rows * cout_g) {
+            for (t, part) in matrix.chunks_mut(per_task * cout_g).enumerate() {
+                parts[t].push(part);
+            }
+        }
+        parts.into_par_iter().enumerate().for_each(|(t, mut outs)| {
+            for r in t * per_task..((t + 1) * per_task).min(rows) {
+                let (g, c) = (r / cin_g, r % cin_g);
+                let local = (r - t * per_task) * cout_g;
+                for og in 0..cout_g {
+                    let o = g * cout_g + og;
+                    let w = &weight[(o * cin_g + c) * 9..(o * cin_g + c + 1) * 9];
+                    let u = transform_filter(w);
+                    for (k, out) in outs.iter_mut().enumerate() {
+                        out[local + og] = u[k] as f32;
+                    }
+                }
+            }
+        });
+        Self {
+            in_channels: cin_g * groups,
+            out_channels: cout,
+            groups,
+            transformed,
+            bias,
+        }
+    }
+}
+
+/// `G g` along one axis: six values from three (f64).
+#[inline(always)]
+fn g3(a: f64, b: f64, c: f64) -> [f64; T] {
+    [
+        a / 4.0,
+        -(a + b + c) / 6.0,
+        -(a - b + c) / 6.0,
+        a / 24.0 + b / 12.0 + c / 6.0,
+        a / 24.0 - b / 12.0 + c / 6.0,
+        c,
+    ]
+}
+
+/// `G g Gᵀ` of one 3x3 filter (row-major), as 36 values in row-major 6x6 order.
+fn transform_filter(w: &[f32]) -> [f64; K] {
+    let w: [f64; 9] = std::array::from_fn(|i| w[i] as f64);
+    // columns first: left[i][x] = (G g)[i][x]
+    let cols: [[f64; T]; 3] = std::array::from_fn(|x| g3(w[x], w[3 + x], w[6 + x]));
+    let mut out = [0.0; K];
+    for i in 0..T {
+        let row = g3(cols[0][i], cols[1][i], cols[2][i]);
+        out[i * T..(i + 1) * T].copy_from_slice(&row);
+    }
+    out
+}
+
+/// Whether `geometry` is one Winograd F(4x4, 3x3) can compute (3x3 kernel, stride 1).
+pub fn supports(geometry: &ConvGeometry) -> bool {
+    geometry.kernel == [3, 3] && geometry.stride == [1, 1]
+}
+
+/// 3x3 stride-1 convolution with bias and optional ReLU.
+///
+/// # Shapes
+/// - `x`: `[batch, H, W, cin]`
+/// - output: `[batch, OH, OW, cout]` with `OH, OW` from `geometry`
+pub fn conv2d_winograd(
+    x: &Nhwc,
+    w: &WinogradConv,
+    geometry: &ConvGeometry,
+    relu: bool,
+    pool: &Pool,
+) -> Nhwc {
+    assert!(supports(geometry), "Winograd needs a 3x3 stride-1 geometry");
+    assert_eq!(x.channels, w.in_channels, "conv input channels");
+    let [oh, ow] = geometry.output;
+    let (th, tw) = (oh.div_ceil(M), ow.div_ceil(M));
+    let (cin, cout) = (w.in_channels, w.out_channels);
+    let (cin_g, cout_g) = (cin / w.groups, cout / w.groups);
+    let tile_rows = x.batch * th;
+    let per_tile = K * (cin + cout) * 4;
+    let rows_per_block = (BLOCK_BYTES / (per_tile * tw).max(1)).clamp(1, tile_rows.max(1));
+    let block_tiles = rows_per_block * tw;
+    let mut out = pool.vec(x.batch * oh * ow * cout);
+    let mut v = pool.scratch(block_tiles * K * cin);
+    let mut m = pool.scratch(K * block_tiles * cout);
+    // Output rows of each tile row: a tile row (n, ty) covers rows ty*4 .. min(ty*4 + 4, oh).
+    let mut rest: &mut [f32] = &mut out;
+    let mut row_chunks: Vec<&mut [f32]> = Vec::with_capacity(tile_rows);
+    for r in 0..tile_rows {
+        let ty = r % th;
+        let rows = M.min(oh - ty * M);
+        let (head, tail) = rest.split_at_mut(rows * ow * cout);
+        row_chunks.push(head);
+        rest = tail;
+    }
+    let mut chunks = row_chunks.into_iter();
+    for r0 in (0..tile_rows).step_by(rows_per_block) {
+        let nrows = rows_per_block.min(tile_rows - r0);
+        let nt = nrows * tw;
+        let first_tile = r0 * tw;
+        // 1. input transform, tile by tile: v[t][k][c]
+        v[..nt * K * cin]
+            .par_chunks_mut(K * cin)
+            .enumerate()
+            .for_each_init(
+                || pool.scratch(2 * K * cin),
+                |scratch, (t, vt)| {
+                    let tile = first_tile + t;
+                    let (n, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw);
+                    gather_tile(x, geometry, n, ty, tx, &mut scratch[..K * cin]);
+                    input_transform(scratch, vt, cin);
+                },
+            );
+        // 2. 36 GEMMs: m[k][t][o] = sum_c v[t][k][c] * u[k][c][o]
+        let v_ref: &[f32] = &v;
+        m[..K * nt * cout]
+            .par_chunks_mut(nt * cout)
+            .enumerate()
+            .for_each(|(k, mk)| {
+                for g in 0..w.groups {
+                    let a = MatRef::new(v_ref, k * cin + g * cin_g, K * cin);
+                    let u_off = (k * w.groups + g) * cin_g * cout_g;
+                    let b = MatRef::new(&w.transformed, u_off, cout_g);
+                    sgemm_serial(nt, cout_g, cin_g, a, b, &mut mk[g * cout_g..], cout);
+                }
+            });
+        // 3. output transform with bias and ReLU, one tile row per task
+        let m_ref: &[f32] = &m;
+        let targets: Vec<&mut [f32]> = chunks.by_ref().take(nrows).collect();
+        targets.into_par_iter().enumerate().for_each_init(
+            || pool.scratch(K * cout + T * M * cout),
+            |scratch, (row, dst)| {
+                let rows = dst.len() / (ow * cout);
+                for tx in 0..tw {
+                    let t = row * tw + tx;
+                    let (gathered, rest) = scratch.split_at_mut(K * cout);
+                    for k in 0..K {
+                        let src = &m_ref[(k * nt + t) * cout..(k * nt + t + 1) * cout];
+                        gathered[k * cout..(k + 1) * cout].copy_from_slice(src);
+                    }
+                    let cols = M.min(ow - tx * M);
+                    output_transform(
+                        gathered,
+                        rest,
+                        dst,
+                        OutputPlace {
+                            channels: cout,
+                            row_len: ow * cout,
+                            x0: tx * M,
+                            rows,
+                            cols,
+                        },
+                        &w.bias,
+                        relu,
+                    );
+                }
+            },
+        );
+    }
+    Nhwc {
+        data: out,
+        batch: x.batch,
+        height: oh,
+        width: ow,
+        channels: cout,
+    }
+}
+
+/// Copies the 6x6 input tile of output tile `(n, ty, tx)` into `d` (`[36][cin]`), zeros outside.
+fn gather_tile(x: &Nhwc, g: &ConvGeometry, n: usize, ty: usize, tx: usize, d: &mut [f32]) {
+    let (h, w, c) = (x.height, x.width, x.channels);
+    let [top, left, _, _] = g.padding;
+    let image = &x.data[n * h * w * c..(n + 1) * h * w * c];
+    for i in 0..T {
+        let iy = (ty * M + i) as isize - top as isize;
+        let row = &mut d[i * T * c..(i + 1) * T * c];
+        if iy < 0 || iy >= h as isize {
+            row.fill(0.0);
+            continue;
+        }
+        let x0 = (tx * M) as isize - left as isize;
+        let base = iy as usize * w;
+        if x0 >= 0 && x0 as usize + T <= w {
+            let start = (base + x0 as usize) * c;
+            row.copy_from_slice(&image[start..start + T * c]);
+            continue;
+        }
+        for j in 0..T {
+            let ix = x0 + j as isize;
+            let cell = &mut row[j * c..(j + 1) * c];
+            if ix < 0 || ix >= w as isize {
+                cell.fill(0.0);
+            } else {
+                let start = (base + ix as usize) * c;
+                cell.copy_from_slice(&image[start..start + c]);
+            }
+        }
+    }
+}
+
+/// `out[r] = Bᵀ · in` for six input rows and six output rows of `n` values each (row `i` of a
+/// side at `in_at(i)`, written at `out_at(i)`).
+#[inline(always)]
+fn bt6(
+    src: &[f32],
+    src_at: impl Fn(usize) -> usize,
+    dst: &mut [f32],
+    dst_at: impl Fn(usize) -> usize,
+    n: usize,
+) {
+    let d: [&[f32]; 6] = std::array::from_fn(|i| &src[src_at(i)..src_at(i) + n]);
+    let mut o = [0usize; 6];
+    for (i, v) in o.iter_mut().enumerate() {
+        *v = dst_at(i);
+        assert!(*v + n <= dst.len());
+    }
+    for c in 0..n {
+        let (d0, d1, d2, d3, d4, d5) = (d[0][c], d[1][c], d[2][c], d[3][c], d[4][c], d[5][c]);
+        dst[o[0] + c] = 4.0 * d0 - 5.0 * d2 + d4;
+        dst[o[1] + c] = -4.0 * (d1 + d2) + d3 + d4;
+        dst[o[2] + c] = 4.0 * (d1 - d2) - d3 + d4;
+        dst[o[3] + c] = 2.0 * (d3 - d1) - d2 + d4;
+        dst[o[4] + c] = 2.0 * (d1 - d3) - d2 + d4;
+        dst[o[5] + c] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
+}
+
+multiversion! {
+    /// `Bᵀ d B` for one tile: `scratch[..36 * c]` holds `d` (`[6][6][c]`); the result goes to
+    /// `v` (`[36][c]`); the rest of `scratch` is workspace.
+    fn input_transform(scratch: &mut [f32], v: &mut [f32], c: usize) {
+        let (d, tmp) = scratch.split_at_mut(K * c);
+        // columns: tmp[i][j] = sum_a Bt[i][a] d[a][j]
+        for j in 0..T {
+            bt6(d, |a| (a * T + j) * c, tmp, |i| (i * T + j) * c, c);
+        }
+        // rows: v[i][j] = sum_b tmp[i][b] Bt[j][b]
+        for i in 0..T {
+            bt6(tmp, |b| (i * T + b) * c, v, |j| (i * T + j) * c, c);
+        }
+    }
+}
+
+/// Where one tile's outputs go.
+struct OutputPlace {
+    channels: usize,
+    row_len: usize,
+    x0: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// `out[r] = Aᵀ · in` for six input rows and four output rows of `n` values each.
+#[inline(always)]
+fn at4(
+    src: &[f32],
+    src_at: impl Fn(usize) -> usize,
+    dst: &mut [f32],
+    dst_at: impl Fn(usize) -> usize,
+    n: usize,
+) {
+    let m: [&[f32]; 6] = std::array::from_fn(|i| &src[src_at(i)..src_at(i) + n]);
+    let mut o = [0usize; 4];
+    for (i, v) in o.iter_mut().enumerate() {
+        *v = dst_at(i);
+        assert!(*v + n <= dst.len());
+    }
+    for c in 0..n {
+        let (m0, m1, m2, m3, m4, m5) = (m[0][c], m[1][c], m[2][c], m[3][c], m[4][c], m[5][c]);
+        let (s12, d12, s34, d34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+        dst[o[0] + c] = m0 + s12 + s34;
+        dst[o[1] + c] = d12 + 2.0 * d34;
+        dst[o[2] + c] = s12 + 4.0 * s34;
+        dst[o[3] + c] = d12 + 8.0 * d34 + m5;
+    }
+}
+
+multiversion! {
+    /// `Aᵀ m A` for one tile (`m`: `[36][cout]`), plus bias and optional ReLU, written to the
+    /// tile's place in `dst` (the output rows of its tile row); `tmp` is `[6][4][cout]` workspace.
+    fn output_transform(m: &mut [f32], tmp: &mut [f32], dst: &mut [f32], place: OutputPlace, bias: &[f32], relu: bool) {
+        let c = place.channels;
+        // columns: tmp[i][j] (i < 4) = sum_a At[i][a] m[a][j]
+        for j in 0..T {
+            at4(m, |a| (a * T + j) * c, tmp, |i| (i * T + j) * c, c);
+        }
+        // rows: y[i][jj] = sum_b tmp[i][b] At[jj][b], into m's first 16 rows as scratch
+        for i in 0..M {
+            at4(tmp, |b| (i * T + b) * c, m, |jj| (i * M + jj) * c, c);
+        }
+        for i in 0..place.rows {
+            for jj in 0..place.cols {
+                let src = &m[(i * M + jj) * c..(i * M + jj + 1) * c];
+                let at = i * place.row_len + (place.x0 + jj) * c;
+                let out = &mut dst[at..at + c];
+                if relu {
+                    for ((o, s), b) in out.iter_mut().zip(src).zip(bias) {
+                        *o = (s + b).max(0.0);
+                    }
+                } else {
+                    for ((o, s), b) in out.iter_mut().zip(src).zip(bias) {
+                        *o = s + b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{PackedConv, conv2d};
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn winograd_matches_im2col_on_odd_sizes_padding_and_groups() {
+        for (batch, h, w, cin, cout, groups, pad) in [
+            (1, 13, 13, 8, 12, 2, [1, 1, 1, 1]),
+            (2, 9, 7, 5, 3, 1, [0, 0, 0, 0]),
+            (1, 10, 11, 4, 4, 1, [0, 1, 2, 0]),
+            (3, 4, 4, 16, 32, 4, [1, 1, 1, 1]),
+        ] {
+            let x = Nhwc {
+                data: values(batch * h * w * cin, 1),
+                batch,
+                height: h,
+                width: w,
+                channels: cin,
+            };
+            let dims = [cout, cin / groups, 3, 3];
+            let weight = values(dims.iter().product(), 2);
+            let bias = values(cout, 3);
+            let g = ConvGeometry {
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: pad,
+                output: [h + pad[0] + pad[2] - 2, w + pad[1] + pad[3] - 2],
+            };
+            let pool = Pool::new();
+            let direct = conv2d(
+                &x,
+                &PackedConv::from_oihw(&weight, dims, groups, bias.clone()),
+                &g,
+                false,
+                &pool,
+            );
+            let wino = conv2d_winograd(
+                &x,
+                &WinogradConv::from_oihw(&weight, dims, groups, bias),
+                &g,
+                false,
+                &pool,
+            );
+            assert_eq!(direct.data.len(), wino.data.len());
+            for (a, b) in direct.data.iter().zip(&wino.data) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+}
