@@ -94,7 +94,8 @@ enum Command {
         /// Inference engine: auto (the alexvgg-cpu kernels on CPU backends, burn on wgpu), burn, kernels.
         #[arg(long, value_enum, default_value = "auto")]
         engine: EngineKind,
-        /// 3x3 convolutions of the CPU engine: auto, im2col, winograd.
+        /// Stride-1 3x3/5x5 convolutions of the CPU engine: auto, im2col, winograd (4x4 tiles for
+        /// 3x3), winograd-small (2x2 tiles).
         #[arg(long, value_enum, default_value = "auto")]
         conv: ConvChoice,
         /// Also print the median time of each layer (first batch size only).

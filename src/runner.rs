@@ -19,7 +19,7 @@ pub enum EngineKind {
     Kernels,
 }
 
-/// How the CPU engine computes 3x3 stride-1 convolutions (see [`ConvAlgorithm`]).
+/// How the CPU engine computes stride-1 3x3 and 5x5 convolutions (see [`ConvAlgorithm`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConvChoice {
     /// Winograd where it pays, im2col + GEMM elsewhere.
@@ -27,8 +27,10 @@ pub enum ConvChoice {
     Auto,
     /// im2col + GEMM everywhere.
     Im2col,
-    /// Winograd F(4x4, 3x3) for every 3x3 stride-1 convolution.
+    /// Winograd F(4x4, 3x3) / F(2x2, 5x5) for every stride-1 3x3 / 5x5 convolution.
     Winograd,
+    /// Winograd F(2x2, 3x3) / F(2x2, 5x5) for every stride-1 3x3 / 5x5 convolution.
+    WinogradSmall,
 }
 
 impl From<ConvChoice> for EngineOptions {
@@ -38,7 +40,9 @@ impl From<ConvChoice> for EngineOptions {
                 ConvChoice::Auto => ConvAlgorithm::Auto,
                 ConvChoice::Im2col => ConvAlgorithm::Im2col,
                 ConvChoice::Winograd => ConvAlgorithm::Winograd,
+                ConvChoice::WinogradSmall => ConvAlgorithm::WinogradSmallTiles,
             },
+            input_size: None,
         }
     }
 }

@@ -32,12 +32,14 @@ fn observed(
     (seen, logits)
 }
 
-/// Every algorithm choice: the default, im2col everywhere, and Winograd for every 3x3 stride-1
-/// convolution (the reduced-width fixtures have too few channels for `Auto` to pick it).
-const ALGORITHMS: [ConvAlgorithm; 3] = [
+/// Every algorithm choice: the default, im2col everywhere, and each Winograd variant for every
+/// stride-1 3x3 and 5x5 convolution (the reduced-width fixtures have too few channels for `Auto`
+/// to pick one).
+const ALGORITHMS: [ConvAlgorithm; 4] = [
     ConvAlgorithm::Auto,
     ConvAlgorithm::Im2col,
     ConvAlgorithm::Winograd,
+    ConvAlgorithm::WinogradSmallTiles,
 ];
 
 fn check(arch: Architecture, stem: &str, side: usize) {
@@ -49,7 +51,14 @@ fn check(arch: Architecture, stem: &str, side: usize) {
     for conv in ALGORITHMS {
         let (model, _, _) = load_model(&fixture(&format!("{stem}.safetensors")), &arch, &device)
             .unwrap_or_else(|e| panic!("{stem}: {e}"));
-        let engine = Engine::with_options(model, &EngineOptions { conv }).unwrap();
+        let engine = Engine::with_options(
+            model,
+            &EngineOptions {
+                conv,
+                input_size: None,
+            },
+        )
+        .unwrap();
         let (seen, logits) = observed(&engine, &input.data, dims);
         let logits = logits.unwrap();
         for (key, want) in &acts {
@@ -171,7 +180,14 @@ fn engine_matches_burn_on_other_input_sizes() {
                 .init(&shape, &device)
                 .unwrap()
                 .load_record(record.clone());
-            let engine = Engine::with_options(model, &EngineOptions { conv }).unwrap();
+            let engine = Engine::with_options(
+                model,
+                &EngineOptions {
+                    conv,
+                    input_size: None,
+                },
+            )
+            .unwrap();
             let (seen, result) = observed(&engine, &input, [2, 3, side, side]);
             for (layer, w) in &want {
                 let got = seen

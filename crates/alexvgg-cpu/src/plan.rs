@@ -1,5 +1,7 @@
 //! [`Engine`]: a network compiled from an `alexvgg_models::Model` into a list of kernel calls.
 
+use std::collections::HashMap;
+
 use alexvgg_models::shape::padded_output_size;
 use alexvgg_models::{AlexNet, Model, Pad, Vgg, vgg};
 use burn::module::Param;
@@ -13,20 +15,24 @@ use crate::kernels::{
 };
 use crate::linear::{PackedLinear, linear};
 use crate::pool::Pool;
-use crate::winograd::{WinogradConv, conv2d_winograd};
+use crate::winograd::{Variant, WinogradConv, conv2d_winograd};
 
-/// How the engine computes 3x3 stride-1 convolutions.
+/// How the engine computes stride-1 3x3 and 5x5 convolutions (all others use im2col + GEMM).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// Winograd F(4x4, 3x3) where it pays (at least 16 input and output channels per group),
-    /// im2col + GEMM elsewhere.
+    /// Winograd where it pays: F(4x4, 3x3) and F(2x2, 5x5) for layers with at least 16 input
+    /// and output channels per group; for inputs with few 4x4 tiles (AlexNet's 13x13 layers at
+    /// batch 1), F(2x2, 3x3) or im2col + GEMM, whichever was measured faster, where the layer's
+    /// weights are small enough to keep a second form.
     #[default]
     Auto,
     /// im2col + GEMM for every convolution.
     Im2col,
-    /// Winograd for every 3x3 stride-1 convolution, whatever its channels (tests use this to
-    /// cover the reduced-width fixtures).
+    /// F(4x4, 3x3) / F(2x2, 5x5) for every stride-1 3x3 / 5x5 convolution, whatever its
+    /// channels (tests use this to cover the reduced-width fixtures).
     Winograd,
+    /// F(2x2, 3x3) / F(2x2, 5x5) for every stride-1 3x3 / 5x5 convolution.
+    WinogradSmallTiles,
 }
 
 /// Choices made when compiling a model.
@@ -34,30 +40,63 @@ pub enum ConvAlgorithm {
 pub struct EngineOptions {
     /// Convolution algorithm.
     pub conv: ConvAlgorithm,
+    /// Input side to tune for (`Auto` picks each layer's Winograd tile size from the feature
+    /// map this input gives it); the model's usual input size when `None`.
+    pub input_size: Option<usize>,
 }
 
-/// Fewest 4x4 output tiles for which Winograd beats im2col + GEMM (measured on AlexNet's 13x13
-/// layers: 16 tiles at batch 1 favour im2col by 5-15%, 128 at batch 8 favour Winograd by 30%).
+/// Fewest output tiles for which the Winograd form beats the small-input fallback (measured on
+/// AlexNet's 13x13 layers: 16 tiles of 4x4 at batch 1 favour the fallback, 128 at batch 8
+/// favour F(4x4, 3x3) by 30%).
 const WINOGRAD_MIN_TILES: usize = 32;
 
-/// Largest weight (bytes) also kept in im2col form next to its Winograd form, for inputs with
-/// too few tiles; bigger layers keep one form to bound memory.
+/// Largest weight (bytes) that also keeps a small-input form next to its Winograd form;
+/// bigger layers keep one form to bound memory.
 const KEEP_BOTH_BYTES: usize = 8 << 20;
 
 /// A convolution's weights in the form its algorithm needs.
 #[derive(Debug)]
 enum ConvKernel {
     Im2col(PackedConv),
-    /// Winograd, with the im2col form for small inputs where the layer is small.
-    Winograd(WinogradConv, Option<PackedConv>),
+    /// Winograd, with a form for inputs with few tiles where the layer is small.
+    Winograd(WinogradConv, Option<Box<ConvKernel>>),
 }
 
 impl ConvKernel {
     fn kernel(&self) -> [usize; 2] {
         match self {
             ConvKernel::Im2col(w) => w.kernel,
-            ConvKernel::Winograd(..) => [3, 3],
+            ConvKernel::Winograd(w, _) => [w.kernel, w.kernel],
         }
+    }
+
+    /// Runs the convolution, picking the small-input form where there is one and the input
+    /// has few tiles.
+    fn run(&self, x: &Nhwc, g: &ConvGeometry, relu: bool, pool: &Pool) -> Nhwc {
+        match self {
+            ConvKernel::Im2col(w) => conv2d(x, w, g, relu, pool),
+            ConvKernel::Winograd(w, small) => {
+                let tiles = x.batch * g.output[0].div_ceil(w.tile) * g.output[1].div_ceil(w.tile);
+                match small {
+                    Some(small) if tiles < WINOGRAD_MIN_TILES => small.run(x, g, relu, pool),
+                    _ => conv2d_winograd(x, w, g, relu, pool),
+                }
+            }
+        }
+    }
+}
+
+/// Engine options with the output size of each layer at the input size tuned for.
+struct Tuned<'a> {
+    options: &'a EngineOptions,
+    sizes: HashMap<String, [usize; 2]>,
+}
+
+impl Tuned<'_> {
+    /// The op of a convolution (followed by ReLU).
+    fn op(&self, raw: RawConv) -> Op {
+        let output = self.sizes.get(&raw.name).copied();
+        raw.into_op(true, self.options, output)
     }
 }
 
@@ -84,30 +123,50 @@ impl RawConv {
         }
     }
 
-    fn into_op(self, relu: bool, options: &EngineOptions) -> Op {
+    /// Packs the weights for `options`' algorithm; `output` is the layer's output size at the
+    /// input size tuned for.
+    fn into_op(self, relu: bool, options: &EngineOptions, output: Option<[usize; 2]>) -> Op {
         let [cout, cin_g, kh, kw] = self.dims;
         let cout_g = cout / self.groups;
-        let winograd_fits = [kh, kw] == [3, 3] && self.stride == [1, 1];
-        let use_winograd = match options.conv {
-            ConvAlgorithm::Im2col => false,
-            ConvAlgorithm::Winograd => winograd_fits,
-            ConvAlgorithm::Auto => winograd_fits && cin_g >= 16 && cout_g >= 16,
+        let side = (kh == kw && (kh == 3 || kh == 5) && self.stride == [1, 1]).then_some(kh);
+        let (large, small) = match side {
+            Some(3) => (Variant::F4x3, Variant::F2x3),
+            _ => (Variant::F2x5, Variant::F2x5),
         };
-        let weights = if use_winograd {
-            let keep_both =
-                options.conv == ConvAlgorithm::Auto && self.weight.len() * 4 <= KEEP_BOTH_BYTES;
-            let im2col = keep_both.then(|| {
-                PackedConv::from_oihw(&self.weight, self.dims, self.groups, self.bias.clone())
-            });
-            let winograd = WinogradConv::from_oihw(&self.weight, self.dims, self.groups, self.bias);
-            ConvKernel::Winograd(winograd, im2col)
-        } else {
-            ConvKernel::Im2col(PackedConv::from_oihw(
-                &self.weight,
-                self.dims,
-                self.groups,
-                self.bias,
-            ))
+        let pack =
+            |bias: Vec<f32>| PackedConv::from_oihw(&self.weight, self.dims, self.groups, bias);
+        let wino = |variant, bias: Vec<f32>| {
+            WinogradConv::from_oihw(&self.weight, self.dims, self.groups, bias, variant)
+        };
+        let weights = match (options.conv, side) {
+            (ConvAlgorithm::Im2col, _) | (_, None) => ConvKernel::Im2col(pack(self.bias)),
+            (ConvAlgorithm::Winograd, Some(_)) => {
+                ConvKernel::Winograd(wino(large, self.bias), None)
+            }
+            (ConvAlgorithm::WinogradSmallTiles, Some(_)) => {
+                ConvKernel::Winograd(wino(small, self.bias), None)
+            }
+            (ConvAlgorithm::Auto, Some(_)) if cin_g < 16 || cout_g < 16 => {
+                ConvKernel::Im2col(pack(self.bias))
+            }
+            // Small feature maps (13x13, 14x14 at batch 1): too few 4x4 tiles to keep the GEMMs
+            // busy; F(2x2, 3x3) was measured faster there at batch 1 and as fast at batch 8.
+            (ConvAlgorithm::Auto, Some(3))
+                if output
+                    .is_some_and(|[h, w]| h.div_ceil(4) * w.div_ceil(4) < WINOGRAD_MIN_TILES) =>
+            {
+                ConvKernel::Winograd(wino(small, self.bias), None)
+            }
+            (ConvAlgorithm::Auto, Some(side)) => {
+                let fallback = (self.weight.len() * 4 <= KEEP_BOTH_BYTES).then(|| {
+                    Box::new(if side == 3 {
+                        ConvKernel::Winograd(wino(small, self.bias.clone()), None)
+                    } else {
+                        ConvKernel::Im2col(pack(self.bias.clone()))
+                    })
+                });
+                ConvKernel::Winograd(wino(large, self.bias.clone()), fallback)
+            }
         };
         Op::Conv {
             name: self.name,
@@ -353,13 +412,24 @@ impl Engine {
     /// # Errors
     /// As [`from_model`](Self::from_model).
     pub fn with_options(model: Model, options: &EngineOptions) -> Result<Self, EngineError> {
+        let side = options.input_size.unwrap_or_else(|| model.input_size());
+        // Each layer's output size at that input, by name (none where the input does not fit).
+        let sizes: HashMap<String, [usize; 2]> = model
+            .layers([3, side, side])
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|r| (r.name, [r.output[1], r.output[2]]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let options = &Tuned { options, sizes };
         match model {
             Model::AlexNet(m) => Self::from_alexnet(m, options),
             Model::Vgg(m) => Self::from_vgg(m, options),
         }
     }
 
-    fn from_alexnet(m: AlexNet, options: &EngineOptions) -> Result<Self, EngineError> {
+    fn from_alexnet(m: AlexNet, options: &Tuned<'_>) -> Result<Self, EngineError> {
         let mut ops = Vec::new();
         let mut in_channels = 0;
         for (i, stage) in m.convs.into_iter().enumerate() {
@@ -368,7 +438,7 @@ impl Engine {
             if i == 0 {
                 in_channels = raw.dims[1] * raw.groups;
             }
-            ops.push(raw.into_op(true, options));
+            ops.push(options.op(raw));
             if let Some(l) = stage.lrn {
                 ops.push(Op::Lrn {
                     name: format!("lrn{n}"),
@@ -396,7 +466,7 @@ impl Engine {
         Ok(Self::finish(ops, in_channels))
     }
 
-    fn from_vgg(m: Vgg, options: &EngineOptions) -> Result<Self, EngineError> {
+    fn from_vgg(m: Vgg, options: &Tuned<'_>) -> Result<Self, EngineError> {
         let names = vgg::conv_names(&m.features);
         let mut ops = Vec::new();
         let mut in_channels = 0;
@@ -430,7 +500,7 @@ impl Engine {
                     .collect();
                 raw.fold_affine(&scale, &shift);
             }
-            ops.push(raw.into_op(true, options));
+            ops.push(options.op(raw));
             if let (Some(pool), Some(name)) = (layer.pool, pool_name) {
                 ops.push(pool_op(name, pool)?);
             }
@@ -592,16 +662,7 @@ fn feature_op(op: &Op, x: Nhwc, pool: &Pool) -> Result<Nhwc, EngineError> {
             relu,
         } => {
             let g = geometry(name, &x, weights.kernel(), *stride, padding, false)?;
-            match weights {
-                ConvKernel::Im2col(w) => conv2d(&x, w, &g, *relu, pool),
-                ConvKernel::Winograd(_, Some(w))
-                    if x.batch * g.output[0].div_ceil(4) * g.output[1].div_ceil(4)
-                        < WINOGRAD_MIN_TILES =>
-                {
-                    conv2d(&x, w, &g, *relu, pool)
-                }
-                ConvKernel::Winograd(w, _) => conv2d_winograd(&x, w, &g, *relu, pool),
-            }
+            weights.run(&x, &g, *relu, pool)
         }
         Op::Lrn {
             radius,

@@ -1,11 +1,14 @@
-//! 3x3 stride-1 convolution by Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray, 2015).
+//! Stride-1 convolution by Winograd's minimal filtering (Lavin & Gray, 2015): F(4x4, 3x3) for
+//! 3x3 kernels and F(2x2, 5x5) for 5x5 kernels, both on 6x6 input tiles with the interpolation
+//! points 0, 1, -1, 2, -2, ∞ (so both share the input transform `Bᵀ`).
 //!
-//! Each 4x4 block of outputs is computed from a 6x6 input tile: the tile is transformed
+//! Each 4x4 (or 2x2) block of outputs is computed from a 6x6 input tile: the tile is transformed
 //! (`Bᵀ d B`), multiplied element-wise by the transformed filter (`G g Gᵀ`, computed once when
 //! the engine is built), and transformed back (`Aᵀ m A`). Summed over input channels, the
 //! element-wise products become 36 independent GEMMs of `[tiles, cin] x [cin, cout]`: 36
-//! multiplications per 16 outputs instead of 144, a 4x cut in the GEMM work, paid for by the
-//! transforms (linear in the channel count) and 4x the filter memory.
+//! multiplications per 16 outputs instead of 144 for 3x3 (a 4x cut in the GEMM work), per 4
+//! outputs instead of 100 for 5x5 (2.8x), paid for by the transforms (linear in the channel
+//! count) and 4x (1.4x) the filter memory.
 //!
 //! Tiles are processed in blocks of whole tile rows so that the transformed input and the
 //! products stay in the last-level cache; within a block the input transform runs in parallel
@@ -19,12 +22,48 @@ use crate::kernels::{ConvGeometry, Nhwc};
 use crate::multiversion;
 use crate::pool::Pool;
 
-/// Outputs per tile side.
-const M: usize = 4;
-/// Input tile side (`M + 3 - 1`).
-const T: usize = 6;
-/// Transform positions per tile.
-const K: usize = T * T;
+/// Largest input tile side.
+const T_MAX: usize = 6;
+/// Largest output tile side.
+const M_MAX: usize = 4;
+
+/// Which minimal filtering algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// F(4x4, 3x3): 6x6 input tiles, 36 products per 16 outputs (4x fewer than direct).
+    F4x3,
+    /// F(2x2, 5x5): 6x6 input tiles, 36 products per 4 outputs (2.8x fewer).
+    F2x5,
+    /// F(2x2, 3x3): 4x4 input tiles, 16 products per 4 outputs (2.25x fewer); more tiles for
+    /// small feature maps, and 1.8x (not 4x) the filter memory.
+    F2x3,
+}
+
+impl Variant {
+    /// Input tile side.
+    pub fn input(self) -> usize {
+        match self {
+            Variant::F4x3 | Variant::F2x5 => 6,
+            Variant::F2x3 => 4,
+        }
+    }
+
+    /// Outputs per tile side.
+    pub fn tile(self) -> usize {
+        match self {
+            Variant::F4x3 => 4,
+            Variant::F2x5 | Variant::F2x3 => 2,
+        }
+    }
+
+    /// Kernel side.
+    pub fn kernel(self) -> usize {
+        match self {
+            Variant::F4x3 | Variant::F2x3 => 3,
+            Variant::F2x5 => 5,
+        }
+    }
+}
 
 /// Bytes of transformed input and products that one block of tiles may use.
 const BLOCK_BYTES: usize = 8 << 20;
@@ -38,7 +77,13 @@ pub struct WinogradConv {
     pub out_channels: usize,
     /// Channel groups.
     pub groups: usize,
-    /// `G g Gᵀ`, laid out `[36][groups][cin_g][cout_g]`.
+    /// The algorithm.
+    pub variant: Variant,
+    /// Kernel side (3 or 5).
+    pub kernel: usize,
+    /// Outputs per tile side.
+    pub tile: usize,
+    /// `G g Gᵀ`, laid out `[t * t][groups][cin_g][cout_g]` (`t` the input tile side).
     pub transformed: Vec<f32>,
     /// One bias per output channel.
     pub bias: Vec<f32>,
@@ -54,12 +99,19 @@ impl WinogradConv {
         [cout, cin_g, kh, kw]: [usize; 4],
         groups: usize,
         bias: Vec<f32>,
+        variant: Variant,
     ) -> Self {
-        assert_eq!([kh, kw], [3, 3], "Winograd F(4x4, 3x3) needs a 3x3 kernel");
-        assert_eq!(weight.len(), cout * cin_g * 9, "conv weight size");
+        let side = variant.kernel();
+        assert_eq!(
+            [kh, kw],
+            [side, side],
+            "{variant:?} needs a {side}x{side} kernel"
+        );
+        let kk = variant.input() * variant.input();
+        assert_eq!(weight.len(), cout * cin_g * side * side, "conv weight size");
         assert_eq!(bias.len(), cout, "conv bias size");
         let cout_g = cout / groups;
-        let mut transformed = vec![0.0f32; K * groups * cin_g * cout_g];
+        let mut transformed = vec![0.0f32; kk * groups * cin_g * cout_g];
         // Rows (g, c) split into tasks; each task owns its part of each of the 36 matrices,
         // written with the output channel innermost (sequentially).
         let rows = groups * cin_g;
@@ -67,7 +119,7 @@ impl WinogradConv {
             .div_ceil(4 * rayon::current_num_threads().max(1))
             .max(1);
         let tasks = rows.div_ceil(per_task);
-        let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(K)).collect();
+        let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(kk)).collect();
         for matrix in transformed.chunks_mut(rows * cout_g) {
             for (t, part) in matrix.chunks_mut(per_task * cout_g).enumerate() {
                 parts[t].push(part);
@@ -79,8 +131,8 @@ impl WinogradConv {
                 let local = (r - t * per_task) * cout_g;
                 for og in 0..cout_g {
                     let o = g * cout_g + og;
-                    let w = &weight[(o * cin_g + c) * 9..(o * cin_g + c + 1) * 9];
-                    let u = transform_filter(w);
+                    let at = (o * cin_g + c) * side * side;
+                    let u = transform_filter(&weight[at..at + side * side], variant);
                     for (k, out) in outs.iter_mut().enumerate() {
                         out[local + og] = u[k] as f32;
                     }
@@ -91,6 +143,9 @@ impl WinogradConv {
             in_channels: cin_g * groups,
             out_channels: cout,
             groups,
+            variant,
+            kernel: side,
+            tile: variant.tile(),
             transformed,
             bias,
         }
@@ -99,7 +154,7 @@ impl WinogradConv {
 
 /// `G g` along one axis: six values from three (f64).
 #[inline(always)]
-fn g3(a: f64, b: f64, c: f64) -> [f64; T] {
+fn g3(a: f64, b: f64, c: f64) -> [f64; 6] {
     [
         a / 4.0,
         -(a + b + c) / 6.0,
@@ -110,25 +165,52 @@ fn g3(a: f64, b: f64, c: f64) -> [f64; T] {
     ]
 }
 
-/// `G g Gᵀ` of one 3x3 filter (row-major), as 36 values in row-major 6x6 order.
-fn transform_filter(w: &[f32]) -> [f64; K] {
-    let w: [f64; 9] = std::array::from_fn(|i| w[i] as f64);
-    // columns first: left[i][x] = (G g)[i][x]
-    let cols: [[f64; T]; 3] = std::array::from_fn(|x| g3(w[x], w[3 + x], w[6 + x]));
-    let mut out = [0.0; K];
-    for i in 0..T {
-        let row = g3(cols[0][i], cols[1][i], cols[2][i]);
-        out[i * T..(i + 1) * T].copy_from_slice(&row);
+/// `G g` along one axis for F(2x2, 5x5): six values from five (f64).
+#[inline(always)]
+fn g5(v: [f64; 5]) -> [f64; 6] {
+    let [a, b, c, d, e] = v;
+    [
+        a / 4.0,
+        -(a + b + c + d + e) / 6.0,
+        -(a - b + c - d + e) / 6.0,
+        (a + 2.0 * b + 4.0 * c + 8.0 * d + 16.0 * e) / 24.0,
+        (a - 2.0 * b + 4.0 * c - 8.0 * d + 16.0 * e) / 24.0,
+        e,
+    ]
+}
+
+/// `G g` along one axis: `t` values from the kernel's.
+fn g_axis(v: &[f64], variant: Variant) -> Vec<f64> {
+    match (variant, v) {
+        (Variant::F4x3, &[a, b, c]) => g3(a, b, c).to_vec(),
+        (Variant::F2x5, &[a, b, c, d, e]) => g5([a, b, c, d, e]).to_vec(),
+        (Variant::F2x3, &[a, b, c]) => vec![a, (a + b + c) / 2.0, (a - b + c) / 2.0, c],
+        _ => unreachable!("kernel side checked by from_oihw"),
+    }
+}
+
+/// `G g Gᵀ` of one filter (row-major), as `t * t` values in row-major order.
+fn transform_filter(w: &[f32], variant: Variant) -> Vec<f64> {
+    let (r, t) = (variant.kernel(), variant.input());
+    let w: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+    // columns first: cols[x][i] = (G g)[i][x]
+    let cols: Vec<Vec<f64>> = (0..r)
+        .map(|x| g_axis(&(0..r).map(|y| w[y * r + x]).collect::<Vec<_>>(), variant))
+        .collect();
+    let mut out = vec![0.0; t * t];
+    for i in 0..t {
+        let row = g_axis(&cols.iter().map(|c| c[i]).collect::<Vec<_>>(), variant);
+        out[i * t..(i + 1) * t].copy_from_slice(&row);
     }
     out
 }
 
-/// Whether `geometry` is one Winograd F(4x4, 3x3) can compute (3x3 kernel, stride 1).
+/// Whether `geometry` is one the Winograd kernels compute (3x3 or 5x5 kernel, stride 1).
 pub fn supports(geometry: &ConvGeometry) -> bool {
-    geometry.kernel == [3, 3] && geometry.stride == [1, 1]
+    (geometry.kernel == [3, 3] || geometry.kernel == [5, 5]) && geometry.stride == [1, 1]
 }
 
-/// 3x3 stride-1 convolution with bias and optional ReLU.
+/// 3x3 or 5x5 stride-1 convolution with bias and optional ReLU.
 ///
 /// # Shapes
 /// - `x`: `[batch, H, W, cin]`
@@ -140,25 +222,31 @@ pub fn conv2d_winograd(
     relu: bool,
     pool: &Pool,
 ) -> Nhwc {
-    assert!(supports(geometry), "Winograd needs a 3x3 stride-1 geometry");
+    assert!(
+        supports(geometry) && geometry.kernel[0] == w.kernel,
+        "Winograd needs the weights' kernel with stride 1"
+    );
+    let mt = w.tile;
+    let side_in = w.variant.input();
+    let kk = side_in * side_in;
     assert_eq!(x.channels, w.in_channels, "conv input channels");
     let [oh, ow] = geometry.output;
-    let (th, tw) = (oh.div_ceil(M), ow.div_ceil(M));
+    let (th, tw) = (oh.div_ceil(mt), ow.div_ceil(mt));
     let (cin, cout) = (w.in_channels, w.out_channels);
     let (cin_g, cout_g) = (cin / w.groups, cout / w.groups);
     let tile_rows = x.batch * th;
-    let per_tile = K * (cin + cout) * 4;
+    let per_tile = kk * (cin + cout) * 4;
     let rows_per_block = (BLOCK_BYTES / (per_tile * tw).max(1)).clamp(1, tile_rows.max(1));
     let block_tiles = rows_per_block * tw;
     let mut out = pool.vec(x.batch * oh * ow * cout);
-    let mut v = pool.scratch(block_tiles * K * cin);
-    let mut m = pool.scratch(K * block_tiles * cout);
+    let mut v = pool.scratch(block_tiles * kk * cin);
+    let mut m = pool.scratch(kk * block_tiles * cout);
     // Output rows of each tile row: a tile row (n, ty) covers rows ty*4 .. min(ty*4 + 4, oh).
     let mut rest: &mut [f32] = &mut out;
     let mut row_chunks: Vec<&mut [f32]> = Vec::with_capacity(tile_rows);
     for r in 0..tile_rows {
         let ty = r % th;
-        let rows = M.min(oh - ty * M);
+        let rows = mt.min(oh - ty * mt);
         let (head, tail) = rest.split_at_mut(rows * ow * cout);
         row_chunks.push(head);
         rest = tail;
@@ -169,26 +257,32 @@ pub fn conv2d_winograd(
         let nt = nrows * tw;
         let first_tile = r0 * tw;
         // 1. input transform, tile by tile: v[t][k][c]
-        v[..nt * K * cin]
-            .par_chunks_mut(K * cin)
+        v[..nt * kk * cin]
+            .par_chunks_mut(kk * cin)
             .enumerate()
             .for_each_init(
-                || pool.scratch(2 * K * cin),
+                || pool.scratch(2 * kk * cin),
                 |scratch, (t, vt)| {
                     let tile = first_tile + t;
                     let (n, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw);
-                    gather_tile(x, geometry, n, ty, tx, &mut scratch[..K * cin]);
-                    input_transform(scratch, vt, cin);
+                    gather_tile(
+                        x,
+                        geometry,
+                        [n, ty, tx],
+                        [mt, side_in],
+                        &mut scratch[..kk * cin],
+                    );
+                    input_transform(scratch, vt, cin, side_in);
                 },
             );
         // 2. 36 GEMMs: m[k][t][o] = sum_c v[t][k][c] * u[k][c][o]
         let v_ref: &[f32] = &v;
-        m[..K * nt * cout]
+        m[..kk * nt * cout]
             .par_chunks_mut(nt * cout)
             .enumerate()
             .for_each(|(k, mk)| {
                 for g in 0..w.groups {
-                    let a = MatRef::new(v_ref, k * cin + g * cin_g, K * cin);
+                    let a = MatRef::new(v_ref, k * cin + g * cin_g, kk * cin);
                     let u_off = (k * w.groups + g) * cin_g * cout_g;
                     let b = MatRef::new(&w.transformed, u_off, cout_g);
                     sgemm_serial(nt, cout_g, cin_g, a, b, &mut mk[g * cout_g..], cout);
@@ -198,17 +292,17 @@ pub fn conv2d_winograd(
         let m_ref: &[f32] = &m;
         let targets: Vec<&mut [f32]> = chunks.by_ref().take(nrows).collect();
         targets.into_par_iter().enumerate().for_each_init(
-            || pool.scratch(K * cout + T * M * cout),
+            || pool.scratch(kk * cout + T_MAX * M_MAX * cout),
             |scratch, (row, dst)| {
                 let rows = dst.len() / (ow * cout);
                 for tx in 0..tw {
                     let t = row * tw + tx;
-                    let (gathered, rest) = scratch.split_at_mut(K * cout);
-                    for k in 0..K {
+                    let (gathered, rest) = scratch.split_at_mut(kk * cout);
+                    for k in 0..kk {
                         let src = &m_ref[(k * nt + t) * cout..(k * nt + t + 1) * cout];
                         gathered[k * cout..(k + 1) * cout].copy_from_slice(src);
                     }
-                    let cols = M.min(ow - tx * M);
+                    let cols = mt.min(ow - tx * mt);
                     output_transform(
                         gathered,
                         rest,
@@ -216,7 +310,9 @@ pub fn conv2d_winograd(
                         OutputPlace {
                             channels: cout,
                             row_len: ow * cout,
-                            x0: tx * M,
+                            x0: tx * mt,
+                            tile: mt,
+                            input: side_in,
                             rows,
                             cols,
                         },
@@ -236,26 +332,33 @@ pub fn conv2d_winograd(
     }
 }
 
-/// Copies the 6x6 input tile of output tile `(n, ty, tx)` into `d` (`[36][cin]`), zeros outside.
-fn gather_tile(x: &Nhwc, g: &ConvGeometry, n: usize, ty: usize, tx: usize, d: &mut [f32]) {
+/// Copies the 6x6 input tile of output tile `(n, ty, tx)` (tiles of `mt` outputs) into `d`
+/// (`[36][cin]`), zeros outside.
+fn gather_tile(
+    x: &Nhwc,
+    g: &ConvGeometry,
+    [n, ty, tx]: [usize; 3],
+    [mt, t]: [usize; 2],
+    d: &mut [f32],
+) {
     let (h, w, c) = (x.height, x.width, x.channels);
     let [top, left, _, _] = g.padding;
     let image = &x.data[n * h * w * c..(n + 1) * h * w * c];
-    for i in 0..T {
-        let iy = (ty * M + i) as isize - top as isize;
-        let row = &mut d[i * T * c..(i + 1) * T * c];
+    for i in 0..t {
+        let iy = (ty * mt + i) as isize - top as isize;
+        let row = &mut d[i * t * c..(i + 1) * t * c];
         if iy < 0 || iy >= h as isize {
             row.fill(0.0);
             continue;
         }
-        let x0 = (tx * M) as isize - left as isize;
+        let x0 = (tx * mt) as isize - left as isize;
         let base = iy as usize * w;
-        if x0 >= 0 && x0 as usize + T <= w {
+        if x0 >= 0 && x0 as usize + t <= w {
             let start = (base + x0 as usize) * c;
-            row.copy_from_slice(&image[start..start + T * c]);
+            row.copy_from_slice(&image[start..start + t * c]);
             continue;
         }
-        for j in 0..T {
+        for j in 0..t {
             let ix = x0 + j as isize;
             let cell = &mut row[j * c..(j + 1) * c];
             if ix < 0 || ix >= w as isize {
@@ -295,18 +398,66 @@ fn bt6(
     }
 }
 
+/// `out[r] = Bᵀ · in` of F(2x2, 3x3) for four input and four output rows of `n` values each.
+#[inline(always)]
+fn bt4(
+    src: &[f32],
+    src_at: impl Fn(usize) -> usize,
+    dst: &mut [f32],
+    dst_at: impl Fn(usize) -> usize,
+    n: usize,
+) {
+    let d: [&[f32]; 4] = std::array::from_fn(|i| &src[src_at(i)..src_at(i) + n]);
+    let o: [usize; 4] = std::array::from_fn(&dst_at);
+    assert!(o.iter().all(|&v| v + n <= dst.len()));
+    for c in 0..n {
+        let (d0, d1, d2, d3) = (d[0][c], d[1][c], d[2][c], d[3][c]);
+        dst[o[0] + c] = d0 - d2;
+        dst[o[1] + c] = d1 + d2;
+        dst[o[2] + c] = d2 - d1;
+        dst[o[3] + c] = d1 - d3;
+    }
+}
+
+/// `out[r] = Aᵀ · in` of F(2x2, 3x3): four input rows, two output rows of `n` values each.
+#[inline(always)]
+fn at2_4(
+    src: &[f32],
+    src_at: impl Fn(usize) -> usize,
+    dst: &mut [f32],
+    dst_at: impl Fn(usize) -> usize,
+    n: usize,
+) {
+    let m: [&[f32]; 4] = std::array::from_fn(|i| &src[src_at(i)..src_at(i) + n]);
+    let o = [dst_at(0), dst_at(1)];
+    assert!(o[0] + n <= dst.len() && o[1] + n <= dst.len());
+    for c in 0..n {
+        let (m0, m1, m2, m3) = (m[0][c], m[1][c], m[2][c], m[3][c]);
+        dst[o[0] + c] = m0 + m1 + m2;
+        dst[o[1] + c] = m1 - m2 - m3;
+    }
+}
+
 multiversion! {
     /// `Bᵀ d B` for one tile: `scratch[..36 * c]` holds `d` (`[6][6][c]`); the result goes to
     /// `v` (`[36][c]`); the rest of `scratch` is workspace.
-    fn input_transform(scratch: &mut [f32], v: &mut [f32], c: usize) {
-        let (d, tmp) = scratch.split_at_mut(K * c);
-        // columns: tmp[i][j] = sum_a Bt[i][a] d[a][j]
-        for j in 0..T {
-            bt6(d, |a| (a * T + j) * c, tmp, |i| (i * T + j) * c, c);
-        }
-        // rows: v[i][j] = sum_b tmp[i][b] Bt[j][b]
-        for i in 0..T {
-            bt6(tmp, |b| (i * T + b) * c, v, |j| (i * T + j) * c, c);
+    fn input_transform(scratch: &mut [f32], v: &mut [f32], c: usize, t: usize) {
+        let (d, tmp) = scratch.split_at_mut(t * t * c);
+        // columns: tmp[i][j] = sum_a Bt[i][a] d[a][j]; then rows: v[i][j] = sum_b tmp[i][b] Bt[j][b]
+        if t == 6 {
+            for j in 0..6 {
+                bt6(d, |a| (a * 6 + j) * c, tmp, |i| (i * 6 + j) * c, c);
+            }
+            for i in 0..6 {
+                bt6(tmp, |b| (i * 6 + b) * c, v, |j| (i * 6 + j) * c, c);
+            }
+        } else {
+            for j in 0..4 {
+                bt4(d, |a| (a * 4 + j) * c, tmp, |i| (i * 4 + j) * c, c);
+            }
+            for i in 0..4 {
+                bt4(tmp, |b| (i * 4 + b) * c, v, |j| (i * 4 + j) * c, c);
+            }
         }
     }
 }
@@ -318,6 +469,8 @@ struct OutputPlace {
     x0: usize,
     rows: usize,
     cols: usize,
+    tile: usize,
+    input: usize,
 }
 
 /// `out[r] = Aᵀ · in` for six input rows and four output rows of `n` values each.
@@ -345,22 +498,49 @@ fn at4(
     }
 }
 
+/// `out[r] = Aᵀ · in` of F(2x2, 5x5): six input rows, two output rows of `n` values each.
+#[inline(always)]
+fn at2(
+    src: &[f32],
+    src_at: impl Fn(usize) -> usize,
+    dst: &mut [f32],
+    dst_at: impl Fn(usize) -> usize,
+    n: usize,
+) {
+    let m: [&[f32]; 6] = std::array::from_fn(|i| &src[src_at(i)..src_at(i) + n]);
+    let o = [dst_at(0), dst_at(1)];
+    assert!(o[0] + n <= dst.len() && o[1] + n <= dst.len());
+    for c in 0..n {
+        let (m0, m1, m2, m3, m4, m5) = (m[0][c], m[1][c], m[2][c], m[3][c], m[4][c], m[5][c]);
+        dst[o[0] + c] = m0 + m1 + m2 + m3 + m4;
+        dst[o[1] + c] = m1 - m2 + 2.0 * (m3 - m4) + m5;
+    }
+}
+
 multiversion! {
     /// `Aᵀ m A` for one tile (`m`: `[36][cout]`), plus bias and optional ReLU, written to the
     /// tile's place in `dst` (the output rows of its tile row); `tmp` is `[6][4][cout]` workspace.
     fn output_transform(m: &mut [f32], tmp: &mut [f32], dst: &mut [f32], place: OutputPlace, bias: &[f32], relu: bool) {
-        let c = place.channels;
-        // columns: tmp[i][j] (i < 4) = sum_a At[i][a] m[a][j]
-        for j in 0..T {
-            at4(m, |a| (a * T + j) * c, tmp, |i| (i * T + j) * c, c);
+        let (c, mt, t) = (place.channels, place.tile, place.input);
+        // columns: tmp[i][j] (i < mt) = sum_a At[i][a] m[a][j]
+        for j in 0..t {
+            match (t, mt) {
+                (6, 4) => at4(m, |a| (a * t + j) * c, tmp, |i| (i * t + j) * c, c),
+                (6, _) => at2(m, |a| (a * t + j) * c, tmp, |i| (i * t + j) * c, c),
+                _ => at2_4(m, |a| (a * t + j) * c, tmp, |i| (i * t + j) * c, c),
+            }
         }
-        // rows: y[i][jj] = sum_b tmp[i][b] At[jj][b], into m's first 16 rows as scratch
-        for i in 0..M {
-            at4(tmp, |b| (i * T + b) * c, m, |jj| (i * M + jj) * c, c);
+        // rows: y[i][jj] = sum_b tmp[i][b] At[jj][b], into m's first rows as scratch
+        for i in 0..mt {
+            match (t, mt) {
+                (6, 4) => at4(tmp, |b| (i * t + b) * c, m, |jj| (i * mt + jj) * c, c),
+                (6, _) => at2(tmp, |b| (i * t + b) * c, m, |jj| (i * mt + jj) * c, c),
+                _ => at2_4(tmp, |b| (i * t + b) * c, m, |jj| (i * mt + jj) * c, c),
+            }
         }
         for i in 0..place.rows {
             for jj in 0..place.cols {
-                let src = &m[(i * M + jj) * c..(i * M + jj + 1) * c];
+                let src = &m[(i * mt + jj) * c..(i * mt + jj + 1) * c];
                 let at = i * place.row_len + (place.x0 + jj) * c;
                 let out = &mut dst[at..at + c];
                 if relu {
@@ -396,11 +576,14 @@ mod tests {
 
     #[test]
     fn winograd_matches_im2col_on_odd_sizes_padding_and_groups() {
-        for (batch, h, w, cin, cout, groups, pad) in [
-            (1, 13, 13, 8, 12, 2, [1, 1, 1, 1]),
-            (2, 9, 7, 5, 3, 1, [0, 0, 0, 0]),
-            (1, 10, 11, 4, 4, 1, [0, 1, 2, 0]),
-            (3, 4, 4, 16, 32, 4, [1, 1, 1, 1]),
+        for (batch, h, w, cin, cout, groups, pad, r) in [
+            (1, 13, 13, 8, 12, 2, [1, 1, 1, 1], 3),
+            (2, 9, 7, 5, 3, 1, [0, 0, 0, 0], 3),
+            (1, 10, 11, 4, 4, 1, [0, 1, 2, 0], 3),
+            (3, 4, 4, 16, 32, 4, [1, 1, 1, 1], 3),
+            (1, 27, 27, 8, 12, 2, [2, 2, 2, 2], 5),
+            (2, 9, 8, 5, 3, 1, [0, 0, 0, 0], 5),
+            (1, 10, 11, 4, 6, 1, [1, 2, 3, 0], 5),
         ] {
             let x = Nhwc {
                 data: values(batch * h * w * cin, 1),
@@ -409,14 +592,14 @@ mod tests {
                 width: w,
                 channels: cin,
             };
-            let dims = [cout, cin / groups, 3, 3];
+            let dims = [cout, cin / groups, r, r];
             let weight = values(dims.iter().product(), 2);
             let bias = values(cout, 3);
             let g = ConvGeometry {
-                kernel: [3, 3],
+                kernel: [r, r],
                 stride: [1, 1],
                 padding: pad,
-                output: [h + pad[0] + pad[2] - 2, w + pad[1] + pad[3] - 2],
+                output: [h + pad[0] + pad[2] + 1 - r, w + pad[1] + pad[3] + 1 - r],
             };
             let pool = Pool::new();
             let direct = conv2d(
@@ -426,16 +609,23 @@ mod tests {
                 false,
                 &pool,
             );
-            let wino = conv2d_winograd(
-                &x,
-                &WinogradConv::from_oihw(&weight, dims, groups, bias),
-                &g,
-                false,
-                &pool,
-            );
-            assert_eq!(direct.data.len(), wino.data.len());
-            for (a, b) in direct.data.iter().zip(&wino.data) {
-                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            let variants: &[Variant] = if r == 3 {
+                &[Variant::F4x3, Variant::F2x3]
+            } else {
+                &[Variant::F2x5]
+            };
+            for &variant in variants {
+                let wino = conv2d_winograd(
+                    &x,
+                    &WinogradConv::from_oihw(&weight, dims, groups, bias.clone(), variant),
+                    &g,
+                    false,
+                    &pool,
+                );
+                assert_eq!(direct.data.len(), wino.data.len());
+                for (a, b) in direct.data.iter().zip(&wino.data) {
+                    assert!((a - b).abs() < 1e-4, "{variant:?}: {a} vs {b}");
+                }
             }
         }
     }

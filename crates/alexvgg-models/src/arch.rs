@@ -215,4 +215,13 @@ impl Model {
             Model::Vgg(m) => m.num_classes(),
         }
     }
+
+    /// Input side the network is normally run at: 227 for the `tf`/`caffe` AlexNets (their
+    /// fc6 fixes it), 224 for torchvision's AlexNet and the VGGs (adaptive pools accept others).
+    pub fn input_size(&self) -> usize {
+        match self {
+            Model::AlexNet(m) if m.avgpool.is_none() => 227,
+            _ => 224,
+        }
+    }
 }
