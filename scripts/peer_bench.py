@@ -11,7 +11,9 @@ Usage (from the repository root; needs torch, torchvision, onnx, onnxruntime):
 Times are the best of `--iters` timed passes after 2 warm-up passes (fp32, random weights: speed
 does not depend on the values). Inference is a forward pass; `--train` times a whole training
 step (forward, cross-entropy, backward, SGD with momentum and weight decay) against PyTorch's
-(ONNX Runtime has no training here). Ratios below 1 mean alexvgg is faster.
+(ONNX Runtime has no training here). Ratios below 1 mean alexvgg is faster. `--engines` lists the
+`alexvgg bench --engine` values to time (default `auto,burn`: the CPU engine of `alexvgg-cpu`,
+then the burn model on the same backend); ratios use the first.
 """
 import argparse
 import json
@@ -95,6 +97,10 @@ def main():
     ap.add_argument("--device", default="cpu", help="alexvgg's --device")
     ap.add_argument("--torch-device", default="cpu", help="PyTorch device (cpu or cuda)")
     ap.add_argument("--train", action="store_true", help="time training steps")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="measure everything this many times, interleaved; keep each best")
+    ap.add_argument("--engines", default="auto,burn",
+                    help="alexvgg --engine values to time, comma-separated (the first is 'ours')")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import onnxruntime as ort
@@ -104,18 +110,22 @@ def main():
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with_ort = dev.type == "cpu" and not args.train
     rows = []
-    for name in args.models.split(","):
+    for name in [m for _ in range(args.rounds) for m in args.models.split(",")]:
         make, side, flags = MODELS[name]
         model = make().eval()
-        ours = {}
-        out = subprocess.run(
-            [args.binary, "bench", *flags, "--device", args.device, "--batch-size", args.batch,
-             "--iters", str(args.iters), "--json", *(["--train"] if args.train else [])],
-            check=True, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": str(args.threads)},
-        ).stdout
-        for line in out.splitlines():
-            r = json.loads(line)
-            ours[r["batch"]] = r["best_ms"]
+        engines = ["burn"] if args.train else args.engines.split(",")
+        ours = {}  # (engine, batch) -> (best ms, GFLOP/s at best)
+        for engine in engines:
+            out = subprocess.run(
+                [args.binary, "bench", *flags, "--device", args.device, "--batch-size", args.batch,
+                 "--iters", str(args.iters), "--json", "--engine", engine,
+                 *(["--train"] if args.train else [])],
+                check=True, capture_output=True, text=True,
+                env={**os.environ, "RAYON_NUM_THREADS": str(args.threads)},
+            ).stdout
+            for line in out.splitlines():
+                r = json.loads(line)
+                ours[engine, r["batch"]] = (r["best_ms"], r["gflops_per_s"] * r["median_ms"] / r["best_ms"])
         if not with_ort:
             model = model.to(dev).train(args.train)
             opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
@@ -133,7 +143,7 @@ def main():
                             model(x)
                     sync()
 
-                rows.append((name, b, ours[b], best(step, args.iters), float("nan")))
+                rows.append((name, b, [ours[e, b] for e in engines], best(step, args.iters), float("nan")))
             continue
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "m.onnx")
@@ -149,17 +159,29 @@ def main():
                     pt = best(lambda: model(x), args.iters)
                 xn = x.numpy()
                 ox = best(lambda: sess.run(None, {"x": xn}), args.iters)
-                rows.append((name, b, ours[b], pt, ox))
+                rows.append((name, b, [ours[e, b] for e in engines], pt, ox))
+    # Best of the rounds, per model and batch (each engine and peer on its own).
+    merged = {}
+    for name, b, times, pt, ox in rows:
+        if (name, b) in merged:
+            _, _, t0, p0, o0 = merged[name, b]
+            times = [min(x, y) for x, y in zip(times, t0)]
+            pt, ox = min(pt, p0), min(ox, o0)
+        merged[name, b] = (name, b, times, pt, ox)
+    rows = list(merged.values())
     what = "training step" if args.train else "inference"
-    print(f"{what}: threads={args.threads}, best of {args.iters}, alexvgg --device {args.device}, "
+    print(f"{what}: threads={args.threads}, best of {args.iters} x {args.rounds} rounds, alexvgg --device {args.device}, "
           f"torch {torch.__version__} on {args.torch_device}, onnxruntime {ort.__version__}"
           f"{'' if with_ort else ' (not run)'}")
-    print(f"{'model':<22}{'batch':>6}{'alexvgg ms':>12}{'torch ms':>10}{'ort ms':>9}{'ours/torch':>12}{'ours/ort':>10}"
-          f"{'ours img/s':>12}{'torch img/s':>12}")
-    for name, b, o, pt, ox in rows:
-        print(f"{name:<22}{b:>6}{o:>12.1f}{pt:>10.1f}{ox:>9.1f}{o / pt:>12.2f}{o / ox:>10.2f}"
-              f"{b * 1e3 / o:>12.1f}{b * 1e3 / pt:>12.1f}")
-
+    engines = ["burn"] if args.train else args.engines.split(",")
+    head = "".join(f"{'alexvgg ' + e + ' ms':>20}" for e in engines)
+    print(f"{'model':<22}{'batch':>6}{head}{'torch ms':>10}{'ort ms':>9}{'ours/torch':>12}{'ours/ort':>10}"
+          f"{'ours GFLOP/s':>14}{'ours img/s':>12}")
+    for name, b, times, pt, ox in rows:
+        o, gflops = times[0]
+        cols = "".join(f"{t:>20.1f}" for t, _ in times)
+        print(f"{name:<22}{b:>6}{cols}{pt:>10.1f}{ox:>9.1f}{o / pt:>12.2f}{o / ox:>10.2f}"
+              f"{gflops:>14.1f}{b * 1e3 / o:>12.1f}")
 
 if __name__ == "__main__":
     sys.exit(main())

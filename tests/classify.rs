@@ -215,6 +215,18 @@ fn cli_errors_are_clear_and_never_panics() {
         (vec!["inspect", "Cargo.toml"], "Cargo.toml"),
         (vec!["fetch", "nosuch"], "known: bvlc_alexnet"),
         (vec!["bench", "--batch-size", "x"], "invalid value 'x'"),
+        (
+            vec!["bench", "--conv", "fft"],
+            "invalid value 'fft' for '--conv",
+        ),
+        (
+            vec!["classify", "--engine", "onnx", "x.png"],
+            "invalid value 'onnx' for '--engine",
+        ),
+        (
+            vec!["bench", "--train", "--engine", "kernels"],
+            "--engine kernels is inference only",
+        ),
     ];
     for (args, expected) in cases {
         let (code, _, err) = alexvgg(&args);

@@ -45,9 +45,11 @@ impl PackedLinear {
         // Zero-filled allocations are mapped lazily: pages count once written.
         let mut panels = vec![0.0f32; panels_n * d_in * PANEL];
         // Blocks of rows from the end: a block (about 1 MB) is read while it is in cache and
-        // written as one run per panel; then the source is shrunk past it.
+        // written as one run per panel; then the source is shrunk past it, so that packing never
+        // holds two full copies of a large layer.
         let block = ((1 << 18) / d_out.max(1)).clamp(1, PANEL * 64);
         let mut end = d_in;
+        let mut shrunk_at = weight.len();
         while end > 0 {
             let start = end.saturating_sub(block);
             let source = &weight[start * d_out..end * d_out];
@@ -70,7 +72,11 @@ impl PackedLinear {
                     }
                 });
             weight.truncate(start * d_out);
-            weight.shrink_to_fit();
+            // give the packed rows back every 16 MB (each shrink is a remap of the allocation)
+            if shrunk_at - weight.len() >= (16 << 20) / 4 {
+                weight.shrink_to_fit();
+                shrunk_at = weight.len();
+            }
             end = start;
         }
         Self {

@@ -133,8 +133,8 @@ impl WinogradConv {
                     let o = g * cout_g + og;
                     let at = (o * cin_g + c) * side * side;
                     let u = transform_filter(&weight[at..at + side * side], variant);
-                    for (k, out) in outs.iter_mut().enumerate() {
-                        out[local + og] = u[k] as f32;
+                    for (out, &v) in outs.iter_mut().zip(&u) {
+                        out[local + og] = v as f32;
                     }
                 }
             }
@@ -179,28 +179,36 @@ fn g5(v: [f64; 5]) -> [f64; 6] {
     ]
 }
 
-/// `G g` along one axis: `t` values from the kernel's.
-fn g_axis(v: &[f64], variant: Variant) -> Vec<f64> {
-    match (variant, v) {
-        (Variant::F4x3, &[a, b, c]) => g3(a, b, c).to_vec(),
-        (Variant::F2x5, &[a, b, c, d, e]) => g5([a, b, c, d, e]).to_vec(),
-        (Variant::F2x3, &[a, b, c]) => vec![a, (a + b + c) / 2.0, (a - b + c) / 2.0, c],
-        _ => unreachable!("kernel side checked by from_oihw"),
+/// `G g` along one axis: `t` values (the first of six) from the kernel's `r` (the first of five).
+#[inline(always)]
+fn g_axis(v: &[f64; 5], variant: Variant) -> [f64; T_MAX] {
+    let [a, b, c, d, e] = *v;
+    match variant {
+        Variant::F4x3 => g3(a, b, c),
+        Variant::F2x5 => g5([a, b, c, d, e]),
+        Variant::F2x3 => [a, (a + b + c) / 2.0, (a - b + c) / 2.0, c, 0.0, 0.0],
     }
 }
 
-/// `G g Gᵀ` of one filter (row-major), as `t * t` values in row-major order.
-fn transform_filter(w: &[f32], variant: Variant) -> Vec<f64> {
+/// `G g Gᵀ` of one filter (row-major), as `t * t` values in row-major order (the first of 36).
+fn transform_filter(w: &[f32], variant: Variant) -> [f64; T_MAX * T_MAX] {
     let (r, t) = (variant.kernel(), variant.input());
-    let w: Vec<f64> = w.iter().map(|&v| v as f64).collect();
     // columns first: cols[x][i] = (G g)[i][x]
-    let cols: Vec<Vec<f64>> = (0..r)
-        .map(|x| g_axis(&(0..r).map(|y| w[y * r + x]).collect::<Vec<_>>(), variant))
-        .collect();
-    let mut out = vec![0.0; t * t];
+    let mut cols = [[0.0f64; T_MAX]; 5];
+    for (x, col) in cols.iter_mut().enumerate().take(r) {
+        let mut v = [0.0f64; 5];
+        for (y, slot) in v.iter_mut().enumerate().take(r) {
+            *slot = w[y * r + x] as f64;
+        }
+        *col = g_axis(&v, variant);
+    }
+    let mut out = [0.0; T_MAX * T_MAX];
     for i in 0..t {
-        let row = g_axis(&cols.iter().map(|c| c[i]).collect::<Vec<_>>(), variant);
-        out[i * t..(i + 1) * t].copy_from_slice(&row);
+        let mut v = [0.0f64; 5];
+        for (x, slot) in v.iter_mut().enumerate().take(r) {
+            *slot = cols[x][i];
+        }
+        out[i * t..(i + 1) * t].copy_from_slice(&g_axis(&v, variant)[..t]);
     }
     out
 }
