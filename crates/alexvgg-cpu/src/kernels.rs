@@ -41,7 +41,7 @@ impl Nhwc {
             "NCHW buffer size"
         );
         let plane = height * width;
-        let mut out = pool.vec(data.len());
+        let mut out = pool.overwrite(data.len());
         out.par_chunks_mut(plane * channels.max(1))
             .zip(data.par_chunks(plane * channels.max(1)))
             .for_each(|(dst, src)| {
@@ -182,7 +182,7 @@ pub fn conv2d(x: &Nhwc, w: &PackedConv, geometry: &ConvGeometry, relu: bool, poo
     let cin_g = w.in_channels / w.groups;
     let cout_g = cout / w.groups;
     let kdim = w.kernel[0] * w.kernel[1] * cin_g;
-    let mut out = pool.vec(pixels * cout);
+    let mut out = pool.overwrite(pixels * cout);
     let threads = rayon::current_num_threads().max(1);
     if pixels >= CONV_TILE * threads {
         // Equal tiles, a multiple of the thread count, so that no core idles at the end.
@@ -264,10 +264,17 @@ fn im2col(
             }
             let iy = iy as usize;
             let x0 = (ox * sw) as isize - left as isize;
-            if x0 >= 0 && x0 as usize + kw <= w && cin_g == c {
-                // Whole window inside the image and all channels: one contiguous copy.
-                let start = (iy * w + x0 as usize) * c;
-                row.copy_from_slice(&image[start..start + kw * c]);
+            if cin_g == c {
+                // All channels: the part of the window inside the image is one contiguous copy,
+                // the part in the padding zeros.
+                let lo = (-x0).clamp(0, kw as isize) as usize;
+                let hi = (w as isize - x0).clamp(lo as isize, kw as isize) as usize;
+                row[..lo * c].fill(0.0);
+                if hi > lo {
+                    let start = (iy * w + (x0 + lo as isize) as usize) * c;
+                    row[lo * c..hi * c].copy_from_slice(&image[start..start + (hi - lo) * c]);
+                }
+                row[hi * c..].fill(0.0);
                 continue;
             }
             for kx in 0..kw {
@@ -313,7 +320,7 @@ pub fn max_pool2d(x: &Nhwc, geometry: &PoolGeometry, pool: &Pool) -> Nhwc {
     let [sh, sw] = geometry.stride;
     let [top, left, _, _] = geometry.padding;
     let (h, w, c) = (x.height, x.width, x.channels);
-    let mut out = pool.vec(x.batch * oh * ow * c);
+    let mut out = pool.overwrite(x.batch * oh * ow * c);
     out.fill(f32::NEG_INFINITY);
     out.par_chunks_mut(ow * c)
         .enumerate()
@@ -347,7 +354,7 @@ pub fn max_pool2d(x: &Nhwc, geometry: &PoolGeometry, pool: &Pool) -> Nhwc {
 /// - output: same
 pub fn lrn(x: &Nhwc, radius: usize, bias: f32, alpha: f32, beta: f32, pool: &Pool) -> Nhwc {
     let c = x.channels;
-    let mut out = pool.vec(x.data.len());
+    let mut out = pool.overwrite(x.data.len());
     let params = LrnParams {
         radius,
         bias,

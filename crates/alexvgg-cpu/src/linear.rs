@@ -179,7 +179,8 @@ pub fn linear(x: &[f32], batch: usize, w: &PackedLinear, relu: bool, pool: &Pool
     assert_eq!(x.len(), batch * d_in, "linear input size");
     let groups = batch.div_ceil(ROWS);
     // Rows transposed per group: xt[g][k][r] (zero rows pad the last group).
-    let mut xt = pool.scratch(if batch > 1 { groups * d_in * ROWS } else { 0 });
+    // zero rows pad the last group
+    let mut xt = pool.vec(if batch > 1 { groups * d_in * ROWS } else { 0 });
     if batch > 1 {
         for (b, row) in x.chunks(d_in).enumerate() {
             let (g, r) = (b / ROWS, b % ROWS);
@@ -211,7 +212,7 @@ pub fn linear(x: &[f32], batch: usize, w: &PackedLinear, relu: bool, pool: &Pool
                 }
             }
         });
-    let mut y = pool.vec(batch * d_out);
+    let mut y = pool.overwrite(batch * d_out);
     for (b, row) in y.chunks_mut(d_out).enumerate() {
         for (p, cols) in row.chunks_mut(PANEL).enumerate() {
             let src = &out_p[(p * batch + b) * PANEL..];

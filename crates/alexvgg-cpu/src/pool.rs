@@ -22,8 +22,25 @@ impl Pool {
     }
 
     /// A zero-filled vector of `len` values, reusing the smallest free buffer that is large
-    /// enough (or the largest one, grown). Give it back with [`give`](Self::give).
+    /// enough (or allocating one). Give it back with [`give`](Self::give).
     pub fn vec(&self, len: usize) -> Vec<f32> {
+        let mut v = self.reuse(len);
+        v.clear();
+        v.resize(len, 0.0);
+        v
+    }
+
+    /// A vector of `len` values left over from earlier use (zeros where it grew), for outputs
+    /// the caller overwrites entirely: clearing megabytes that are about to be written was 3% of
+    /// an AlexNet batch-1 pass.
+    pub fn overwrite(&self, len: usize) -> Vec<f32> {
+        let mut v = self.reuse(len);
+        v.resize(len, 0.0);
+        v
+    }
+
+    /// The smallest free buffer with room for `len` values (or a new empty one).
+    fn reuse(&self, len: usize) -> Vec<f32> {
         let reused = {
             let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
             let fit = free
@@ -34,10 +51,7 @@ impl Pool {
                 .map(|(i, _)| i);
             fit.map(|i| free.swap_remove(i))
         };
-        let mut v = reused.unwrap_or_default();
-        v.clear();
-        v.resize(len, 0.0);
-        v
+        reused.unwrap_or_default()
     }
 
     /// Returns a vector to the pool.
@@ -51,10 +65,11 @@ impl Pool {
         }
     }
 
-    /// A zero-filled scratch buffer of `len` values that goes back to the pool when dropped.
+    /// A scratch buffer of `len` values with unspecified contents (see
+    /// [`overwrite`](Self::overwrite)) that goes back to the pool when dropped.
     pub fn scratch(&self, len: usize) -> Scratch<'_> {
         Scratch {
-            data: self.vec(len),
+            data: self.overwrite(len),
             pool: self,
         }
     }
@@ -105,6 +120,7 @@ mod tests {
         {
             let s = pool.scratch(10);
             assert_eq!(s.as_ptr(), ptr);
+            assert_eq!(s.len(), 10);
         }
         let again = pool.vec(1);
         assert_eq!(again.as_ptr(), ptr, "scratch went back on drop");

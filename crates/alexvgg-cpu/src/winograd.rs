@@ -246,7 +246,7 @@ pub fn conv2d_winograd(
     let per_tile = kk * (cin + cout) * 4;
     let rows_per_block = (BLOCK_BYTES / (per_tile * tw).max(1)).clamp(1, tile_rows.max(1));
     let block_tiles = rows_per_block * tw;
-    let mut out = pool.vec(x.batch * oh * ow * cout);
+    let mut out = pool.overwrite(x.batch * oh * ow * cout);
     let mut v = pool.scratch(block_tiles * kk * cin);
     let mut m = pool.scratch(kk * block_tiles * cout);
     // Output rows of each tile row: a tile row (n, ty) covers rows ty*4 .. min(ty*4 + 4, oh).
