@@ -6,6 +6,8 @@
 //! - this crate: device selection ([`device`]), the per-layer and parameter tables ([`table`]),
 //!   benchmarks ([`bench`]) and the `alexvgg` command line.
 
+#![warn(missing_docs)]
+
 pub use alexvgg_cpu as cpu;
 pub use alexvgg_import as import;
 pub use alexvgg_models as models;

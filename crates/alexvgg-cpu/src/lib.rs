@@ -22,6 +22,8 @@
 //! assert_eq!(logits.len(), 1000);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod gemm;
 pub mod kernels;
 pub mod linear;

@@ -4,6 +4,8 @@
 //! [`remap`] is the one place where names and layouts become ours; [`apply::load_module`]
 //! puts the result into a module, all or nothing, listing every missing or unexpected key.
 
+#![warn(missing_docs)]
+
 pub mod apply;
 pub mod blocks;
 pub mod caffe;

@@ -13,6 +13,8 @@
 //! assert_eq!(logits.dims(), [1, 1000]);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod alexnet;
 pub mod arch;
 pub mod block_linear;
