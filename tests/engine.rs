@@ -224,6 +224,10 @@ fn engine_rejects_bad_inputs_with_errors() {
         .init(&shape, &device)
         .unwrap();
     let engine = Engine::from_model(model).unwrap();
+    assert_eq!(
+        engine.forward(&[], [0, 3, 227, 227]).unwrap(),
+        Vec::<f32>::new()
+    );
     let err = engine.forward(&[0.0; 10], [1, 3, 227, 227]).unwrap_err();
     assert!(matches!(err, EngineError::BadInput { .. }), "{err}");
     let err = engine
@@ -238,4 +242,36 @@ fn engine_rejects_bad_inputs_with_errors() {
         .forward(&vec![0.0; 3 * 300 * 300], [1, 3, 300, 300])
         .unwrap_err();
     assert!(err.to_string().contains("fc6 expects"), "{err}");
+}
+
+/// Fully connected layers split into column blocks (as built for wgpu devices) are reassembled
+/// into one weight matrix by the engine.
+#[test]
+fn engine_reassembles_column_blocks() {
+    use alexvgg::models::BlockLinear;
+    let device = cpu();
+    let shape = NetworkShape {
+        num_classes: 6,
+        hidden: 32,
+        width_divisor: 16,
+    };
+    let Model::AlexNet(mut m) = Architecture::AlexNet(AlexNetVariant::Caffe)
+        .init(&shape, &device)
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let d_in = m.fc6.d_in();
+    // 4 blocks of 8 outputs each: a 4-byte-per-weight budget of d_in * 8 values
+    m.fc6 = BlockLinear::new(d_in, 32, Some(d_in * 8 * 4), &device);
+    assert_eq!(m.fc6.blocks.len(), 4);
+    let input = Tensor::<4>::random(
+        [2, 3, 227, 227],
+        Distribution::Uniform(-50.0, 50.0),
+        &device,
+    );
+    let want = values(m.forward(input.clone()));
+    let engine = Engine::from_model(Model::AlexNet(m)).unwrap();
+    let got = engine.forward(&values(input), [2, 3, 227, 227]).unwrap();
+    assert_close("column blocks", &got, &want, 1e-4);
 }

@@ -577,6 +577,9 @@ impl Engine {
                 channels: self.in_channels,
             });
         }
+        if batch == 0 {
+            return Ok(Vec::new()); // nothing to classify
+        }
         let pool = &self.pool;
         let mut map = Some(Nhwc::from_nchw(input, dims, pool));
         let mut vector: Vec<f32> = Vec::new();
