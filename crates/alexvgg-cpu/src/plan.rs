@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use alexvgg_models::shape::padded_output_size;
-use alexvgg_models::{AlexNet, Model, Pad, Vgg, vgg};
+use alexvgg_models::{AlexNet, BlockLinear, Model, Pad, Vgg, vgg};
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -452,18 +452,8 @@ impl Engine {
                 ops.push(pool_op(format!("pool{n}"), pool)?);
             }
         }
-        if let Some(avg) = m.avgpool {
-            ops.push(Op::AvgPool {
-                name: "avgpool".into(),
-                size: avg.output_size,
-            });
-        }
-        ops.extend(linear_ops([
-            ("fc6", m.fc6),
-            ("fc7", m.fc7),
-            ("fc8", m.fc8),
-        ])?);
-        Ok(Self::finish(ops, in_channels))
+        let avgpool = m.avgpool.map(|a| a.output_size);
+        Self::finish(ops, in_channels, avgpool, [m.fc6, m.fc7, m.fc8])
     }
 
     fn from_vgg(m: Vgg, options: &Tuned<'_>) -> Result<Self, EngineError> {
@@ -505,29 +495,34 @@ impl Engine {
                 ops.push(pool_op(name, pool)?);
             }
         }
-        ops.push(Op::AvgPool {
-            name: "avgpool".into(),
-            size: m.avgpool.output_size,
-        });
-        ops.extend(linear_ops([
-            ("fc6", m.fc6),
-            ("fc7", m.fc7),
-            ("fc8", m.fc8),
-        ])?);
-        Ok(Self::finish(ops, in_channels))
+        let avgpool = Some(m.avgpool.output_size);
+        Self::finish(ops, in_channels, avgpool, [m.fc6, m.fc7, m.fc8])
     }
 
-    fn finish(ops: Vec<Op>, in_channels: usize) -> Self {
+    /// Appends the optional adaptive average pool and the classifier to the feature ops.
+    fn finish(
+        mut ops: Vec<Op>,
+        in_channels: usize,
+        avgpool: Option<[usize; 2]>,
+        [fc6, fc7, fc8]: [BlockLinear; 3],
+    ) -> Result<Self, EngineError> {
+        if let Some(size) = avgpool {
+            ops.push(Op::AvgPool {
+                name: "avgpool".into(),
+                size,
+            });
+        }
+        ops.extend(linear_ops([("fc6", fc6), ("fc7", fc7), ("fc8", fc8)])?);
         let num_classes = match ops.last() {
             Some(Op::Linear { weights, .. }) => weights.d_out,
             _ => 0,
         };
-        Self {
+        Ok(Self {
             ops,
             in_channels,
             num_classes,
             pool: Pool::new(),
-        }
+        })
     }
 
     /// Number of output classes.

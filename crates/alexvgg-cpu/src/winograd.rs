@@ -379,6 +379,23 @@ fn gather_tile(
     }
 }
 
+/// The `N` source rows of a transform pass (`n` values each, row `i` at `at(i)`).
+#[inline(always)]
+fn rows<const N: usize>(src: &[f32], at: impl Fn(usize) -> usize, n: usize) -> [&[f32]; N] {
+    std::array::from_fn(|i| &src[at(i)..at(i) + n])
+}
+
+/// The `N` destination offsets of a transform pass, checked to leave room for `n` values.
+#[inline(always)]
+fn offsets<const N: usize>(dst: &[f32], at: impl Fn(usize) -> usize, n: usize) -> [usize; N] {
+    let o: [usize; N] = std::array::from_fn(at);
+    assert!(
+        o.iter().all(|&v| v + n <= dst.len()),
+        "transform rows overrun"
+    );
+    o
+}
+
 /// `out[r] = Bᵀ · in` for six input rows and six output rows of `n` values each (row `i` of a
 /// side at `in_at(i)`, written at `out_at(i)`).
 #[inline(always)]
@@ -389,12 +406,8 @@ fn bt6(
     dst_at: impl Fn(usize) -> usize,
     n: usize,
 ) {
-    let d: [&[f32]; 6] = std::array::from_fn(|i| &src[src_at(i)..src_at(i) + n]);
-    let mut o = [0usize; 6];
-    for (i, v) in o.iter_mut().enumerate() {
-        *v = dst_at(i);
-        assert!(*v + n <= dst.len());
-    }
+    let d: [&[f32]; 6] = rows(src, src_at, n);
+    let o: [usize; 6] = offsets(dst, dst_at, n);
     for c in 0..n {
         let (d0, d1, d2, d3, d4, d5) = (d[0][c], d[1][c], d[2][c], d[3][c], d[4][c], d[5][c]);
         dst[o[0] + c] = 4.0 * d0 - 5.0 * d2 + d4;
@@ -415,9 +428,8 @@ fn bt4(
     dst_at: impl Fn(usize) -> usize,
     n: usize,
 ) {
-    let d: [&[f32]; 4] = std::array::from_fn(|i| &src[src_at(i)..src_at(i) + n]);
-    let o: [usize; 4] = std::array::from_fn(&dst_at);
-    assert!(o.iter().all(|&v| v + n <= dst.len()));
+    let d: [&[f32]; 4] = rows(src, src_at, n);
+    let o: [usize; 4] = offsets(dst, dst_at, n);
     for c in 0..n {
         let (d0, d1, d2, d3) = (d[0][c], d[1][c], d[2][c], d[3][c]);
         dst[o[0] + c] = d0 - d2;
@@ -436,9 +448,8 @@ fn at2_4(
     dst_at: impl Fn(usize) -> usize,
     n: usize,
 ) {
-    let m: [&[f32]; 4] = std::array::from_fn(|i| &src[src_at(i)..src_at(i) + n]);
-    let o = [dst_at(0), dst_at(1)];
-    assert!(o[0] + n <= dst.len() && o[1] + n <= dst.len());
+    let m: [&[f32]; 4] = rows(src, src_at, n);
+    let o: [usize; 2] = offsets(dst, dst_at, n);
     for c in 0..n {
         let (m0, m1, m2, m3) = (m[0][c], m[1][c], m[2][c], m[3][c]);
         dst[o[0] + c] = m0 + m1 + m2;
@@ -490,12 +501,8 @@ fn at4(
     dst_at: impl Fn(usize) -> usize,
     n: usize,
 ) {
-    let m: [&[f32]; 6] = std::array::from_fn(|i| &src[src_at(i)..src_at(i) + n]);
-    let mut o = [0usize; 4];
-    for (i, v) in o.iter_mut().enumerate() {
-        *v = dst_at(i);
-        assert!(*v + n <= dst.len());
-    }
+    let m: [&[f32]; 6] = rows(src, src_at, n);
+    let o: [usize; 4] = offsets(dst, dst_at, n);
     for c in 0..n {
         let (m0, m1, m2, m3, m4, m5) = (m[0][c], m[1][c], m[2][c], m[3][c], m[4][c], m[5][c]);
         let (s12, d12, s34, d34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
@@ -515,9 +522,8 @@ fn at2(
     dst_at: impl Fn(usize) -> usize,
     n: usize,
 ) {
-    let m: [&[f32]; 6] = std::array::from_fn(|i| &src[src_at(i)..src_at(i) + n]);
-    let o = [dst_at(0), dst_at(1)];
-    assert!(o[0] + n <= dst.len() && o[1] + n <= dst.len());
+    let m: [&[f32]; 6] = rows(src, src_at, n);
+    let o: [usize; 2] = offsets(dst, dst_at, n);
     for c in 0..n {
         let (m0, m1, m2, m3, m4, m5) = (m[0][c], m[1][c], m[2][c], m[3][c], m[4][c], m[5][c]);
         dst[o[0] + c] = m0 + m1 + m2 + m3 + m4;
