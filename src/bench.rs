@@ -234,6 +234,27 @@ pub fn bench_train(
     Ok(result(spec, batch, &times, 3.0 * spec.gflop_per_image))
 }
 
+/// Records the time since the previous mark (or the start) under each stage name.
+struct StageClock<'a> {
+    stages: &'a mut Vec<(String, f64)>,
+    last: Instant,
+}
+
+impl<'a> StageClock<'a> {
+    fn start(stages: &'a mut Vec<(String, f64)>) -> Self {
+        Self {
+            stages,
+            last: Instant::now(),
+        }
+    }
+
+    fn mark(&mut self, name: &str) {
+        let ms = self.last.elapsed().as_secs_f64() * 1e3;
+        self.stages.push((name.to_string(), ms));
+        self.last = Instant::now();
+    }
+}
+
 /// Median time of each named stage of one forward pass (`conv1`, `lrn1`, `pool1`, ... `fc8`),
 /// measured between the activations reported by the model's or the engine's `forward_observed`
 /// (a burn device is synchronised at each boundary; `warmup` untimed passes, then `iters`).
@@ -251,32 +272,22 @@ pub fn per_layer_ms(
     let values = random_input(dims);
     let mut runs: Vec<Vec<(String, f64)>> = Vec::new();
     for i in 0..warmup + iters.max(1) {
-        let input = match runner {
-            Runner::Burn { device, .. } => {
-                let x = Tensor::<4>::from_data(TensorData::new(values.clone(), dims), device);
-                let _ = device.sync();
-                Some(x)
-            }
-            Runner::Kernels(_) => None,
-        };
         let mut stages = Vec::new();
-        let mut last = Instant::now();
-        let mut mark = |name: &str| {
-            stages.push((name.to_string(), last.elapsed().as_secs_f64() * 1e3));
-            last = Instant::now();
-        };
-        match (runner, input) {
-            (Runner::Burn { model, device }, Some(input)) => {
+        match runner {
+            Runner::Burn { model, device } => {
+                let input = Tensor::<4>::from_data(TensorData::new(values.clone(), dims), device);
+                let _ = device.sync();
+                let mut clock = StageClock::start(&mut stages);
                 let logits = model.forward_observed(input, &mut |name, _| {
                     let _ = device.sync();
-                    mark(name);
+                    clock.mark(name);
                 });
                 let _ = logits.into_data();
             }
-            (Runner::Kernels(engine), _) => {
-                engine.forward_observed(&values, dims, &mut |name, _| mark(name))?;
+            Runner::Kernels(engine) => {
+                let mut clock = StageClock::start(&mut stages);
+                engine.forward_observed(&values, dims, &mut |name, _| clock.mark(name))?;
             }
-            (Runner::Burn { .. }, None) => unreachable!("input uploaded above"),
         }
         if i >= warmup {
             runs.push(stages);

@@ -87,17 +87,13 @@ impl Runner {
         conv: ConvChoice,
     ) -> Result<Self, RunnerError> {
         let cpu = backend != Backend::Wgpu;
-        match kind {
-            EngineKind::Burn => Ok(Runner::Burn {
+        match (kind, cpu) {
+            (EngineKind::Burn, _) | (EngineKind::Auto, false) => Ok(Runner::Burn {
                 model: Box::new(model),
                 device: device.clone(),
             }),
-            EngineKind::Auto if !cpu => Ok(Runner::Burn {
-                model: Box::new(model),
-                device: device.clone(),
-            }),
-            EngineKind::Kernels if !cpu => Err(RunnerError::KernelsOnGpu(backend.name().into())),
-            EngineKind::Auto | EngineKind::Kernels => {
+            (EngineKind::Kernels, false) => Err(RunnerError::KernelsOnGpu(backend.name().into())),
+            (EngineKind::Auto | EngineKind::Kernels, true) => {
                 Ok(Runner::Kernels(Engine::with_options(model, &conv.into())?))
             }
         }
@@ -125,7 +121,7 @@ impl Runner {
             Runner::Kernels(engine) => Ok(engine.forward(&input, dims)?),
             Runner::Burn { model, device } => {
                 let x = Tensor::<4>::from_data(TensorData::new(input, dims), device);
-                Ok(host(model.forward(x)))
+                Ok(host_values(model.forward(x)))
             }
         }
     }
@@ -161,8 +157,8 @@ fn softmax_row(row: &[f32]) -> Vec<f32> {
     exp.iter().map(|e| (e / sum) as f32).collect()
 }
 
-/// Host values of a tensor.
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+/// Host values of a tensor, as f32 (empty if they cannot be read as f32).
+pub(crate) fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()

@@ -186,7 +186,7 @@ impl Trainer {
         let model = self.model.take().expect("model present between steps");
         let (x, y) = self.batch(inputs, labels);
         let logits = model.forward(x);
-        let scores = logits_vec(logits.clone().detach());
+        let scores = crate::runner::host_values(logits.clone().detach());
         let loss = self.loss.forward(logits, y);
         let loss_value = loss.clone().detach().into_scalar::<f32>() as f64;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -211,7 +211,7 @@ impl Trainer {
             TensorData::new(inputs, [n, 3, self.side, self.side]),
             &device,
         );
-        let scores = logits_vec(eval_model.forward(x));
+        let scores = crate::runner::host_values(eval_model.forward(x));
         let classes = scores.len() / n.max(1);
         let loss_sum = scores
             .chunks(classes)
@@ -296,13 +296,6 @@ fn build_optimizer(s: &OptimizerSettings) -> ModuleOptimizer {
             .with_weight_decay(decay)
             .init(),
     }
-}
-
-fn logits_vec(t: Tensor<2>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
 }
 
 /// How many rows of `scores` (`classes` wide) have their label among the `k` highest.

@@ -81,9 +81,16 @@ impl Nhwc {
         out
     }
 
-    /// `[batch, channels, height, width]`.
-    pub fn dims_nchw(&self) -> [usize; 4] {
-        [self.batch, self.channels, self.height, self.width]
+    /// A result of this batch: `data` as `[batch, height, width, channels]`.
+    pub fn output(&self, data: Vec<f32>, [height, width]: [usize; 2], channels: usize) -> Nhwc {
+        debug_assert_eq!(data.len(), self.batch * height * width * channels);
+        Nhwc {
+            data,
+            batch: self.batch,
+            height,
+            width,
+            channels,
+        }
     }
 }
 
@@ -224,13 +231,7 @@ pub fn conv2d(x: &Nhwc, w: &PackedConv, geometry: &ConvGeometry, relu: bool, poo
         out.par_chunks_mut(cout * 64)
             .for_each(|rows| bias_relu(rows, &w.bias, relu));
     }
-    Nhwc {
-        data: out,
-        batch: x.batch,
-        height: oh,
-        width: ow,
-        channels: cout,
-    }
+    x.output(out, [oh, ow], cout)
 }
 
 /// Writes the patch rows of output pixels `first..first + rows` (flat over batch, y, x) for the
@@ -337,13 +338,7 @@ pub fn max_pool2d(x: &Nhwc, geometry: &PoolGeometry, pool: &Pool) -> Nhwc {
                 }
             }
         });
-    Nhwc {
-        data: out,
-        batch: x.batch,
-        height: oh,
-        width: ow,
-        channels: c,
-    }
+    x.output(out, [oh, ow], c)
 }
 
 /// Local response normalization across channels (TensorFlow's parameters):
@@ -367,10 +362,7 @@ pub fn lrn(x: &Nhwc, radius: usize, bias: f32, alpha: f32, beta: f32, pool: &Poo
             || vec![0.0f32; 2 * (c + 2 * radius)],
             |scratch, (dst, src)| lrn_pixels(src, dst, c, &params, scratch),
         );
-    Nhwc {
-        data: out,
-        ..x.clone_shape()
-    }
+    x.output(out, [x.height, x.width], c)
 }
 
 /// LRN parameters (TensorFlow's convention).
@@ -412,18 +404,6 @@ multiversion! {
     }
 }
 
-impl Nhwc {
-    fn clone_shape(&self) -> Nhwc {
-        Nhwc {
-            data: Vec::new(),
-            batch: self.batch,
-            height: self.height,
-            width: self.width,
-            channels: self.channels,
-        }
-    }
-}
-
 /// Adaptive average pooling to `[oh, ow]` with PyTorch's bins
 /// (`floor(i * H / oh) .. ceil((i + 1) * H / oh)`); the identity when the size already matches.
 ///
@@ -456,14 +436,9 @@ pub fn adaptive_avg_pool2d(x: Nhwc, [oh, ow]: [usize; 2], pool: &Pool) -> Nhwc {
                 px.iter_mut().for_each(|v| *v *= scale);
             }
         });
+    let y = x.output(out, [oh, ow], c);
     pool.give(x.data);
-    Nhwc {
-        data: out,
-        batch: x.batch,
-        height: oh,
-        width: ow,
-        channels: c,
-    }
+    y
 }
 
 multiversion! {

@@ -360,33 +360,15 @@ fn pool_op(name: String, pool: MaxPool2d) -> Result<Op, EngineError> {
     })
 }
 
-fn linear_ops(layers: [(&str, alexvgg_models::BlockLinear); 3]) -> Result<Vec<Op>, EngineError> {
+fn linear_ops(layers: [(&str, BlockLinear); 3]) -> Result<Vec<Op>, EngineError> {
     layers
         .into_iter()
         .enumerate()
         .map(|(i, (name, fc))| {
-            let d_in = fc.d_in();
-            let d_out = fc.d_out();
-            let mut weight = Vec::new();
-            let mut bias = Vec::with_capacity(d_out);
-            let blocks = fc.blocks.len();
-            for (j, block) in fc.blocks.into_iter().enumerate() {
-                let w = param(&format!("{name}.weight"), block.weight)?;
-                match block.bias {
-                    Some(b) => bias.extend(param(&format!("{name}.bias"), b)?),
-                    None => bias.extend(std::iter::repeat_n(0.0, w.len() / d_in)),
-                }
-                if blocks == 1 {
-                    weight = w;
-                } else {
-                    // Column blocks (a model built for a wgpu device): interleave into [d_in, d_out].
-                    let width = d_out / blocks;
-                    weight.resize(d_in * d_out, 0.0);
-                    for (row, src) in weight.chunks_mut(d_out).zip(w.chunks(width)) {
-                        row[j * width..(j + 1) * width].copy_from_slice(src);
-                    }
-                }
-            }
+            let (d_in, d_out) = (fc.d_in(), fc.d_out());
+            let (weight, bias) = fc.into_weight_bias();
+            let weight = values(&format!("{name}.weight"), weight)?;
+            let bias = values(&format!("{name}.bias"), bias)?;
             Ok(Op::Linear {
                 name: name.to_string(),
                 weights: PackedLinear::from_in_out(weight, d_in, d_out, bias),

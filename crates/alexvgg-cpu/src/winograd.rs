@@ -331,13 +331,7 @@ pub fn conv2d_winograd(
             },
         );
     }
-    Nhwc {
-        data: out,
-        batch: x.batch,
-        height: oh,
-        width: ow,
-        channels: cout,
-    }
+    x.output(out, [oh, ow], cout)
 }
 
 /// Copies the 6x6 input tile of output tile `(n, ty, tx)` (tiles of `mt` outputs) into `d`

@@ -60,6 +60,37 @@ impl BlockLinear {
     pub fn d_out(&self) -> usize {
         self.blocks.iter().map(|b| b.weight.dims()[1]).sum()
     }
+
+    /// The whole layer as burn's `Linear` holds it: the column blocks joined (no copy for one
+    /// block), zeros where a block has no bias.
+    ///
+    /// # Shapes
+    /// - output: weight `[d_in, d_out]`, bias `[d_out]`
+    pub fn into_weight_bias(self) -> (Tensor<2>, Tensor<1>) {
+        let (weights, biases): (Vec<_>, Vec<_>) = self
+            .blocks
+            .into_iter()
+            .map(|b| {
+                let w = b.weight.into_value();
+                let bias = match b.bias {
+                    Some(bias) => bias.into_value(),
+                    None => Tensor::zeros([w.dims()[1]], &w.device()),
+                };
+                (w, bias)
+            })
+            .unzip();
+        (join(weights, 1), join(biases, 0))
+    }
+}
+
+/// Concatenates `parts` along `dim`; a single part is returned as it is (no copy of a large
+/// weight).
+fn join<const D: usize>(mut parts: Vec<Tensor<D>>, dim: usize) -> Tensor<D> {
+    if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Tensor::cat(parts, dim)
+    }
 }
 
 /// Runs the first `depth` layers of a `fc6 -> fc7 -> fc8` classifier (3 = logits): each with
@@ -103,6 +134,20 @@ pub fn block_count(d_in: usize, d_out: usize, max_block_bytes: Option<usize>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joined_blocks_compute_the_same_layer() {
+        let device = Device::default();
+        let split = BlockLinear::new(6, 8, Some(6 * 2 * 4), &device);
+        assert_eq!(split.blocks.len(), 4);
+        let x = Tensor::<2>::random([3, 6], burn::tensor::Distribution::Default, &device);
+        let want = split.forward(x.clone());
+        let (w, b) = split.into_weight_bias();
+        assert_eq!((w.dims(), b.dims()), ([6, 8], [8]));
+        let got = x.matmul(w) + b.unsqueeze();
+        want.into_data()
+            .assert_approx_eq::<f32>(&got.into_data(), burn::tensor::Tolerance::default());
+    }
 
     #[test]
     fn blocks_fit_the_binding_limit() {
