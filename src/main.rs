@@ -94,8 +94,8 @@ enum Command {
         /// Inference engine: auto (the alexvgg-cpu kernels on CPU backends, burn on wgpu), burn, kernels.
         #[arg(long, value_enum, default_value = "auto")]
         engine: EngineKind,
-        /// Stride-1 3x3/5x5 convolutions of the CPU engine: auto, im2col, winograd (4x4 tiles for
-        /// 3x3), winograd-small (2x2 tiles).
+        /// Convolutions of the CPU engine: auto, im2col (everywhere), winograd (4x4 tiles for
+        /// stride-1 3x3), winograd-small (2x2 tiles), direct (everywhere).
         #[arg(long, value_enum, default_value = "auto")]
         conv: ConvChoice,
         /// Also print the median time of each layer (first batch size only).

@@ -19,10 +19,10 @@ pub enum EngineKind {
     Kernels,
 }
 
-/// How the CPU engine computes stride-1 3x3 and 5x5 convolutions (see [`ConvAlgorithm`]).
+/// How the CPU engine computes its convolutions (see [`ConvAlgorithm`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConvChoice {
-    /// Winograd where it pays, im2col + GEMM elsewhere.
+    /// Winograd where it pays, the direct kernel elsewhere.
     #[default]
     Auto,
     /// im2col + GEMM everywhere.
@@ -31,6 +31,8 @@ pub enum ConvChoice {
     Winograd,
     /// Winograd F(2x2, 3x3) / F(2x2, 5x5) for every stride-1 3x3 / 5x5 convolution.
     WinogradSmall,
+    /// The direct kernel (no patch matrix) for every convolution.
+    Direct,
 }
 
 impl From<ConvChoice> for EngineOptions {
@@ -41,6 +43,7 @@ impl From<ConvChoice> for EngineOptions {
                 ConvChoice::Im2col => ConvAlgorithm::Im2col,
                 ConvChoice::Winograd => ConvAlgorithm::Winograd,
                 ConvChoice::WinogradSmall => ConvAlgorithm::WinogradSmallTiles,
+                ConvChoice::Direct => ConvAlgorithm::Direct,
             },
             input_size: None,
         }

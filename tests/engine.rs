@@ -32,14 +32,15 @@ fn observed(
     (seen, logits)
 }
 
-/// Every algorithm choice: the default, im2col everywhere, and each Winograd variant for every
+/// Every algorithm choice: the default, im2col everywhere, each Winograd variant for every
 /// stride-1 3x3 and 5x5 convolution (the reduced-width fixtures have too few channels for `Auto`
-/// to pick one).
-const ALGORITHMS: [ConvAlgorithm; 4] = [
+/// to pick one), and the direct kernel everywhere.
+const ALGORITHMS: [ConvAlgorithm; 5] = [
     ConvAlgorithm::Auto,
     ConvAlgorithm::Im2col,
     ConvAlgorithm::Winograd,
     ConvAlgorithm::WinogradSmallTiles,
+    ConvAlgorithm::Direct,
 ];
 
 fn check(arch: Architecture, stem: &str, side: usize) {

@@ -24,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod direct;
 pub mod gemm;
 pub mod kernels;
 pub mod linear;
