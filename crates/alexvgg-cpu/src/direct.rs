@@ -101,15 +101,21 @@ fn padded(x: &Nhwc, g: &ConvGeometry, pool: &Pool) -> Option<Nhwc> {
         return None;
     }
     let c = x.channels;
-    let mut out = pool.vec(x.batch * ph * pw * c);
     let rows = x.height.min(ph - top);
     let cols = x.width.min(pw - left);
-    for (n, image) in out.chunks_mut(ph * pw * c).enumerate() {
-        for y in 0..rows {
-            let src = &x.data[((n * x.height + y) * x.width) * c..][..cols * c];
-            image[((y + top) * pw + left) * c..][..cols * c].copy_from_slice(src);
+    let mut out = pool.overwrite(x.batch * ph * pw * c);
+    // Row by row in parallel (at batch 8 this is 5 MB for AlexNet's conv1).
+    out.par_chunks_mut(pw * c).enumerate().for_each(|(r, dst)| {
+        let (n, y) = (r / ph, r % ph);
+        if y < top || y >= top + rows {
+            dst.fill(0.0);
+            return;
         }
-    }
+        let src = &x.data[((n * x.height + y - top) * x.width) * c..][..cols * c];
+        dst[..left * c].fill(0.0);
+        dst[left * c..(left + cols) * c].copy_from_slice(src);
+        dst[(left + cols) * c..].fill(0.0);
+    });
     Some(x.output(out, [ph, pw], c))
 }
 
@@ -133,11 +139,14 @@ pub fn conv2d_direct(
         "direct convolution needs AVX2 and FMA"
     );
     assert_eq!(x.channels, w.in_channels, "conv input channels");
-    let padded = padded(x, geometry, pool);
-    let input = padded.as_ref().unwrap_or(x);
     let [oh, ow] = geometry.output;
     let pixels = x.batch * oh * ow;
     let cout = w.out_channels;
+    if pixels == 0 {
+        return x.output(Vec::new(), [oh, ow], cout);
+    }
+    let padded = padded(x, geometry, pool);
+    let input = padded.as_ref().unwrap_or(x);
     let mut out = pool.overwrite(pixels * cout);
     // Equal tasks, a multiple of the thread count, so that no core idles at the end.
     let threads = rayon::current_num_threads().max(1);
@@ -327,6 +336,8 @@ mod tests {
             (1, 17, 19, 3, 16, 3, 1, [1, 1, 1, 1], 1),
             (1, 13, 12, 8, 24, 5, 1, [2, 2, 2, 2], 2),
             (3, 9, 10, 6, 35, 3, 2, [0, 1, 1, 0], 1),
+            // windows stop short of the last input row and column
+            (2, 12, 13, 3, 16, 3, 3, [1, 1, 0, 0], 1),
         ];
         for (batch, h, w, cin, cout, k, s, padding, groups) in cases {
             let oh = (h + padding[0] + padding[2] - k) / s + 1;
