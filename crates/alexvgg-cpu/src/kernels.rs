@@ -42,15 +42,19 @@ impl Nhwc {
         );
         let plane = height * width;
         let mut out = pool.overwrite(data.len());
-        out.par_chunks_mut(plane * channels.max(1))
-            .zip(data.par_chunks(plane * channels.max(1)))
-            .for_each(|(dst, src)| {
-                for (p, px) in dst.chunks_mut(channels.max(1)).enumerate() {
+        // One task per image row (a single image is most of the work at batch 1).
+        let row = width * channels;
+        if row > 0 {
+            out.par_chunks_mut(row).enumerate().for_each(|(r, dst)| {
+                let (n, y) = (r / height, r % height);
+                let src = &data[n * plane * channels + y * width..];
+                for (x, px) in dst.chunks_mut(channels).enumerate() {
                     for (c, v) in px.iter_mut().enumerate() {
-                        *v = src[c * plane + p];
+                        *v = src[c * plane + x];
                     }
                 }
             });
+        }
         Self {
             data: out,
             batch,
