@@ -232,6 +232,70 @@ fn task(
     }
 }
 
+/// `count` rows of `len` values in `data`, the first at `first`, each `stride` after the last.
+pub struct Rows<'a> {
+    /// Values.
+    pub data: &'a [f32],
+    /// Offset of the first row.
+    pub first: usize,
+    /// Distance between rows.
+    pub stride: usize,
+    /// Number of rows.
+    pub count: usize,
+    /// Values per row.
+    pub len: usize,
+}
+
+/// `dst[r * ld + c0 + o] = sum_i rows[r][i] * blocks[o / BLOCK][i][o % BLOCK]` for
+/// `o < channels`: a product whose right side is packed in blocks of [`BLOCK`] columns
+/// (`[blocks][len][BLOCK]`, zeros past `channels`), by the direct convolution's register tiles.
+///
+/// # Panics
+/// When the CPU lacks AVX2/FMA or a view does not fit its slice.
+pub fn rows_times_blocks(
+    rows: &Rows<'_>,
+    blocks: &[f32],
+    dst: &mut [f32],
+    ld: usize,
+    c0: usize,
+    channels: usize,
+) {
+    assert!(
+        DirectConv::available(),
+        "the register-tile kernel needs AVX2 and FMA"
+    );
+    let n_blocks = channels.div_ceil(BLOCK);
+    assert!(
+        blocks.len() >= n_blocks * rows.len * BLOCK,
+        "packed blocks too short"
+    );
+    let shape = Window {
+        rows: 1,
+        row_stride: 0,
+        runs: 1,
+        run_len: rows.len,
+        run_stride: 0,
+    };
+    let zero = [0.0f32; BLOCK];
+    for b in 0..n_blocks {
+        let weight = &blocks[b * rows.len * BLOCK..][..rows.len * BLOCK];
+        let width = BLOCK.min(channels - b * BLOCK);
+        let mut r = 0;
+        while r < rows.count {
+            let n = PIXELS.min(rows.count - r);
+            let offsets: [usize; PIXELS] =
+                std::array::from_fn(|j| rows.first + (r + j.min(n - 1)) * rows.stride);
+            // SAFETY: AVX2 and FMA are present (asserted above); `tile_avx2` checks every row
+            // against `rows.data` and the block against `weight`.
+            let tile = unsafe { tile_avx2(rows.data, &offsets, &shape, weight, &zero) };
+            for (j, sums) in tile.iter().take(n).enumerate() {
+                dst[(r + j) * ld + c0 + b * BLOCK..][..width].copy_from_slice(&sums[..width]);
+            }
+            r += n;
+        }
+    }
+}
+
 /// Where a window's values lie relative to its corner: `rows` rows `row_stride` apart, each made
 /// of `runs` runs of `run_len` contiguous values `run_stride` apart.
 struct Window {

@@ -10,13 +10,18 @@
 //! outputs instead of 100 for 5x5 (2.8x), paid for by the transforms (linear in the channel
 //! count) and 4x (1.4x) the filter memory.
 //!
-//! Tiles are processed in blocks of whole tile rows so that the transformed input and the
-//! products stay in the last-level cache; within a block the input transform runs in parallel
-//! over tiles, the 36 GEMMs in parallel over the transform index, the output transform in
-//! parallel over tile rows (bias and ReLU fused).
+//! Layers whose transformed filters are small (at most 2 MB: AlexNet's conv2, VGG's conv1_2 and
+//! conv2_1) run one tile row per task: the row's transformed input and products stay in the
+//! core's own cache through the three steps, and the products come from the direct convolution's
+//! register tiles (AlexNet's conv2 at batch 1: 1.9-2.3 ms -> 1.5-1.9 ms; batch 8 unchanged).
+//! Larger layers would re-read their filters for every row, so they process tiles in blocks of
+//! whole tile rows sized for the last-level cache: within a block the input transform runs in
+//! parallel over tiles, the 36 GEMMs in parallel over the transform index, the output
+//! transform in parallel over tile rows (bias and ReLU fused).
 
 use rayon::prelude::*;
 
+use crate::direct::{BLOCK, DirectConv, Rows, rows_times_blocks};
 use crate::gemm::{MatRef, sgemm_serial};
 use crate::kernels::{ConvGeometry, Nhwc};
 use crate::multiversion;
@@ -68,6 +73,10 @@ impl Variant {
 /// Bytes of transformed input and products that one block of tiles may use.
 const BLOCK_BYTES: usize = 8 << 20;
 
+/// Largest transformed filter (bytes) run tile row by tile row ([`WinogradConv::fused`]): each
+/// task reads all of it (at 8 MB AlexNet's 13x13 layers were measured 30-60% slower fused).
+const FUSED_MAX_BYTES: usize = 2 << 20;
+
 /// A 3x3 convolution's filters in the Winograd domain.
 #[derive(Clone, Debug)]
 pub struct WinogradConv {
@@ -83,23 +92,48 @@ pub struct WinogradConv {
     pub kernel: usize,
     /// Outputs per tile side.
     pub tile: usize,
-    /// `G g Gᵀ`, laid out `[t * t][groups][cin_g][cout_g]` (`t` the input tile side).
+    /// `G g Gᵀ`, laid out `[t * t][groups][blocks][cin_g][width]` (`t` the input tile side):
+    /// blocks of [`BLOCK`] output channels for the register-tile kernel (zeros past the group's
+    /// last channel) where the CPU has AVX2 and FMA, otherwise one block of `cout_g` (the row-major
+    /// `[cin_g][cout_g]` matrices of the GEMM).
     pub transformed: Vec<f32>,
+    /// Output channels per block of `transformed`.
+    pub width: usize,
+    /// Whether the layer runs tile row by tile row with the register-tile kernel (see
+    /// [`conv2d_winograd`]); the blocked layout goes with it.
+    pub fused: bool,
     /// One bias per output channel.
     pub bias: Vec<f32>,
 }
 
 impl WinogradConv {
-    /// Transforms a burn/PyTorch `[cout, cin / groups, 3, 3]` weight (in f64, rounded once).
+    /// Transforms a burn/PyTorch `[cout, cin / groups, k, k]` weight (in f64, rounded once); the
+    /// layer runs [fused](Self::fused) where the CPU has AVX2/FMA and the transformed filter has
+    /// at most 8 MB.
     ///
     /// # Panics
-    /// When the kernel is not 3x3 or the sizes disagree.
+    /// When the kernel does not match `variant` or the sizes disagree.
     pub fn from_oihw(
+        weight: &[f32],
+        dims: [usize; 4],
+        groups: usize,
+        bias: Vec<f32>,
+        variant: Variant,
+    ) -> Self {
+        let kk = variant.input() * variant.input();
+        let fused = kk * dims[0] * dims[1] * 4 <= FUSED_MAX_BYTES;
+        Self::with_layout(weight, dims, groups, bias, variant, fused)
+    }
+
+    /// [`from_oihw`](Self::from_oihw) with the fused form chosen by the caller (granted only
+    /// where the CPU has AVX2/FMA).
+    fn with_layout(
         weight: &[f32],
         [cout, cin_g, kh, kw]: [usize; 4],
         groups: usize,
         bias: Vec<f32>,
         variant: Variant,
+        fused: bool,
     ) -> Self {
         let side = variant.kernel();
         assert_eq!(
@@ -111,30 +145,38 @@ impl WinogradConv {
         assert_eq!(weight.len(), cout * cin_g * side * side, "conv weight size");
         assert_eq!(bias.len(), cout, "conv bias size");
         let cout_g = cout / groups;
-        let mut transformed = vec![0.0f32; kk * groups * cin_g * cout_g];
-        // Rows (g, c) split into tasks; each task owns its part of each of the 36 matrices,
-        // written with the output channel innermost (sequentially).
-        let rows = groups * cin_g;
-        let per_task = rows
-            .div_ceil(4 * rayon::current_num_threads().max(1))
+        let fused = fused && DirectConv::available();
+        let width = if fused { BLOCK } else { cout_g };
+        let blocks = cout_g.div_ceil(width);
+        let region = cin_g * width;
+        let mut transformed = vec![0.0f32; kk * groups * blocks * region];
+        // Tasks own a range of input channels of one block (g, b); each owns its part of each of
+        // the 36 matrices, written with the output channel innermost (sequentially).
+        let per_task = cin_g
+            .div_ceil((4 * rayon::current_num_threads()).div_ceil(groups * blocks))
             .max(1);
-        let tasks = rows.div_ceil(per_task);
-        let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(kk)).collect();
-        for matrix in transformed.chunks_mut(rows * cout_g) {
-            for (t, part) in matrix.chunks_mut(per_task * cout_g).enumerate() {
-                parts[t].push(part);
+        let c_tasks = cin_g.div_ceil(per_task);
+        let mut parts: Vec<Vec<&mut [f32]>> = (0..groups * blocks * c_tasks)
+            .map(|_| Vec::with_capacity(kk))
+            .collect();
+        for matrix in transformed.chunks_mut(groups * blocks * region) {
+            for (gb, block) in matrix.chunks_mut(region).enumerate() {
+                for (ct, part) in block.chunks_mut(per_task * width).enumerate() {
+                    parts[gb * c_tasks + ct].push(part);
+                }
             }
         }
         parts.into_par_iter().enumerate().for_each(|(t, mut outs)| {
-            for r in t * per_task..((t + 1) * per_task).min(rows) {
-                let (g, c) = (r / cin_g, r % cin_g);
-                let local = (r - t * per_task) * cout_g;
-                for og in 0..cout_g {
-                    let o = g * cout_g + og;
-                    let at = (o * cin_g + c) * side * side;
+            let (gb, ct) = (t / c_tasks, t % c_tasks);
+            let (g, b) = (gb / blocks, gb % blocks);
+            for c in ct * per_task..((ct + 1) * per_task).min(cin_g) {
+                let local = (c - ct * per_task) * width;
+                for o in 0..width.min(cout_g - b * width) {
+                    let oc = g * cout_g + b * width + o;
+                    let at = (oc * cin_g + c) * side * side;
                     let u = transform_filter(&weight[at..at + side * side], variant);
                     for (out, &v) in outs.iter_mut().zip(&u) {
-                        out[local + og] = v as f32;
+                        out[local + o] = v as f32;
                     }
                 }
             }
@@ -147,6 +189,8 @@ impl WinogradConv {
             kernel: side,
             tile: variant.tile(),
             transformed,
+            width,
+            fused,
             bias,
         }
     }
@@ -234,10 +278,13 @@ pub fn conv2d_winograd(
         supports(geometry) && geometry.kernel[0] == w.kernel,
         "Winograd needs the weights' kernel with stride 1"
     );
+    assert_eq!(x.channels, w.in_channels, "conv input channels");
+    if w.fused {
+        return conv2d_fused(x, w, geometry, relu, pool);
+    }
     let mt = w.tile;
     let side_in = w.variant.input();
     let kk = side_in * side_in;
-    assert_eq!(x.channels, w.in_channels, "conv input channels");
     let [oh, ow] = geometry.output;
     let (th, tw) = (oh.div_ceil(mt), ow.div_ceil(mt));
     let (cin, cout) = (w.in_channels, w.out_channels);
@@ -331,6 +378,95 @@ pub fn conv2d_winograd(
             },
         );
     }
+    x.output(out, [oh, ow], cout)
+}
+
+/// [`conv2d_winograd`] one tile row per task: the row's transformed input (`[tw][36][cin]`) and
+/// products (`[tw][36][cout]`) stay in the core's own cache between the three steps, and the
+/// products of a tile are already contiguous for the output transform. The products come from
+/// the direct convolution's register tiles over the blocked filters.
+fn conv2d_fused(
+    x: &Nhwc,
+    w: &WinogradConv,
+    geometry: &ConvGeometry,
+    relu: bool,
+    pool: &Pool,
+) -> Nhwc {
+    let mt = w.tile;
+    let side_in = w.variant.input();
+    let kk = side_in * side_in;
+    let [oh, ow] = geometry.output;
+    let (th, tw) = (oh.div_ceil(mt), ow.div_ceil(mt));
+    let (cin, cout) = (w.in_channels, w.out_channels);
+    let (cin_g, cout_g) = (cin / w.groups, cout / w.groups);
+    let blocks = cout_g.div_ceil(BLOCK);
+    let mut out = pool.overwrite(x.batch * oh * ow * cout);
+    // Output rows of each tile row: a tile row (n, ty) covers rows ty*mt .. min(ty*mt + mt, oh).
+    let mut rest: &mut [f32] = &mut out;
+    let mut targets: Vec<&mut [f32]> = Vec::with_capacity(x.batch * th);
+    for r in 0..x.batch * th {
+        let rows = mt.min(oh - (r % th) * mt);
+        let (head, tail) = rest.split_at_mut(rows * ow * cout);
+        targets.push(head);
+        rest = tail;
+    }
+    let (v_len, m_len) = (tw * kk * cin, tw * kk * cout);
+    let tmp_len = 2 * kk * cin + T_MAX * M_MAX * cout;
+    targets.into_par_iter().enumerate().for_each_init(
+        || pool.scratch(v_len + m_len + tmp_len),
+        |scratch, (r, dst)| {
+            let (n, ty) = (r / th, r % th);
+            let (v, rest) = scratch.split_at_mut(v_len);
+            let (m, tmp) = rest.split_at_mut(m_len);
+            // 1. input transform of the row's tiles: v[t][k][c]
+            for (tx, vt) in v.chunks_exact_mut(kk * cin).enumerate() {
+                gather_tile(
+                    x,
+                    geometry,
+                    [n, ty, tx],
+                    [mt, side_in],
+                    &mut tmp[..kk * cin],
+                );
+                // the second half of `tmp[..2 * kk * cin]` is the transform's own scratch
+                input_transform(&mut tmp[..2 * kk * cin], vt, cin, side_in);
+            }
+            // 2. products m[t][k][o] = sum_c v[t][k][c] * u[k][c][o]
+            for k in 0..kk {
+                for g in 0..w.groups {
+                    let at = (k * w.groups + g) * blocks * cin_g * BLOCK;
+                    let rows = Rows {
+                        data: v,
+                        first: k * cin + g * cin_g,
+                        stride: kk * cin,
+                        count: tw,
+                        len: cin_g,
+                    };
+                    let u = &w.transformed[at..at + blocks * cin_g * BLOCK];
+                    rows_times_blocks(&rows, u, &mut m[k * cout..], kk * cout, g * cout_g, cout_g);
+                }
+            }
+            // 3. output transform with bias and ReLU
+            let rows = dst.len() / (ow * cout);
+            for (tx, mt_values) in m.chunks_exact_mut(kk * cout).enumerate() {
+                output_transform(
+                    mt_values,
+                    tmp,
+                    dst,
+                    OutputPlace {
+                        channels: cout,
+                        row_len: ow * cout,
+                        x0: tx * mt,
+                        tile: mt,
+                        input: side_in,
+                        rows,
+                        cols: mt.min(ow - tx * mt),
+                    },
+                    &w.bias,
+                    relu,
+                );
+            }
+        },
+    );
     x.output(out, [oh, ow], cout)
 }
 
@@ -592,6 +728,9 @@ mod tests {
             (1, 27, 27, 8, 12, 2, [2, 2, 2, 2], 5),
             (2, 9, 8, 5, 3, 1, [0, 0, 0, 0], 5),
             (1, 10, 11, 4, 6, 1, [1, 2, 3, 0], 5),
+            // more than one block of 16 output channels, the last one partial
+            (2, 11, 12, 24, 40, 1, [1, 1, 1, 1], 3),
+            (1, 14, 13, 20, 36, 2, [2, 2, 2, 2], 5),
         ] {
             let x = Nhwc {
                 data: values(batch * h * w * cin, 1),
@@ -623,16 +762,24 @@ mod tests {
                 &[Variant::F2x5]
             };
             for &variant in variants {
-                let wino = conv2d_winograd(
-                    &x,
-                    &WinogradConv::from_oihw(&weight, dims, groups, bias.clone(), variant),
-                    &g,
-                    false,
-                    &pool,
-                );
-                assert_eq!(direct.data.len(), wino.data.len());
-                for (a, b) in direct.data.iter().zip(&wino.data) {
-                    assert!((a - b).abs() < 1e-4, "{variant:?}: {a} vs {b}");
+                // both forms: tile rows with the register tiles, and blocks with the GEMM
+                for fused in [true, false] {
+                    let w = WinogradConv::with_layout(
+                        &weight,
+                        dims,
+                        groups,
+                        bias.clone(),
+                        variant,
+                        fused,
+                    );
+                    let wino = conv2d_winograd(&x, &w, &g, false, &pool);
+                    assert_eq!(direct.data.len(), wino.data.len());
+                    for (a, b) in direct.data.iter().zip(&wino.data) {
+                        assert!(
+                            (a - b).abs() < 1e-4,
+                            "{variant:?} fused {fused}: {a} vs {b}"
+                        );
+                    }
                 }
             }
         }
