@@ -16,7 +16,7 @@ use crate::kernels::{
 };
 use crate::linear::{PackedLinear, linear};
 use crate::pool::Pool;
-use crate::winograd::{Variant, WinogradConv, conv2d_winograd};
+use crate::winograd::{Layout, Variant, WinogradConv, conv2d_winograd};
 
 /// How the engine computes its convolutions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -147,6 +147,15 @@ impl RawConv {
         let wino = |variant, bias: Vec<f32>| {
             WinogradConv::from_oihw(&self.weight, self.dims, self.groups, bias, variant)
         };
+        // For inputs with few tiles: the register tiles instead of the `gemm` crate, whose
+        // packing dominates such small products.
+        let wino_few_tiles = |variant, bias: Vec<f32>| {
+            let layout = match WinogradConv::default_layout(self.dims, variant) {
+                Layout::Gemm => Layout::Blocks,
+                other => other,
+            };
+            WinogradConv::with_layout(&self.weight, self.dims, self.groups, bias, variant, layout)
+        };
         let direct = |bias: Vec<f32>| {
             if DirectConv::available() {
                 ConvKernel::Direct(DirectConv::from_oihw(
@@ -176,12 +185,12 @@ impl RawConv {
                 if output
                     .is_some_and(|[h, w]| h.div_ceil(4) * w.div_ceil(4) < WINOGRAD_MIN_TILES) =>
             {
-                ConvKernel::Winograd(wino(small, self.bias), None)
+                ConvKernel::Winograd(wino_few_tiles(small, self.bias), None)
             }
             (ConvAlgorithm::Auto, Some(side)) => {
                 let fallback = (self.weight.len() * 4 <= KEEP_BOTH_BYTES).then(|| {
                     Box::new(if side == 3 {
-                        ConvKernel::Winograd(wino(small, self.bias.clone()), None)
+                        ConvKernel::Winograd(wino_few_tiles(small, self.bias.clone()), None)
                     } else {
                         direct(self.bias.clone())
                     })
