@@ -1,178 +1,186 @@
 //! Fully connected layers at inference batch sizes.
 //!
 //! At batch 1-8 a fully connected layer is a stream over its weights (AlexNet's fc6 is 151 MB,
-//! VGG16's 411 MB) with a few multiply-adds per weight. A general GEMM packs those weights into
-//! its panel format on every call — one more pass over hundreds of megabytes — so the engine
-//! packs them once, when it is built, into column panels of [`PANEL`] outputs
-//! (`[d_out / 8][d_in][8]`), and its kernel reads each panel front to back exactly once per
-//! call, whatever the batch: the panel (`d_in x 8` values, 295 KB for AlexNet's fc6) stays in
-//! the core's L2 cache while every group of [`ROWS`] input rows is multiplied by it.
+//! VGG16's 411 MB) with a few multiply-adds per weight, so the kernels are built around reading
+//! the weights once, as fast as memory delivers them, and not at all where they do not count:
+//!
+//! - The weights stay in burn's `[d_in, d_out]` row-major layout (no packing when the engine is
+//!   built: a packed copy of VGG16's fc6 took 0.19 s to make, mostly first-touch page faults).
+//! - Rows are taken four at a time, as four concurrent read streams (one stream per core
+//!   reached 10-15% less bandwidth), each output vector updated once per four rows.
+//! - A row whose input is zero for every image of the group is skipped: after ReLU (and
+//!   dropout's absence at inference) many inputs are exactly zero, and a skipped row is
+//!   `d_out` weights never read. The result is the same sum without its zero terms.
+//!
+//! At batch 1 the non-zero rows are split between the cores, each summing into its own output
+//! vector; at larger batches images go in groups of [`ROWS`] and the output columns are split,
+//! each core keeping its `ROWS x columns` sums in its own cache.
 
 use rayon::prelude::*;
 
-use crate::multiversion;
 use crate::pool::Pool;
 
-/// Outputs per weight panel (one 256-bit vector).
-pub const PANEL: usize = 8;
-/// Input rows multiplied together against one panel.
+/// Images multiplied together against each weight row.
 pub const ROWS: usize = 8;
-/// Concurrent read streams per panel at batch 1.
+/// Weight rows read together.
 const STREAMS: usize = 4;
 
-/// A fully connected layer's weights in column panels.
+/// A fully connected layer: `y = x W + b` with `W` `[d_in, d_out]` row-major (burn's and
+/// TensorFlow's layout).
 #[derive(Clone, Debug)]
-pub struct PackedLinear {
+pub struct LinearWeights {
     /// Input features.
     pub d_in: usize,
     /// Output features.
     pub d_out: usize,
-    /// `[ceil(d_out / 8)][d_in][8]`, the last panel zero-padded.
-    panels: Vec<f32>,
+    /// `[d_in][d_out]`.
+    weight: Vec<f32>,
     /// One bias per output.
     pub bias: Vec<f32>,
 }
 
-impl PackedLinear {
-    /// Packs a `[d_in, d_out]` row-major weight (burn's and TensorFlow's layout), consuming it:
-    /// rows are moved from the end and the source is shrunk as it goes, so that packing does not
-    /// hold two full copies of a large layer at once.
+impl LinearWeights {
+    /// Takes a `[d_in, d_out]` row-major weight as it is (no copy).
     ///
     /// # Panics
     /// When the sizes disagree.
-    pub fn from_in_out(mut weight: Vec<f32>, d_in: usize, d_out: usize, bias: Vec<f32>) -> Self {
+    pub fn from_in_out(weight: Vec<f32>, d_in: usize, d_out: usize, bias: Vec<f32>) -> Self {
         assert_eq!(weight.len(), d_in * d_out, "linear weight size");
         assert_eq!(bias.len(), d_out, "linear bias size");
-        let panels_n = d_out.div_ceil(PANEL);
-        // Zero-filled allocations are mapped lazily: pages count once written.
-        let mut panels = vec![0.0f32; panels_n * d_in * PANEL];
-        // Blocks of rows from the end: a block (4 MB; 1 MB blocks were measured 25% slower on
-        // VGG16's fc6) is written as one run per panel; then the source is shrunk past it, so
-        // that packing never holds two full copies of a large layer. Most of what remains is
-        // the kernel's first-touch page faults on the panels (about 2 us per 4 KB page here).
-        let block = ((1 << 20) / d_out.max(1)).clamp(1, PANEL * 64);
-        let mut end = d_in;
-        let mut shrunk_at = weight.len();
-        while end > 0 {
-            let start = end.saturating_sub(block);
-            let source = &weight[start * d_out..end * d_out];
-            panels
-                .par_chunks_mut(d_in * PANEL)
-                .enumerate()
-                .for_each(|(p, panel)| {
-                    let cols = PANEL.min(d_out - p * PANEL);
-                    let dst = &mut panel[start * PANEL..end * PANEL];
-                    for (row, out) in source.chunks_exact(d_out).zip(dst.chunks_exact_mut(PANEL)) {
-                        let src = &row[p * PANEL..p * PANEL + cols];
-                        if let (Ok(out), Ok(src)) = (
-                            <&mut [f32; PANEL]>::try_from(&mut *out),
-                            <&[f32; PANEL]>::try_from(src),
-                        ) {
-                            *out = *src;
-                        } else {
-                            out[..cols].copy_from_slice(src);
-                        }
-                    }
-                });
-            weight.truncate(start * d_out);
-            // give the packed rows back every 16 MB (each shrink is a remap of the allocation)
-            if shrunk_at - weight.len() >= (16 << 20) / 4 {
-                weight.shrink_to_fit();
-                shrunk_at = weight.len();
-            }
-            end = start;
-        }
         Self {
             d_in,
             d_out,
-            panels,
+            weight,
             bias,
         }
     }
 }
 
-/// One panel times one group of `ROWS` rows: `xt` is `[d_in][ROWS]` (the rows transposed),
-/// `panel` is `[d_in][PANEL]`; returns `[ROWS][PANEL]`.
-fn panel_rows(xt: &[f32], panel: &[f32]) -> [[f32; PANEL]; ROWS] {
-    assert_eq!(
-        xt.len() / ROWS,
-        panel.len() / PANEL,
-        "panel and rows disagree"
+/// `y[r * ld + c] += sum_k x[k][r] * w[k][c0 + c]` (`c < cols`) over the weight rows `rows`, for
+/// the `R` images of a group: `x` is `[d_in][R]` (images innermost).
+fn rows_update<const R: usize>(
+    rows: &[u32],
+    x: &[f32],
+    w: &LinearWeights,
+    [c0, cols]: [usize; 2],
+    y: &mut [f32],
+    ld: usize,
+) {
+    assert!(c0 + cols <= w.d_out, "columns outside the layer");
+    assert!(
+        cols <= ld && y.len() >= (R - 1) * ld + cols,
+        "sums too short"
+    );
+    assert!(x.len() >= w.d_in * R, "inputs too short");
+    assert!(
+        rows.iter().all(|&k| (k as usize) < w.d_in),
+        "row outside the layer"
     );
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
-        // SAFETY: AVX2 and FMA are present (checked just above); lengths checked above.
-        return unsafe { panel_rows_avx2(xt, panel) };
+        // SAFETY: AVX2 and FMA are present (checked just above); rows, columns and inputs were
+        // checked against the slices above.
+        unsafe { rows_update_avx2::<R>(rows, x, w, [c0, cols], y, ld) };
+        return;
     }
-    let mut acc = [[0.0f32; PANEL]; ROWS];
-    for (xk, wk) in xt.chunks_exact(ROWS).zip(panel.chunks_exact(PANEL)) {
-        for (a, &x) in acc.iter_mut().zip(xk) {
-            for (s, &w) in a.iter_mut().zip(wk) {
-                *s += x * w;
+    for &k in rows {
+        let k = k as usize;
+        let wr = &w.weight[k * w.d_out + c0..][..cols];
+        for (r, yr) in y.chunks_mut(ld).take(R).enumerate() {
+            let xv = x[k * R + r];
+            for (o, &wv) in yr.iter_mut().zip(wr) {
+                *o += xv * wv;
             }
         }
     }
-    acc
 }
 
-/// [`panel_rows`] with eight 256-bit accumulators held in registers.
+/// [`rows_update`] with AVX2 + FMA: rows four at a time, one 8-column vector of each row loaded
+/// and applied to all `R` images before moving on.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA, and `xt.len() / ROWS == panel.len() / PANEL`.
+/// The CPU must support AVX2 and FMA; every row index is below `w.d_in`,
+/// `c0 + cols <= w.d_out`, `y.len() >= (R - 1) * ld + cols` and `x.len() >= w.d_in * R`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn panel_rows_avx2(xt: &[f32], panel: &[f32]) -> [[f32; PANEL]; ROWS] {
+unsafe fn rows_update_avx2<const R: usize>(
+    rows: &[u32],
+    x: &[f32],
+    w: &LinearWeights,
+    [c0, cols]: [usize; 2],
+    y: &mut [f32],
+    ld: usize,
+) {
     use std::arch::x86_64::*;
-    let k_len = panel.len() / PANEL;
-    let mut acc = [_mm256_setzero_ps(); ROWS];
-    let (x, w) = (xt.as_ptr(), panel.as_ptr());
-    for k in 0..k_len {
-        // SAFETY: k < k_len, so the 8 values at w + 8k and x + 8k are inside the slices.
-        unsafe {
-            let wk = _mm256_loadu_ps(w.add(k * PANEL));
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*x.add(k * ROWS + r)), wk, *a);
+    let vec_cols = cols / 8 * 8;
+    let yp = y.as_mut_ptr();
+    // SAFETY (whole body): rows < d_in and columns < c0 + cols <= d_out (caller), so every
+    // weight read lies in `w.weight`; image r < R and row k < d_in index `x` (caller); outputs
+    // index `y` below (R - 1) * ld + cols.
+    unsafe {
+        for group in rows.chunks(STREAMS) {
+            // Short last group: repeat its last row with zero inputs.
+            let ks: [usize; STREAMS] =
+                std::array::from_fn(|i| group[i.min(group.len() - 1)] as usize);
+            let zeros = [0.0f32; R];
+            let xp: [*const f32; STREAMS] = std::array::from_fn(|i| {
+                if i < group.len() {
+                    x.as_ptr().add(ks[i] * R)
+                } else {
+                    zeros.as_ptr()
+                }
+            });
+            let wp: [*const f32; STREAMS] =
+                std::array::from_fn(|i| w.weight.as_ptr().add(ks[i] * w.d_out + c0));
+            let mut j = 0;
+            while j < vec_cols {
+                let w0 = _mm256_loadu_ps(wp[0].add(j));
+                let w1 = _mm256_loadu_ps(wp[1].add(j));
+                let w2 = _mm256_loadu_ps(wp[2].add(j));
+                let w3 = _mm256_loadu_ps(wp[3].add(j));
+                for r in 0..R {
+                    let at = yp.add(r * ld + j);
+                    let mut a = _mm256_loadu_ps(at);
+                    a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*xp[0].add(r)), w0, a);
+                    a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*xp[1].add(r)), w1, a);
+                    a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*xp[2].add(r)), w2, a);
+                    a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*xp[3].add(r)), w3, a);
+                    _mm256_storeu_ps(at, a);
+                }
+                j += 8;
             }
-        }
-    }
-    let mut out = [[0.0f32; PANEL]; ROWS];
-    for (o, a) in out.iter_mut().zip(acc) {
-        // SAFETY: `o` holds exactly 8 floats.
-        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), a) };
-    }
-    out
-}
-
-multiversion! {
-    /// One panel times one row: `x` is `[d_in]`, `panel` `[d_in][PANEL]`.
-    fn panel_row(x: &[f32], panel: &[f32]) -> [f32; PANEL] {
-        // The panel is read as four streams, one per quarter of its rows, each with its own
-        // partial sum: more reads in flight than one front-to-back stream (measured 5-15% more
-        // bandwidth on AlexNet's fc6 at batch 1), and four independent add chains.
-        let seg = x.len() / STREAMS;
-        let mut acc = [[0.0f32; PANEL]; STREAMS];
-        for i in 0..seg {
-            for (n, a) in acc.iter_mut().enumerate() {
-                let k = n * seg + i;
-                let xv = x[k];
-                for (s, &w) in a.iter_mut().zip(&panel[k * PANEL..(k + 1) * PANEL]) {
-                    *s += xv * w;
+            for j in vec_cols..cols {
+                for r in 0..R {
+                    let mut v = *yp.add(r * ld + j);
+                    for i in 0..STREAMS {
+                        v += *xp[i].add(r) * *wp[i].add(j);
+                    }
+                    *yp.add(r * ld + j) = v;
                 }
             }
         }
-        for (k, &xv) in x.iter().enumerate().skip(seg * STREAMS) {
-            for (s, &w) in acc[0].iter_mut().zip(&panel[k * PANEL..(k + 1) * PANEL]) {
-                *s += xv * w;
-            }
-        }
-        let mut out = [0.0f32; PANEL];
-        for a in &acc {
-            for (o, v) in out.iter_mut().zip(a) {
-                *o += v;
-            }
-        }
-        out
     }
+}
+
+/// A zeroed buffer for `rows` rows of `cols` sums, and where they start in it and their
+/// stride: rows `cols` rounded up plus 64 bytes apart, and the start 2 KB (mod 4 KB) away from
+/// `anchor` (the first weight the kernel reads). Sums and weights otherwise tend to share their
+/// address bits 0-11 (rows 8 KB or 16 KB apart), and a load that matches an earlier store in
+/// those bits waits for it ("4K aliasing"): measured 1.6-1.9x slower at batch 8 on some runs.
+fn sums_buffer(
+    pool: &Pool,
+    rows: usize,
+    cols: usize,
+    anchor: *const f32,
+) -> (Vec<f32>, usize, usize) {
+    let ld = if rows > 1 {
+        cols.next_multiple_of(16) + 16
+    } else {
+        cols
+    };
+    let buf = pool.vec((rows - 1) * ld + cols + 1024);
+    let gap = (anchor as usize + 2048).wrapping_sub(buf.as_ptr() as usize) % 4096;
+    (buf, gap / 4, ld)
 }
 
 /// `y = x W + b`, then ReLU if asked.
@@ -180,53 +188,70 @@ multiversion! {
 /// # Shapes
 /// - `x`: `[batch, d_in]` row-major
 /// - output: `[batch, d_out]` row-major
-pub fn linear(x: &[f32], batch: usize, w: &PackedLinear, relu: bool, pool: &Pool) -> Vec<f32> {
+pub fn linear(x: &[f32], batch: usize, w: &LinearWeights, relu: bool, pool: &Pool) -> Vec<f32> {
     let (d_in, d_out) = (w.d_in, w.d_out);
     assert_eq!(x.len(), batch * d_in, "linear input size");
-    let groups = batch.div_ceil(ROWS);
-    // Rows transposed per group: xt[g][k][r] (zero rows pad the last group).
-    // zero rows pad the last group
-    let mut xt = pool.vec(if batch > 1 { groups * d_in * ROWS } else { 0 });
-    if batch > 1 {
-        for (b, row) in x.chunks(d_in).enumerate() {
-            let (g, r) = (b / ROWS, b % ROWS);
-            let dst = &mut xt[g * d_in * ROWS..(g + 1) * d_in * ROWS];
-            for (k, &v) in row.iter().enumerate() {
-                dst[k * ROWS + r] = v;
-            }
+    let threads = rayon::current_num_threads().max(1);
+    let mut y = pool.overwrite(batch * d_out);
+    if batch == 1 {
+        // Non-zero rows split between the cores, each summing into its own vector.
+        let rows: Vec<u32> = (0..d_in as u32).filter(|&k| x[k as usize] != 0.0).collect();
+        let per_task = rows.len().div_ceil(threads).max(STREAMS);
+        let partial: Vec<(Vec<f32>, usize)> = rows
+            .par_chunks(per_task)
+            .map(|part| {
+                let (mut buf, at, ld) = sums_buffer(pool, 1, d_out, w.weight.as_ptr());
+                rows_update::<1>(part, x, w, [0, d_out], &mut buf[at..], ld);
+                (buf, at)
+            })
+            .collect();
+        y.copy_from_slice(&w.bias);
+        for (buf, at) in partial {
+            y.iter_mut().zip(&buf[at..]).for_each(|(o, s)| *o += s);
+            pool.give(buf);
         }
-    }
-    let panels_n = d_out.div_ceil(PANEL);
-    // Results panel-major: out_p[p][b][PANEL].
-    let mut out_p = pool.scratch(panels_n * batch * PANEL);
-    out_p
-        .par_chunks_mut(batch * PANEL)
-        .enumerate()
-        .for_each(|(p, dst)| {
-            let panel = &w.panels[p * d_in * PANEL..(p + 1) * d_in * PANEL];
-            if batch == 1 {
-                dst.copy_from_slice(&panel_row(x, panel));
-                return;
-            }
-            for g in 0..groups {
-                let acc = panel_rows(&xt[g * d_in * ROWS..(g + 1) * d_in * ROWS], panel);
-                for (r, a) in acc.iter().enumerate() {
-                    let b = g * ROWS + r;
-                    if b < batch {
-                        dst[b * PANEL..(b + 1) * PANEL].copy_from_slice(a);
-                    }
+    } else {
+        // Images in groups of ROWS (inputs transposed, zeros padding the last group); the
+        // columns split between the cores.
+        let cols = d_out.div_ceil(threads).next_multiple_of(8).max(8);
+        let mut xt = pool.vec(d_in * ROWS);
+        for (g, images) in x.chunks(d_in * ROWS).enumerate() {
+            xt.fill(0.0);
+            for (r, image) in images.chunks_exact(d_in).enumerate() {
+                for (k, &v) in image.iter().enumerate() {
+                    xt[k * ROWS + r] = v;
                 }
             }
-        });
-    let mut y = pool.overwrite(batch * d_out);
-    for (b, row) in y.chunks_mut(d_out).enumerate() {
-        for (p, cols) in row.chunks_mut(PANEL).enumerate() {
-            let src = &out_p[(p * batch + b) * PANEL..];
-            for ((o, &s), &bias) in cols.iter_mut().zip(src).zip(&w.bias[p * PANEL..]) {
-                let v = s + bias;
-                *o = if relu { v.max(0.0) } else { v };
+            let rows: Vec<u32> = (0..d_in as u32)
+                .filter(|&k| xt[k as usize * ROWS..][..ROWS].iter().any(|&v| v != 0.0))
+                .collect();
+            let n = images.len() / d_in;
+            let parts: Vec<_> = (0..d_out.div_ceil(cols))
+                .into_par_iter()
+                .map(|p| {
+                    let c0 = p * cols;
+                    let width = cols.min(d_out - c0);
+                    let anchor = w.weight[c0..].as_ptr();
+                    let (mut buf, at, ld) = sums_buffer(pool, ROWS, width, anchor);
+                    rows_update::<ROWS>(&rows, &xt, w, [c0, width], &mut buf[at..], ld);
+                    (c0, width, buf, at, ld)
+                })
+                .collect();
+            for (c0, width, buf, at, ld) in parts {
+                for r in 0..n {
+                    let src = &buf[at + r * ld..][..width];
+                    let dst = &mut y[(g * ROWS + r) * d_out + c0..][..width];
+                    for ((o, &s), &b) in dst.iter_mut().zip(src).zip(&w.bias[c0..]) {
+                        *o = s + b;
+                    }
+                }
+                pool.give(buf);
             }
         }
+        pool.give(xt);
+    }
+    if relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
     }
     y
 }
@@ -236,38 +261,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn packed_linear_matches_the_naive_product() {
+    fn linear_matches_the_naive_product_with_and_without_zero_inputs() {
         for (batch, d_in, d_out) in [
             (1, 37, 21),
             (3, 64, 8),
             (8, 5, 17),
             (11, 100, 40),
             (1, 4, 3),
+            (2, 9, 1000),
+            (17, 30, 12),
         ] {
             let w: Vec<f32> = (0..d_in * d_out)
                 .map(|i| ((i * 7919) % 97) as f32 / 48.0 - 1.0)
                 .collect();
-            let x: Vec<f32> = (0..batch * d_in)
-                .map(|i| ((i * 104729) % 89) as f32 / 44.0 - 1.0)
-                .collect();
             let bias: Vec<f32> = (0..d_out).map(|i| i as f32 * 0.1 - 1.0).collect();
-            let packed = PackedLinear::from_in_out(w.clone(), d_in, d_out, bias.clone());
-            for relu in [false, true] {
-                let y = linear(&x, batch, &packed, relu, &Pool::new());
-                for b in 0..batch {
-                    for o in 0..d_out {
-                        let mut want: f32 = (0..d_in)
-                            .map(|k| x[b * d_in + k] * w[k * d_out + o])
-                            .sum::<f32>()
-                            + bias[o];
-                        if relu {
-                            want = want.max(0.0);
+            let layer = LinearWeights::from_in_out(w.clone(), d_in, d_out, bias.clone());
+            // dense inputs, then inputs with most values (and whole rows) exactly zero
+            for zeros in [false, true] {
+                let x: Vec<f32> = (0..batch * d_in)
+                    .map(|i| {
+                        let v = ((i * 104729) % 89) as f32 / 44.0 - 1.0;
+                        if zeros && (i % d_in) % 3 != 1 { 0.0 } else { v }
+                    })
+                    .collect();
+                for relu in [false, true] {
+                    let y = linear(&x, batch, &layer, relu, &Pool::new());
+                    for b in 0..batch {
+                        for o in 0..d_out {
+                            let mut want: f32 = (0..d_in)
+                                .map(|k| x[b * d_in + k] * w[k * d_out + o])
+                                .sum::<f32>()
+                                + bias[o];
+                            if relu {
+                                want = want.max(0.0);
+                            }
+                            let got = y[b * d_out + o];
+                            assert!(
+                                (got - want).abs() < 1e-4,
+                                "{batch}x{d_in}x{d_out} zeros {zeros} [{b},{o}]: {got} vs {want}"
+                            );
                         }
-                        let got = y[b * d_out + o];
-                        assert!(
-                            (got - want).abs() < 1e-4,
-                            "{batch}x{d_in}x{d_out} [{b},{o}]: {got} vs {want}"
-                        );
                     }
                 }
             }

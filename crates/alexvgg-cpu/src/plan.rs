@@ -14,7 +14,7 @@ use crate::direct::{DirectConv, conv2d_direct};
 use crate::kernels::{
     ConvGeometry, Nhwc, PackedConv, adaptive_avg_pool2d, conv2d, lrn, max_pool2d,
 };
-use crate::linear::{PackedLinear, linear};
+use crate::linear::{LinearWeights, linear};
 use crate::pool::Pool;
 use crate::winograd::{Layout, Variant, WinogradConv, conv2d_winograd};
 
@@ -291,7 +291,7 @@ enum Op {
     },
     Linear {
         name: String,
-        weights: PackedLinear,
+        weights: LinearWeights,
         relu: bool,
     },
 }
@@ -401,7 +401,7 @@ fn linear_ops(layers: [(&str, BlockLinear); 3]) -> Result<Vec<Op>, EngineError> 
             let bias = values(&format!("{name}.bias"), bias)?;
             Ok(Op::Linear {
                 name: name.to_string(),
-                weights: PackedLinear::from_in_out(weight, d_in, d_out, bias),
+                weights: LinearWeights::from_in_out(weight, d_in, d_out, bias),
                 relu: i < 2,
             })
         })
