@@ -4,9 +4,10 @@
 //! (see the README's benchmark table): every convolution converts NCHW to NHWC and back, builds
 //! its im2col matrix, and leaves one of two cores idle in the GEMM for many layer shapes. This
 //! crate compiles a [`Model`](alexvgg_models::Model) once into a list of kernel calls on
-//! channels-last buffers: weights packed for the GEMM, BatchNorm folded into the convolutions,
-//! bias and ReLU fused into the convolution tiles, and the work split across the rayon pool by
-//! us (see [`gemm`]).
+//! channels-last buffers: convolution filters transformed or packed once for their kernel
+//! ([`direct`], [`winograd`], [`kernels`]), BatchNorm folded into the convolutions, bias and
+//! ReLU fused, fully connected layers streaming their weights and skipping rows whose inputs
+//! are zero ([`linear`]), and the work split across the rayon pool by us (see [`gemm`]).
 //!
 //! The model code stays backend-agnostic; this is a separate, inference-only path with the same
 //! parity tests as the burn model (`tests/engine.rs` at the workspace root).

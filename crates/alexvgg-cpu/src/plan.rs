@@ -322,8 +322,9 @@ pub enum Activation<'a> {
     },
 }
 
-/// A network compiled for the CPU kernels of this crate: weights packed once for the GEMMs,
-/// BatchNorm folded into the convolutions, activations kept channels-last between layers.
+/// A network compiled for the CPU kernels of this crate: convolution filters packed or
+/// transformed once for their kernels, BatchNorm folded into the convolutions, fully connected
+/// weights kept as burn holds them, activations kept channels-last between layers.
 ///
 /// It computes what the burn model it was built from computes (inference mode: no dropout,
 /// BatchNorm with running statistics) and holds the only copy of the weights.
@@ -409,8 +410,9 @@ fn linear_ops(layers: [(&str, BlockLinear); 3]) -> Result<Vec<Op>, EngineError> 
 }
 
 impl Engine {
-    /// Compiles `model`, consuming it so that each layer's burn parameters are freed as soon as
-    /// they are packed (peak memory stays near one copy of the weights).
+    /// Compiles `model`, consuming it so that each convolution's burn parameters are freed as
+    /// soon as they are packed and the fully connected weights are taken over without a copy
+    /// (peak memory stays near one copy of the weights).
     ///
     /// # Errors
     /// [`EngineError::Parameter`] when a parameter cannot be read as `f32`, and
