@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{ConvGeometry, Nhwc};
+use crate::kernels::{ConvGeometry, Nhwc, pack_patches};
 use crate::pool::Pool;
 
 /// Output channels per register tile (two 256-bit vectors).
@@ -61,25 +61,7 @@ impl DirectConv {
     ) -> Self {
         assert_eq!(weight.len(), cout * cin_g * kh * kw, "conv weight size");
         assert_eq!(bias.len(), cout, "conv bias size");
-        let cout_g = cout / groups;
-        let blocks = cout_g.div_ceil(BLOCK);
-        let kdim = kh * kw * cin_g;
-        let mut packed = vec![0.0; groups * blocks * kdim * BLOCK];
-        for (gb, dst) in packed.chunks_exact_mut(kdim * BLOCK).enumerate() {
-            let (g, b) = (gb / blocks, gb % blocks);
-            for o in 0..BLOCK.min(cout_g - b * BLOCK) {
-                let oc = g * cout_g + b * BLOCK + o;
-                let src = &weight[oc * cin_g * kh * kw..(oc + 1) * cin_g * kh * kw];
-                for c in 0..cin_g {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let row = (ky * kw + kx) * cin_g + c;
-                            dst[row * BLOCK + o] = src[(c * kh + ky) * kw + kx];
-                        }
-                    }
-                }
-            }
-        }
+        let packed = pack_patches(weight, [cout, cin_g, kh, kw], groups, BLOCK);
         Self {
             in_channels: cin_g * groups,
             out_channels: cout,

@@ -143,23 +143,7 @@ impl PackedConv {
         assert_eq!(weight.len(), cout * cin_g * kh * kw, "conv weight size");
         assert_eq!(bias.len(), cout, "conv bias size");
         let cout_g = cout / groups;
-        let kdim = kh * kw * cin_g;
-        let mut packed = vec![0.0; weight.len()];
-        for g in 0..groups {
-            let dst = &mut packed[g * kdim * cout_g..(g + 1) * kdim * cout_g];
-            // Output channel innermost: the packed rows are written sequentially.
-            for c in 0..cin_g {
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let row = (ky * kw + kx) * cin_g + c;
-                        for o in 0..cout_g {
-                            let oc = g * cout_g + o;
-                            dst[row * cout_g + o] = weight[((oc * cin_g + c) * kh + ky) * kw + kx];
-                        }
-                    }
-                }
-            }
-        }
+        let packed = pack_patches(weight, [cout, cin_g, kh, kw], groups, cout_g);
         Self {
             in_channels: cin_g * groups,
             out_channels: cout,
@@ -169,6 +153,38 @@ impl PackedConv {
             bias,
         }
     }
+}
+
+/// A `[cout, cin_g, kh, kw]` weight as patch-row matrices: per group, per block of `width` output
+/// channels, a `[kh * kw * cin_g][width]` matrix whose rows follow the NHWC patch order
+/// `(ky, kx, c)`, zeros past the group's last channel (`width = cout_g`: one row-major matrix per
+/// group, for the GEMM; 16: the direct kernel's blocks).
+pub(crate) fn pack_patches(
+    weight: &[f32],
+    [cout, cin_g, kh, kw]: [usize; 4],
+    groups: usize,
+    width: usize,
+) -> Vec<f32> {
+    let cout_g = cout / groups;
+    let blocks = cout_g.div_ceil(width);
+    let kdim = kh * kw * cin_g;
+    let mut packed = vec![0.0; groups * blocks * kdim * width];
+    for (gb, dst) in packed.chunks_exact_mut(kdim * width).enumerate() {
+        let (g, b) = (gb / blocks, gb % blocks);
+        for c in 0..cin_g {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = &mut dst[((ky * kw + kx) * cin_g + c) * width..][..width];
+                    // output channel innermost: each packed row is written sequentially
+                    for (o, v) in row.iter_mut().take(cout_g - b * width).enumerate() {
+                        let oc = g * cout_g + b * width + o;
+                        *v = weight[((oc * cin_g + c) * kh + ky) * kw + kx];
+                    }
+                }
+            }
+        }
+    }
+    packed
 }
 
 /// Output pixels per task of a large convolution: enough rows for the GEMM to run at full

@@ -105,6 +105,35 @@ pub struct WinogradConv {
     pub bias: Vec<f32>,
 }
 
+impl WinogradConv {
+    /// Products of transform index `k` and group `g` by the register tiles (a blocked layout):
+    /// `m[t * ld + g * cout_g + o] = sum_c v[(t * 36 + k) * cin + g * cin_g + c] * u[k][g][c][o]`
+    /// for `tiles` tiles (`v` is `[tiles][t * t][cin]`).
+    fn block_products(
+        &self,
+        [k, g]: [usize; 2],
+        v: &[f32],
+        tiles: usize,
+        m: &mut [f32],
+        ld: usize,
+    ) {
+        let kk = self.variant.input() * self.variant.input();
+        let cin_g = self.in_channels / self.groups;
+        let cout_g = self.out_channels / self.groups;
+        let blocks = cout_g.div_ceil(BLOCK);
+        let at = (k * self.groups + g) * blocks * cin_g * BLOCK;
+        let rows = Rows {
+            data: v,
+            first: k * self.in_channels + g * cin_g,
+            stride: kk * self.in_channels,
+            count: tiles,
+            len: cin_g,
+        };
+        let u = &self.transformed[at..at + blocks * cin_g * BLOCK];
+        rows_times_blocks(&rows, u, m, ld, g * cout_g, cout_g);
+    }
+}
+
 /// How a Winograd layer's products are computed, and the filter layout that goes with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -379,17 +408,7 @@ pub fn conv2d_winograd(
                         let b = MatRef::new(&w.transformed, u_off, cout_g);
                         sgemm_serial(nt, cout_g, cin_g, a, b, &mut mk[g * cout_g..], cout);
                     } else {
-                        let blocks = cout_g.div_ceil(BLOCK);
-                        let at = (k * w.groups + g) * blocks * cin_g * BLOCK;
-                        let rows = Rows {
-                            data: v_ref,
-                            first: k * cin + g * cin_g,
-                            stride: kk * cin,
-                            count: nt,
-                            len: cin_g,
-                        };
-                        let u = &w.transformed[at..at + blocks * cin_g * BLOCK];
-                        rows_times_blocks(&rows, u, mk, cout, g * cout_g, cout_g);
+                        w.block_products([k, g], v_ref, nt, mk, cout);
                     }
                 }
             });
@@ -448,8 +467,6 @@ fn conv2d_fused(
     let [oh, ow] = geometry.output;
     let (th, tw) = (oh.div_ceil(mt), ow.div_ceil(mt));
     let (cin, cout) = (w.in_channels, w.out_channels);
-    let (cin_g, cout_g) = (cin / w.groups, cout / w.groups);
-    let blocks = cout_g.div_ceil(BLOCK);
     let mut out = pool.overwrite(x.batch * oh * ow * cout);
     // Output rows of each tile row: a tile row (n, ty) covers rows ty*mt .. min(ty*mt + mt, oh).
     let mut rest: &mut [f32] = &mut out;
@@ -483,16 +500,7 @@ fn conv2d_fused(
             // 2. products m[t][k][o] = sum_c v[t][k][c] * u[k][c][o]
             for k in 0..kk {
                 for g in 0..w.groups {
-                    let at = (k * w.groups + g) * blocks * cin_g * BLOCK;
-                    let rows = Rows {
-                        data: v,
-                        first: k * cin + g * cin_g,
-                        stride: kk * cin,
-                        count: tw,
-                        len: cin_g,
-                    };
-                    let u = &w.transformed[at..at + blocks * cin_g * BLOCK];
-                    rows_times_blocks(&rows, u, &mut m[k * cout..], kk * cout, g * cout_g, cout_g);
+                    w.block_products([k, g], v, tw, &mut m[k * cout..], kk * cout);
                 }
             }
             // 3. output transform with bias and ReLU
