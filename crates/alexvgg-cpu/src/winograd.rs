@@ -362,16 +362,7 @@ pub fn conv2d_winograd(
     let mut v = pool.scratch(block_tiles * kk * cin);
     let mut m = pool.scratch(kk * block_tiles * cout);
     // Output rows of each tile row: a tile row (n, ty) covers rows ty*4 .. min(ty*4 + 4, oh).
-    let mut rest: &mut [f32] = &mut out;
-    let mut row_chunks: Vec<&mut [f32]> = Vec::with_capacity(tile_rows);
-    for r in 0..tile_rows {
-        let ty = r % th;
-        let rows = mt.min(oh - ty * mt);
-        let (head, tail) = rest.split_at_mut(rows * ow * cout);
-        row_chunks.push(head);
-        rest = tail;
-    }
-    let mut chunks = row_chunks.into_iter();
+    let mut chunks = tile_row_outputs(&mut out, tile_rows, [th, mt, oh], ow * cout).into_iter();
     for r0 in (0..tile_rows).step_by(rows_per_block) {
         let nrows = rows_per_block.min(tile_rows - r0);
         let nt = nrows * tw;
@@ -426,23 +417,8 @@ pub fn conv2d_winograd(
                         let src = &m_ref[(k * nt + t) * cout..(k * nt + t + 1) * cout];
                         gathered[k * cout..(k + 1) * cout].copy_from_slice(src);
                     }
-                    let cols = mt.min(ow - tx * mt);
-                    output_transform(
-                        gathered,
-                        rest,
-                        dst,
-                        OutputPlace {
-                            channels: cout,
-                            row_len: ow * cout,
-                            x0: tx * mt,
-                            tile: mt,
-                            input: side_in,
-                            rows,
-                            cols,
-                        },
-                        &w.bias,
-                        relu,
-                    );
+                    let place = OutputPlace::new(w, ow, rows, tx);
+                    output_transform(gathered, rest, dst, place, &w.bias, relu);
                 }
             },
         );
@@ -469,14 +445,7 @@ fn conv2d_fused(
     let (cin, cout) = (w.in_channels, w.out_channels);
     let mut out = pool.overwrite(x.batch * oh * ow * cout);
     // Output rows of each tile row: a tile row (n, ty) covers rows ty*mt .. min(ty*mt + mt, oh).
-    let mut rest: &mut [f32] = &mut out;
-    let mut targets: Vec<&mut [f32]> = Vec::with_capacity(x.batch * th);
-    for r in 0..x.batch * th {
-        let rows = mt.min(oh - (r % th) * mt);
-        let (head, tail) = rest.split_at_mut(rows * ow * cout);
-        targets.push(head);
-        rest = tail;
-    }
+    let targets = tile_row_outputs(&mut out, x.batch * th, [th, mt, oh], ow * cout);
     let (v_len, m_len) = (tw * kk * cin, tw * kk * cout);
     let tmp_len = 2 * kk * cin + T_MAX * M_MAX * cout;
     targets.into_par_iter().enumerate().for_each_init(
@@ -506,26 +475,31 @@ fn conv2d_fused(
             // 3. output transform with bias and ReLU
             let rows = dst.len() / (ow * cout);
             for (tx, mt_values) in m.chunks_exact_mut(kk * cout).enumerate() {
-                output_transform(
-                    mt_values,
-                    tmp,
-                    dst,
-                    OutputPlace {
-                        channels: cout,
-                        row_len: ow * cout,
-                        x0: tx * mt,
-                        tile: mt,
-                        input: side_in,
-                        rows,
-                        cols: mt.min(ow - tx * mt),
-                    },
-                    &w.bias,
-                    relu,
-                );
+                let place = OutputPlace::new(w, ow, rows, tx);
+                output_transform(mt_values, tmp, dst, place, &w.bias, relu);
             }
         },
     );
     x.output(out, [oh, ow], cout)
+}
+
+/// The output rows of each tile row, in order: tile row `r` (image `r / th`, tile row `r % th`
+/// of tiles `mt` high) covers `min(mt, oh - (r % th) * mt)` rows of `row_len` values.
+fn tile_row_outputs(
+    out: &mut [f32],
+    tile_rows: usize,
+    [th, mt, oh]: [usize; 3],
+    row_len: usize,
+) -> Vec<&mut [f32]> {
+    let mut rest = out;
+    let mut chunks = Vec::with_capacity(tile_rows);
+    for r in 0..tile_rows {
+        let rows = mt.min(oh - (r % th) * mt);
+        let (head, tail) = rest.split_at_mut(rows * row_len);
+        chunks.push(head);
+        rest = tail;
+    }
+    chunks
 }
 
 /// Copies the 6x6 input tile of output tile `(n, ty, tx)` (tiles of `mt` outputs) into `d`
@@ -678,6 +652,21 @@ struct OutputPlace {
     cols: usize,
     tile: usize,
     input: usize,
+}
+
+impl OutputPlace {
+    /// Tile `tx` of a tile row covering `rows` output rows of a map `ow` wide.
+    fn new(w: &WinogradConv, ow: usize, rows: usize, tx: usize) -> Self {
+        OutputPlace {
+            channels: w.out_channels,
+            row_len: ow * w.out_channels,
+            x0: tx * w.tile,
+            tile: w.tile,
+            input: w.variant.input(),
+            rows,
+            cols: w.tile.min(ow - tx * w.tile),
+        }
+    }
 }
 
 /// `out[r] = Aᵀ · in` for six input rows and four output rows of `n` values each.
