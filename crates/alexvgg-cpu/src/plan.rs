@@ -25,8 +25,8 @@ pub enum ConvAlgorithm {
     /// and output channels per group; for inputs with few 4x4 tiles (AlexNet's 13x13 layers at
     /// batch 1), F(2x2, 3x3) or the direct kernel, whichever was measured faster, where the
     /// layer's weights are small enough to keep a second form. Every other convolution (AlexNet's
-    /// 11x11 stride-4 conv1, VGG's 3-channel conv1_1) runs the direct kernel, measured 10-45%
-    /// faster than im2col + GEMM on those layers; im2col + GEMM where the CPU lacks AVX2/FMA.
+    /// 11x11 stride-4 conv1, VGG's 3-channel conv1_1) runs the direct kernel (measured to take
+    /// 10-35% less time than im2col + GEMM there); im2col + GEMM where the CPU lacks AVX2/FMA.
     #[default]
     Auto,
     /// im2col + GEMM for every convolution.
