@@ -83,6 +83,18 @@ fn rows_update<const R: usize>(
         unsafe { rows_update_avx2::<R>(rows, x, w, [c0, cols], y, ld) };
         return;
     }
+    rows_update_portable::<R>(rows, x, w, [c0, cols], y, ld);
+}
+
+/// [`rows_update`] in plain Rust (CPUs without AVX2/FMA, other architectures).
+fn rows_update_portable<const R: usize>(
+    rows: &[u32],
+    x: &[f32],
+    w: &LinearWeights,
+    [c0, cols]: [usize; 2],
+    y: &mut [f32],
+    ld: usize,
+) {
     for &k in rows {
         let k = k as usize;
         let wr = &w.weight[k * w.d_out + c0..][..cols];
@@ -260,6 +272,29 @@ pub fn linear(x: &[f32], batch: usize, w: &LinearWeights, relu: bool, pool: &Poo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn portable_rows_update_matches_the_dispatched_one() {
+        // this machine runs the AVX2 kernel; the plain one serves other CPUs
+        let (d_in, d_out) = (23, 45);
+        let w: Vec<f32> = (0..d_in * d_out)
+            .map(|i| ((i * 31) % 17) as f32 - 8.0)
+            .collect();
+        let layer = LinearWeights::from_in_out(w, d_in, d_out, vec![0.0; d_out]);
+        let x: Vec<f32> = (0..d_in * ROWS)
+            .map(|i| ((i * 7) % 5) as f32 - 2.0)
+            .collect();
+        let rows: Vec<u32> = (0..d_in as u32).filter(|k| k % 4 != 2).collect();
+        let (c0, cols, ld) = (3, 37, 48);
+        let mut want = vec![0.5; (ROWS - 1) * ld + cols];
+        let mut got = want.clone();
+        rows_update::<ROWS>(&rows, &x, &layer, [c0, cols], &mut want, ld);
+        rows_update_portable::<ROWS>(&rows, &x, &layer, [c0, cols], &mut got, ld);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() < 1e-3, "[{i}] {a} vs {b}");
+        }
+        assert!(got.iter().any(|&v| v != 0.5), "nothing was summed");
+    }
 
     #[test]
     fn linear_matches_the_naive_product_with_and_without_zero_inputs() {
