@@ -1,40 +1,45 @@
-//! Classify an image with the library API in a screenful.
+//! Classify images with the library crates alone (no CLI package needed in your own crate:
+//! depend on `alexvgg-inference` and `alexvgg-models`).
 //!
 //! ```sh
-//! cargo run --release --example classify -- WEIGHTS IMAGE [LABELS]
-//! # e.g. the note's AlexNet with bvlc_alexnet.npy:
-//! cargo run --release --example classify -- ~/.cache/alexvgg/bvlc_alexnet.npy examples/images/chelsea.png
+//! cargo run --release --example classify -- WEIGHTS IMAGE...
+//! # WEIGHTS: a known name (fetched on first use), a weight file, or a fine-tuning directory:
+//! cargo run --release --example classify -- bvlc_alexnet examples/images/chelsea.png
+//! cargo run --release --example classify -- tests/fixtures/alexnet_tf_w8.py2.npy examples/images/chelsea.png
 //! ```
 
 use std::path::PathBuf;
 
-use alexvgg::classify::{prepare, probabilities, top_k};
-use alexvgg::device::make_device;
-use alexvgg::import::load_model;
-use alexvgg::labels::{imagenet, read_labels};
-use alexvgg::models::{AlexNetVariant, Architecture};
-use alexvgg::preprocess::Preset;
-use alexvgg::runner::{ConvChoice, EngineKind, Runner};
+use alexvgg_inference::classify::{prepare, probabilities, top_k};
+use alexvgg_inference::device::make_device;
+use alexvgg_inference::pretrained::Pretrained;
+use alexvgg_inference::runner::Runner;
+use alexvgg_models::{AlexNetVariant, Architecture};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [weights, image, rest @ ..] = &args[..] else {
-        anyhow::bail!("usage: classify WEIGHTS IMAGE [LABELS]");
+    let [weights, images @ ..] = &args[..] else {
+        return Err("usage: classify WEIGHTS IMAGE...".into());
     };
     let (backend, device) = make_device(None)?; // ALEXVGG_DEVICE or the default CPU backend
-    let arch = Architecture::AlexNet(AlexNetVariant::Tf);
-    let (model, _, _) = load_model(&PathBuf::from(weights), &arch, &device)?;
+    // the weights bring their network (files: the note's AlexNet), preprocessing and classes
+    let p = Pretrained::load(
+        Some(weights),
+        Architecture::AlexNet(AlexNetVariant::Tf),
+        &device,
+    )?;
+    // class names: the weights' own; a file with another number of classes gets numbered ones
+    let classes = p.labels(None).unwrap_or_default();
+    let (side, preset) = (p.arch.input_size(), p.preset);
     // the CPU engine on CPU backends, the burn model on wgpu
-    let runner = Runner::new(model, &device, backend, EngineKind::Auto, ConvChoice::Auto)?;
-    let classes = match rest.first() {
-        Some(path) => read_labels(path.as_ref())?,
-        None => imagenet(),
-    };
-    // Caffe-trained weights: BGR, 0..255, minus the BGR mean; shorter side 256, centre crop 227.
-    let input = prepare(&[PathBuf::from(image)], Preset::Caffe, arch.input_size()).remove(0)?;
-    let probs = probabilities(&runner, &[input], arch.input_size())?.remove(0);
-    for p in top_k(&probs, 5, &classes) {
-        println!("{:<40} {:.4}", p.label, p.probability);
+    let runner = Runner::auto(p.model, &device, backend)?;
+    let paths: Vec<PathBuf> = images.iter().map(PathBuf::from).collect();
+    for (path, input) in paths.iter().zip(prepare(&paths, preset, side)) {
+        let probs = probabilities(&runner, &[input?], side)?.remove(0);
+        println!("{} ({})", path.display(), preset.name());
+        for t in top_k(&probs, 5, &classes) {
+            println!("  {:<40} {:.4}", t.label, t.probability);
+        }
     }
     Ok(())
 }

@@ -7,19 +7,17 @@
 //! ```
 //! The command-line equivalent is `alexvgg make-dataset` + `alexvgg finetune` (see README).
 
-use alexvgg::classify::{prepare, probabilities, top_k};
-use alexvgg::device::make_device;
-use alexvgg::finetune::data::ValSource;
-use alexvgg::finetune::synth::make_dataset;
-use alexvgg::finetune::{
-    Event, Freeze, LrSchedule, OptimizerKind, OptimizerSettings, RunConfig, open_finetuned, run,
-};
-use alexvgg::import::load_model;
-use alexvgg::labels::Class;
-use alexvgg::preprocess::Augment;
-use alexvgg::runner::{ConvChoice, EngineKind, Runner};
+use alexvgg_inference::classify::{prepare, probabilities, top_k};
+use alexvgg_inference::device::make_device;
+use alexvgg_inference::preprocess::Augment;
+use alexvgg_inference::pretrained::Pretrained;
+use alexvgg_inference::runner::Runner;
+use alexvgg_models::{AlexNetVariant, Architecture};
+use alexvgg_train::data::ValSource;
+use alexvgg_train::synth::make_dataset;
+use alexvgg_train::{Event, Freeze, LrSchedule, OptimizerKind, OptimizerSettings, RunConfig, run};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let weights = std::env::args().nth(1); // None: random initialisation
     let dir = std::env::temp_dir().join("alexvgg-finetune-example");
     let _ = std::fs::remove_dir_all(&dir);
@@ -27,7 +25,7 @@ fn main() -> anyhow::Result<()> {
 
     let scratch = weights.is_none();
     let config = RunConfig {
-        architecture: "alexnet-tf".to_string(),
+        architecture: Architecture::AlexNet(AlexNetVariant::Tf),
         weights,
         data: dir.join("data"),
         val: ValSource::Split(0.25),
@@ -68,21 +66,13 @@ fn main() -> anyhow::Result<()> {
     })?;
 
     // the output directory is a model: architecture, preprocessing and class names included
-    let tuned = open_finetuned(&out)?.expect("a fine-tuning output directory");
-    let (model, _, _) = load_model(&tuned.weights, &tuned.arch, &device)?;
-    let runner = Runner::new(model, &device, backend, EngineKind::Auto, ConvChoice::Auto)?;
+    let tuned = Pretrained::load(out.to_str(), config.architecture, &device)?;
+    let classes = tuned.labels(None)?;
+    let (side, preset) = (tuned.arch.input_size(), tuned.preset);
+    let runner = Runner::auto(tuned.model, &device, backend)?;
     let image = dir.join("data/blue_triangle/0000.png");
-    let side = tuned.arch.input_size();
-    let input = prepare(std::slice::from_ref(&image), tuned.preset, side).remove(0)?;
+    let input = prepare(std::slice::from_ref(&image), preset, side).remove(0)?;
     let probs = probabilities(&runner, &[input], side)?.remove(0);
-    let classes: Vec<Class> = tuned
-        .classes
-        .iter()
-        .map(|c| Class {
-            synset: None,
-            label: c.clone(),
-        })
-        .collect();
     println!("{}:", image.display());
     for p in top_k(&probs, 2, &classes) {
         println!("  {:<16} {:.3}", p.label, p.probability);

@@ -5,8 +5,8 @@
 //! cargo run --release --example layers
 //! ```
 
-use alexvgg::device::make_device;
-use alexvgg::models::{AlexNetConfig, AlexNetVariant, gflops};
+use alexvgg_inference::device::make_device;
+use alexvgg_models::{AlexNetConfig, AlexNetVariant, gflops};
 use burn::tensor::{Distribution, Tensor};
 
 fn main() -> anyhow::Result<()> {

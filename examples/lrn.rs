@@ -6,8 +6,8 @@
 //! cargo run --release --example lrn
 //! ```
 
-use alexvgg::device::make_device;
-use alexvgg::models::LrnConfig;
+use alexvgg_inference::device::make_device;
+use alexvgg_models::LrnConfig;
 use burn::tensor::{Int, Tensor};
 
 fn main() -> anyhow::Result<()> {
@@ -22,11 +22,7 @@ fn main() -> anyhow::Result<()> {
         .with_beta(1.0)
         .init();
     let y = lrn.forward(x.permute([0, 3, 1, 2])).permute([0, 2, 3, 1]);
-    let y: Vec<f32> = y
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32");
+    let y = alexvgg_models::host_values(y)?;
     for (i, v) in y.iter().enumerate() {
         println!("{:>2} -> {v:.9}", i + 1);
     }

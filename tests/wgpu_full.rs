@@ -28,7 +28,7 @@ fn compare_on_wgpu(arch: Architecture) {
     assert_eq!(blocks(&reference), 1, "CPU backends keep one block");
     let on_gpu = load_module(
         arch.init(&shape, &gpu).unwrap(),
-        module_tensors(&reference),
+        module_tensors(&reference).unwrap(),
         "cpu model",
         &arch.describe(),
     )

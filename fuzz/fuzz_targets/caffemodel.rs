@@ -1,5 +1,5 @@
 //! Caffe `.caffemodel` protobuf (V1 and V2 layers, blobs, shapes).
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = alexvgg_import::caffe::parse_caffemodel(data, "fuzz");
+    let _ = alexvgg_import::parse_caffemodel(data, "fuzz");
 });

@@ -1,7 +1,7 @@
 //! `.npy` files (numeric and pickled object arrays, then the weight-dict reading).
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    if let Ok(alexvgg_import::npy::NpyContent::Object(value)) = alexvgg_import::npy::parse_npy(data, "fuzz") {
-        let _ = alexvgg_import::npy::weight_dict(&value, "fuzz");
+    if let Ok(alexvgg_import::numpy::NpyContent::Object(value)) = alexvgg_import::numpy::parse_npy(data, "fuzz") {
+        let _ = alexvgg_import::numpy::weight_dict(&value, "fuzz");
     }
 });

@@ -2,8 +2,7 @@
 
 use std::collections::HashMap;
 
-use alexvgg_models::shape::padded_output_size;
-use alexvgg_models::{AlexNet, BlockLinear, Model, Pad, Vgg, vgg};
+use alexvgg_models::{AlexNet, BlockLinear, Model, Vgg, names, window};
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -337,14 +336,10 @@ pub struct Engine {
 }
 
 fn values<const D: usize>(name: &str, tensor: Tensor<D>) -> Result<Vec<f32>, EngineError> {
-    tensor
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| EngineError::Parameter {
-            name: name.to_string(),
-            message: format!("{e:?}"),
-        })
+    alexvgg_models::host_values(tensor).map_err(|e| EngineError::Parameter {
+        name: name.to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn param<const D: usize>(name: &str, p: Param<Tensor<D>>) -> Result<Vec<f32>, EngineError> {
@@ -448,14 +443,14 @@ impl Engine {
         let mut in_channels = 0;
         for (i, stage) in m.convs.into_iter().enumerate() {
             let n = i + 1;
-            let raw = read_conv(&format!("conv{n}"), stage.conv)?;
+            let raw = read_conv(&names::alexnet_conv(n), stage.conv)?;
             if i == 0 {
                 in_channels = raw.dims[1] * raw.groups;
             }
             ops.push(options.op(raw));
             if let Some(l) = stage.lrn {
                 ops.push(Op::Lrn {
-                    name: format!("lrn{n}"),
+                    name: names::alexnet_lrn(n),
                     radius: l.depth_radius,
                     bias: l.bias as f32,
                     alpha: l.alpha as f32,
@@ -463,7 +458,7 @@ impl Engine {
                 });
             }
             if let Some(pool) = stage.pool {
-                ops.push(pool_op(format!("pool{n}"), pool)?);
+                ops.push(pool_op(names::alexnet_pool(n), pool)?);
             }
         }
         let avgpool = m.avgpool.map(|a| a.output_size);
@@ -471,10 +466,11 @@ impl Engine {
     }
 
     fn from_vgg(m: Vgg, options: &Tuned<'_>) -> Result<Self, EngineError> {
-        let names = vgg::conv_names(&m.features);
+        let convs = names::vgg_convs(m.features.iter().map(|f| f.pool.is_some()));
         let mut ops = Vec::new();
         let mut in_channels = 0;
-        for (i, (layer, (conv_name, pool_name))) in m.features.into_iter().zip(names).enumerate() {
+        for (i, (layer, conv)) in m.features.into_iter().zip(convs).enumerate() {
+            let conv_name = conv.name();
             let mut raw = read_conv(&conv_name, layer.conv)?;
             if i == 0 {
                 in_channels = raw.dims[1] * raw.groups;
@@ -505,7 +501,7 @@ impl Engine {
                 raw.fold_affine(&scale, &shift);
             }
             ops.push(options.op(raw));
-            if let (Some(pool), Some(name)) = (layer.pool, pool_name) {
+            if let (Some(pool), Some(name)) = (layer.pool, conv.pool_name()) {
                 ops.push(pool_op(name, pool)?);
             }
         }
@@ -522,11 +518,12 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         if let Some(size) = avgpool {
             ops.push(Op::AvgPool {
-                name: "avgpool".into(),
+                name: names::AVGPOOL.into(),
                 size,
             });
         }
-        ops.extend(linear_ops([("fc6", fc6), ("fc7", fc7), ("fc8", fc8)])?);
+        let [n6, n7, n8] = names::FC;
+        ops.extend(linear_ops([(n6, fc6), (n7, fc7), (n8, fc8)])?);
         let num_classes = match ops.last() {
             Some(Op::Linear { weights, .. }) => weights.d_out,
             _ => 0,
@@ -645,22 +642,18 @@ fn geometry(
     padding: &PaddingConfig2d,
     ceil_mode: bool,
 ) -> Result<ConvGeometry, EngineError> {
-    let (top, bottom) = Pad::burn_pair(padding, 0, x.height, kernel[0], stride[0]);
-    let (left, right) = Pad::burn_pair(padding, 1, x.width, kernel[1], stride[1]);
-    let too_small = || EngineError::InputTooSmall {
-        layer: layer.to_string(),
-        height: x.height,
-        width: x.width,
-    };
-    let oh = padded_output_size(x.height, kernel[0], stride[0], (top, bottom), ceil_mode)
-        .ok_or_else(too_small)?;
-    let ow = padded_output_size(x.width, kernel[1], stride[1], (left, right), ceil_mode)
-        .ok_or_else(too_small)?;
+    let w = window(padding, [x.height, x.width], kernel, stride, ceil_mode).ok_or_else(|| {
+        EngineError::InputTooSmall {
+            layer: layer.to_string(),
+            height: x.height,
+            width: x.width,
+        }
+    })?;
     Ok(ConvGeometry {
         kernel,
         stride,
-        padding: [top, left, bottom, right],
-        output: [oh, ow],
+        padding: w.padding,
+        output: w.output,
     })
 }
 

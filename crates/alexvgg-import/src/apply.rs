@@ -1,10 +1,11 @@
 //! Puts a [`TensorMap`] keyed by burn module paths into a module, all or nothing.
 
+use alexvgg_models::ModulePath;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::blocks::split_for_module;
-use crate::native::{ModulePath, raw_param_shapes};
+use crate::native::raw_param_shapes;
 use crate::{ImportError, TensorMap};
 
 struct Loader {

@@ -50,7 +50,7 @@ fn split_columns(t: &RawTensor, widths: &[usize]) -> Vec<RawTensor> {
 /// A whole tensor whose shape does not fit is removed and reported in canonical terms
 /// (`fc7.weight: expected [64, 64], found [32, 128]`); its block paths are returned as handled,
 /// so that the loader does not also call them missing.
-pub fn split_for_module(
+pub(crate) fn split_for_module(
     module_params: &[(String, Vec<usize>)],
     tensors: &mut TensorMap,
 ) -> (Vec<String>, Vec<String>) {
@@ -107,7 +107,7 @@ pub fn split_for_module(
 }
 
 /// Joins `prefix.blocks.K.kind` tensors back into canonical `prefix.kind` ones.
-pub fn merge(tensors: TensorMap) -> TensorMap {
+pub(crate) fn merge(tensors: TensorMap) -> TensorMap {
     let mut out = TensorMap::new();
     let mut groups: BTreeMap<(String, String), Vec<(usize, RawTensor)>> = BTreeMap::new();
     for (path, t) in tensors {
@@ -157,7 +157,7 @@ pub fn merge(tensors: TensorMap) -> TensorMap {
 }
 
 /// Canonical names and shapes for a module's parameter list (blocks summed along columns).
-pub fn merge_shapes(params: Vec<(String, Vec<usize>)>) -> Vec<(String, Vec<usize>)> {
+pub(crate) fn merge_shapes(params: Vec<(String, Vec<usize>)>) -> Vec<(String, Vec<usize>)> {
     let mut out: Vec<(String, Vec<usize>)> = Vec::new();
     for (path, shape) in params {
         match parse(&path) {

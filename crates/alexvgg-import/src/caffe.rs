@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use crate::{ImportError, RawTensor, TensorMap};
+use crate::{FloatKind, ImportError, RawTensor, SourceDtype, TensorMap};
 
 struct Wire<'a> {
     data: &'a [u8],
@@ -146,7 +146,12 @@ fn blob(data: &[u8], what: &str) -> Result<RawTensor, ImportError> {
         None if has_legacy => legacy.to_vec(),
         None => vec![values.len()],
     };
-    Ok(RawTensor::new(what, shape, values)?.stored_as(if double { "float64" } else { "float32" }))
+    let kind = if double {
+        FloatKind::F64
+    } else {
+        FloatKind::F32
+    };
+    Ok(RawTensor::new(what, shape, values)?.stored_as(SourceDtype::Little(kind)))
 }
 
 /// Reads every layer's blobs of a `.caffemodel` (V1 or V2 layout).

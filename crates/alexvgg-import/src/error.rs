@@ -49,6 +49,14 @@ pub enum ImportError {
         /// What the caller asked for.
         wanted: String,
     },
+    /// A module parameter's values could not be read back to the host.
+    #[error("cannot read the values of parameter {key}: {reason}")]
+    Values {
+        /// The parameter's module path.
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Keys or shapes do not fit the model.
     #[error("{file}: weights do not fit {model}:{details}")]
     Mismatch {

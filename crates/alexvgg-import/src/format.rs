@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use alexvgg_models::{Architecture, Model, NetworkShape};
+use alexvgg_models::{Architecture, Model, NetworkShape, names};
 use burn::tensor::Device;
 
 use crate::{ImportError, TensorMap, from_tf, from_torch};
@@ -120,7 +120,7 @@ pub fn read_tensors(path: &Path) -> Result<(Format, TensorMap), ImportError> {
         Format::Npz => crate::read_npz(path)?,
         Format::Burnpack => crate::read_burnpack(path)?.2,
         Format::Pytorch => crate::read_pth(path)?,
-        Format::Caffemodel => crate::caffe::read_caffemodel(path)?,
+        Format::Caffemodel => crate::read_caffemodel(path)?,
     };
     Ok((format, map))
 }
@@ -197,23 +197,22 @@ pub fn infer_shape(
     map: &TensorMap,
     file: &str,
 ) -> Result<NetworkShape, ImportError> {
-    let (conv1, full) = match arch {
-        Architecture::AlexNet(v) => ("convs.0.conv.weight", v.spec().convs[0].channels),
-        Architecture::Vgg { .. } => ("features.0.conv.weight", 64),
-    };
+    let conv1 = format!("{}.weight", names::layers(arch)[0].params);
+    let [_, fc7, fc8] = names::FC.map(|fc| format!("{fc}.weight"));
     let dim = |key: &str, axis: usize| map.get(key).and_then(|t| t.shape.get(axis).copied());
     let fail = |what: &str| ImportError::Mismatch {
         file: file.to_string(),
         model: arch.describe(),
         details: format!("\n  {what}"),
     };
-    let c1 = dim(conv1, 0)
-        .filter(|&c| c > 0 && full.is_multiple_of(c))
+    let width_divisor = dim(&conv1, 0)
+        .and_then(|c1| arch.width_divisor(c1))
         .ok_or_else(|| fail("first convolution missing or of unexpected width"))?;
+    // linear weights are `[in, out]`
     Ok(NetworkShape {
-        num_classes: dim("fc8.weight", 1).ok_or_else(|| fail("fc8.weight missing"))?,
-        hidden: dim("fc7.weight", 1).ok_or_else(|| fail("fc7.weight missing"))?,
-        width_divisor: full / c1,
+        num_classes: dim(&fc8, 1).ok_or_else(|| fail(&format!("{fc8} missing")))?,
+        hidden: dim(&fc7, 1).ok_or_else(|| fail(&format!("{fc7} missing")))?,
+        width_divisor,
     })
 }
 
@@ -233,6 +232,6 @@ pub fn convert(
     let map =
         crate::apply::check_fits(&model, map, &input.display().to_string(), &arch.describe())?;
     drop(model);
-    crate::native::write_tensors(map, arch, &shape, output)?;
+    crate::write_tensors(map, arch, &shape, output)?;
     Ok((format, shape))
 }

@@ -1,33 +1,52 @@
 //! Weight importers for the AlexNet and VGG modules of `alexvgg-models`.
 //!
 //! Readers turn a file into a [`TensorMap`] (names and shapes as the file has them);
-//! [`remap`] is the one place where names and layouts become ours; [`apply::load_module`]
-//! puts the result into a module, all or nothing, listing every missing or unexpected key.
+//! [`from_tf`] and [`from_torch`] are the one place where names and layouts become ours;
+//! [`load_module`] puts the result into a module, all or nothing, listing every missing or
+//! unexpected key.
+//!
+//! # Public API
+//!
+//! - One call: [`load_model`] (any format into a fresh network), [`convert`] (any format into
+//!   a burnpack), [`read_for`] (tensors under our module paths), [`read_tensors`] (tensors as
+//!   the file names them), [`detect`] and [`Format`], [`infer_shape`].
+//! - Readers: [`read_safetensors`] / [`parse_safetensors`], [`read_npy`], [`read_npz`] (and
+//!   the [`numpy`] module's parsers), [`read_pth`], [`read_caffemodel`] /
+//!   [`parse_caffemodel`], [`read_burnpack`] / [`read_burnpack_with_metadata`].
+//! - Mapping: [`Target`], [`from_tf`], [`from_torch`], [`guess_network`], [`param_layers`],
+//!   [`tf_name`].
+//! - Modules: [`load_module`], [`check_fits`], [`module_tensors`], [`param_shapes`],
+//!   [`raw_param_shapes`], [`ModulePath`].
+//! - Writing: [`write_burnpack`], [`write_tensors`], [`write_tensors_with`], [`Metadata`],
+//!   and [`native::describe_metadata`].
+//! - Values: [`RawTensor`], [`TensorMap`], [`SourceDtype`], [`FloatKind`]; errors:
+//!   [`ImportError`].
 
 #![warn(missing_docs)]
 
-pub mod apply;
-pub mod blocks;
-pub mod caffe;
-pub mod error;
-pub mod format;
+mod apply;
+mod blocks;
+mod caffe;
+mod error;
+mod format;
 pub mod native;
-pub mod npy;
-pub mod pickle;
-pub mod pth;
-pub mod remap;
-pub mod safetensors;
-pub mod tensor;
+pub mod numpy;
+mod pth;
+mod remap;
+mod safetensors;
+mod tensor;
 
+pub use alexvgg_models::ModulePath;
 pub use apply::{check_fits, load_module};
+pub use caffe::{parse_caffemodel, read_caffemodel};
 pub use error::ImportError;
 pub use format::{Format, convert, detect, infer_shape, load_model, read_for, read_tensors};
 pub use native::{
-    Metadata, ModulePath, module_tensors, param_shapes, raw_param_shapes, read_burnpack,
+    Metadata, module_tensors, param_shapes, raw_param_shapes, read_burnpack,
     read_burnpack_with_metadata, write_burnpack, write_tensors, write_tensors_with,
 };
-pub use npy::{read_npy, read_npz};
+pub use numpy::{read_npy, read_npz};
 pub use pth::read_pth;
-pub use remap::{Target, from_tf, from_torch, guess_network, param_layers, tf_name};
+pub use remap::{NetworkFamily, Target, from_tf, from_torch, guess_network, param_layers, tf_name};
 pub use safetensors::{parse_safetensors, read_safetensors};
-pub use tensor::{RawTensor, TensorMap};
+pub use tensor::{FloatKind, RawTensor, SourceDtype, TensorMap};

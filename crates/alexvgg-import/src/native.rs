@@ -6,12 +6,12 @@
 
 use std::path::Path;
 
-use alexvgg_models::{Architecture, NetworkShape};
+use alexvgg_models::{Architecture, ModulePath, NetworkShape, host_values};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn_pack::{Bytes, DType, Reader, Writer};
 
-use crate::{ImportError, RawTensor, TensorMap};
+use crate::{ImportError, RawTensor, SourceDtype, TensorMap};
 
 /// Metadata key of the architecture name.
 pub const META_ARCH: &str = "alexvgg.architecture";
@@ -22,44 +22,25 @@ pub const META_HIDDEN: &str = "alexvgg.hidden";
 /// Metadata key of the channel divisor.
 pub const META_WIDTH: &str = "alexvgg.width_divisor";
 
-/// The module path of the parameter being visited or mapped (`convs.0.conv.weight`), kept
-/// from burn's `enter_module`/`exit_module` calls. Enum variants add no segment:
-/// `Model::AlexNet(..)` enters `AlexNet`, which file keys never carry.
-#[derive(Debug, Default)]
-pub struct ModulePath {
-    path: Vec<String>,
-    /// Whether each entered container added a segment.
-    pushed: Vec<bool>,
-}
-
-impl ModulePath {
-    /// Call from `enter_module`.
-    pub fn enter(&mut self, name: &str, container_type: &str) {
-        let push = !container_type.starts_with("Enum:");
-        if push {
-            self.path.push(name.to_string());
-        }
-        self.pushed.push(push);
-    }
-
-    /// Call from `exit_module`.
-    pub fn exit(&mut self) {
-        if self.pushed.pop() == Some(true) {
-            self.path.pop();
-        }
-    }
-
-    /// The current path, dot-separated.
-    pub fn key(&self) -> String {
-        self.path.join(".")
-    }
-}
-
-/// Visits every float parameter (and BatchNorm running statistic) with its module path.
+/// Visits every float parameter (and BatchNorm running statistic) with its module path,
+/// reading its values when `values` is set; the first value that cannot be read is kept in
+/// `error` and ends the reading.
 struct Collect<F> {
     path: ModulePath,
     f: F,
     values: bool,
+    error: Option<ImportError>,
+}
+
+impl<F> Collect<F> {
+    fn new(f: F, values: bool) -> Self {
+        Self {
+            path: ModulePath::default(),
+            f,
+            values,
+            error: None,
+        }
+    }
 }
 
 impl<F: FnMut(String, Vec<usize>, Option<Vec<f32>>)> ModuleVisitor for Collect<F> {
@@ -72,16 +53,25 @@ impl<F: FnMut(String, Vec<usize>, Option<Vec<f32>>)> ModuleVisitor for Collect<F
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if self.error.is_some() {
+            return;
+        }
         let key = self.path.key();
         let shape = param.lazy_shape().to_vec();
-        let values = self.values.then(|| {
-            param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default()
-        });
+        let values = if self.values {
+            match host_values(param.val()) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.error = Some(ImportError::Values {
+                        key,
+                        reason: e.to_string(),
+                    });
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         (self.f)(key, shape, values);
     }
 }
@@ -95,51 +85,53 @@ pub fn param_shapes<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
 /// Every parameter's module path and shape as the module holds them (blocks separate).
 pub fn raw_param_shapes<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
-    let mut v = Collect {
-        path: ModulePath::default(),
-        f: |k, s, _| out.push((k, s)),
-        values: false,
-    };
-    module.visit(&mut v);
+    module.visit(&mut Collect::new(|k, s, _| out.push((k, s)), false));
     out
 }
 
 /// Every parameter's values, keyed by canonical module path (fully connected blocks joined).
-pub fn module_tensors<M: Module>(module: &M) -> TensorMap {
-    crate::blocks::merge(raw_module_tensors(module))
+///
+/// # Errors
+/// [`ImportError::Values`] naming the first parameter whose values cannot be read back.
+pub fn module_tensors<M: Module>(module: &M) -> Result<TensorMap, ImportError> {
+    Ok(crate::blocks::merge(raw_module_tensors(module)?))
 }
 
-fn raw_module_tensors<M: Module>(module: &M) -> TensorMap {
+fn raw_module_tensors<M: Module>(module: &M) -> Result<TensorMap, ImportError> {
     let mut out = TensorMap::new();
-    let mut v = Collect {
-        path: ModulePath::default(),
-        f: |k, shape, data: Option<Vec<f32>>| {
+    let mut v = Collect::new(
+        |k, shape, data: Option<Vec<f32>>| {
             out.insert(
                 k,
                 RawTensor {
                     shape,
+                    // always `Some`: this visitor reads values
                     data: data.unwrap_or_default(),
-                    source_dtype: "float32",
+                    source_dtype: SourceDtype::default(),
                 },
             );
         },
-        values: true,
-    };
+        true,
+    );
     module.visit(&mut v);
-    out
+    match v.error {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Writes `module` as a burnpack file with its architecture and shape in the metadata.
 ///
 /// # Errors
-/// [`ImportError::Io`] when writing or renaming fails.
+/// [`ImportError::Values`] when a parameter cannot be read back, [`ImportError::Io`] when
+/// writing or renaming fails.
 pub fn write_burnpack<M: Module>(
     module: &M,
     arch: &Architecture,
     shape: &NetworkShape,
     path: &Path,
 ) -> Result<(), ImportError> {
-    write_tensors(module_tensors(module), arch, shape, path)
+    write_tensors(module_tensors(module)?, arch, shape, path)
 }
 
 /// Writes canonical tensors (module paths, our layouts) as a burnpack file.

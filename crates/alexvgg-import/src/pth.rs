@@ -7,7 +7,7 @@ use std::path::Path;
 use pytorch_reader::{DType, PytorchReader};
 
 use crate::tensor::{FloatKind, decode_le};
-use crate::{ImportError, RawTensor, TensorMap};
+use crate::{ImportError, RawTensor, SourceDtype, TensorMap};
 
 /// Reads every floating-point tensor of a PyTorch checkpoint as f32. A `module.` prefix
 /// (DataParallel) and a top-level `state_dict` entry are unwrapped; integer tensors
@@ -41,7 +41,7 @@ pub fn read_pth(path: &Path) -> Result<TensorMap, ImportError> {
         let key = name.strip_prefix("module.").unwrap_or(&name).to_string();
         map.insert(
             key,
-            RawTensor::new(&at, t.shape().to_vec(), data)?.stored_as(kind.name()),
+            RawTensor::new(&at, t.shape().to_vec(), data)?.stored_as(SourceDtype::Little(kind)),
         );
     }
     Ok(map)

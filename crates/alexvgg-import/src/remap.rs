@@ -6,52 +6,13 @@
 //! TensorFlow files (`bvlc_alexnet.npy`, `vgg16_weights.npz`) store convolutions HWIO and fc6's
 //! rows in NHWC flatten order `(h, w, c)`.
 
-use alexvgg_models::{AlexNetVariant, vgg::VggItem};
+use alexvgg_models::AlexNetVariant;
+use alexvgg_models::names::{self, ParamLayer};
 
 use crate::{ImportError, RawTensor, TensorMap};
 
 pub use alexvgg_models::Architecture as Target;
-
-/// Layer names of an architecture with their burn module paths.
-trait Layers {
-    /// Our layer names in module order with their burn module paths:
-    /// (`conv1`, `convs.0.conv`), ..., (`fc6`, `fc6`) for AlexNet;
-    /// (`conv1_1`, `features.0`), ... for VGG (the path of the `VggConv`, holding `conv` and `bn`).
-    fn layers(&self) -> Vec<(String, String)>;
-}
-
-impl Layers for Target {
-    fn layers(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        match self {
-            Target::AlexNet(_) => {
-                for i in 0..5 {
-                    out.push((format!("conv{}", i + 1), format!("convs.{i}.conv")));
-                }
-            }
-            Target::Vgg { depth, .. } => {
-                let (mut block, mut index, mut k) = (1, 1, 0);
-                for item in depth.table() {
-                    match item {
-                        VggItem::Conv(_) => {
-                            out.push((format!("conv{block}_{index}"), format!("features.{k}")));
-                            index += 1;
-                            k += 1;
-                        }
-                        VggItem::Pool => {
-                            block += 1;
-                            index = 1;
-                        }
-                    }
-                }
-            }
-        }
-        for fc in ["fc6", "fc7", "fc8"] {
-            out.push((fc.to_string(), fc.to_string()));
-        }
-        out
-    }
-}
+pub use alexvgg_models::names::param_layers;
 
 /// Moves `from` to `to` in `dst`, transformed by `f`; records absent keys in `missing`.
 fn take(
@@ -169,7 +130,7 @@ fn finish(
 ///
 /// - torchvision AlexNet: `features.{0,3,6,8,10}.*` -> `convs.{0..4}.conv.*`;
 ///   `classifier.{1,4,6}.*` -> `fc6/fc7/fc8.*`.
-/// - torchvision VGG: `features.N.*` numbered as `make_layers` builds them (conv, [bn,] relu,
+/// - torchvision VGG: `features.N.*` numbered as `make_layers` builds them (conv, `[bn,]` relu,
 ///   and one index per pool) -> `features.K.conv.*`, `features.K.bn.{gamma,beta,running_*}`;
 ///   `classifier.{0,3,6}.*` -> `fc6/fc7/fc8.*`.
 /// - Caffe-named (`conv1.weight` ... `fc8.bias`, as caffe-to-PyTorch conversions and our
@@ -195,34 +156,26 @@ pub fn from_torch(
     // torchvision's `features` indices of the convolutions, and of `classifier`'s linears.
     let (conv_indices, fc_indices) = match target {
         Target::AlexNet(_) => (vec![0, 3, 6, 8, 10], [1, 4, 6]),
-        Target::Vgg { depth, .. } => {
-            let mut k = 0;
-            let mut indices = Vec::new();
-            for item in depth.table() {
-                match item {
-                    VggItem::Conv(_) => {
-                        indices.push(k);
-                        k += if batch_norm { 3 } else { 2 }; // conv, [bn,] relu
-                    }
-                    VggItem::Pool => k += 1,
-                }
-            }
-            (indices, [0, 3, 6])
-        }
+        Target::Vgg { depth, .. } => (
+            names::vgg_table_convs(depth.table())
+                .iter()
+                .map(|c| c.torchvision_index(batch_norm))
+                .collect(),
+            [0, 3, 6],
+        ),
     };
-    let vgg = matches!(target, Target::Vgg { .. });
     let (mut conv_no, mut fc_no) = (0, 0);
-    for (name, path) in target.layers() {
-        let is_fc = name.starts_with("fc");
+    for ParamLayer {
+        name,
+        path,
+        params,
+        fc: is_fc,
+    } in names::layers(target)
+    {
         let source = match (torchvision, is_fc) {
             (false, _) => name.clone(),
             (true, true) => format!("classifier.{}", fc_indices[fc_no]),
             (true, false) => format!("features.{}", conv_indices[conv_no]),
-        };
-        let to = if vgg && !is_fc {
-            format!("{path}.conv")
-        } else {
-            path.clone()
         };
         let transform: fn(RawTensor) -> Result<RawTensor, ImportError> =
             if is_fc { transpose } else { Ok };
@@ -231,7 +184,7 @@ pub fn from_torch(
             &mut dst,
             &mut missing,
             &format!("{source}.weight"),
-            format!("{to}.weight"),
+            format!("{params}.weight"),
             transform,
         )?;
         take(
@@ -239,7 +192,7 @@ pub fn from_torch(
             &mut dst,
             &mut missing,
             &format!("{source}.bias"),
-            format!("{to}.bias"),
+            format!("{params}.bias"),
             Ok,
         )?;
         if batch_norm && !is_fc {
@@ -305,16 +258,10 @@ pub fn from_tf(mut src: TensorMap, target: &Target, file: &str) -> Result<Tensor
         Target::AlexNet(_) => 6,
         Target::Vgg { .. } => 7,
     };
-    let vgg = matches!(target, Target::Vgg { .. });
     let mut dst = TensorMap::new();
     let mut missing = Vec::new();
-    for (name, path) in target.layers() {
-        let conv_path = if vgg && !name.starts_with("fc") {
-            format!("{path}.conv")
-        } else {
-            path
-        };
-        let weight = format!("{conv_path}.weight");
+    for ParamLayer { name, params, .. } in names::layers(target) {
+        let weight = format!("{params}.weight");
         match name.as_str() {
             "fc6" => take(&mut src, &mut dst, &mut missing, "fc6_W", weight, |t| {
                 fc6_rows_hwc_to_chw(t, grid)
@@ -341,7 +288,7 @@ pub fn from_tf(mut src: TensorMap, target: &Target, file: &str) -> Result<Tensor
             &mut dst,
             &mut missing,
             &format!("{name}_b"),
-            format!("{conv_path}.bias"),
+            format!("{params}.bias"),
             Ok,
         )?;
     }
@@ -352,26 +299,52 @@ pub fn from_tf(mut src: TensorMap, target: &Target, file: &str) -> Result<Tensor
 /// Recognises a file meant for another network before any key is mapped, so the message says
 /// "this looks like VGG16 weights; you asked for AlexNet" rather than listing 30 keys.
 fn check_network(src: &TensorMap, target: &Target, file: &str) -> Result<(), ImportError> {
-    let found = guess_network(src);
-    let compatible = match (&found, target) {
-        (None, _) => true,
-        (Some(g), Target::AlexNet(AlexNetVariant::Torchvision)) => g == "AlexNet (torchvision)",
-        (Some(g), Target::AlexNet(_)) => g == "AlexNet (tf/caffe)",
-        (Some(g), Target::Vgg { .. }) => g.starts_with("VGG"),
-    };
-    if compatible {
-        Ok(())
-    } else {
-        Err(ImportError::WrongNetwork {
+    match guess_network(src) {
+        Some(found) if !found.fits(target) => Err(ImportError::WrongNetwork {
             file: file.to_string(),
-            found: found.unwrap_or_default(),
+            found: found.to_string(),
             wanted: target.describe(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The family of networks a weight file's keys and shapes point to (see [`guess_network`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkFamily {
+    /// A VGG (any depth, with or without BatchNorm).
+    Vgg,
+    /// torchvision's AlexNet (no LRN, no groups).
+    AlexNetTorchvision,
+    /// The LRN/grouped AlexNet of TensorFlow or Caffe.
+    AlexNetLrn,
+}
+
+impl NetworkFamily {
+    /// Whether weights of this family can fill `target`.
+    pub fn fits(self, target: &Target) -> bool {
+        match target {
+            Target::AlexNet(AlexNetVariant::Torchvision) => {
+                self == NetworkFamily::AlexNetTorchvision
+            }
+            Target::AlexNet(_) => self == NetworkFamily::AlexNetLrn,
+            Target::Vgg { .. } => self == NetworkFamily::Vgg,
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            NetworkFamily::Vgg => "VGG",
+            NetworkFamily::AlexNetTorchvision => "AlexNet (torchvision)",
+            NetworkFamily::AlexNetLrn => "AlexNet (tf/caffe)",
         })
     }
 }
 
 /// Guesses which network a set of tensors belongs to from its keys and shapes.
-pub fn guess_network(src: &TensorMap) -> Option<String> {
+pub fn guess_network(src: &TensorMap) -> Option<NetworkFamily> {
     let has = |k: &str| src.contains_key(k);
     if has("conv5_3_W")
         || has("conv1_1_W")
@@ -379,47 +352,34 @@ pub fn guess_network(src: &TensorMap) -> Option<String> {
         || has("classifier.0.weight")
         || has("pre_logits.fc1.weight")
     {
-        return Some("VGG".to_string());
+        return Some(NetworkFamily::Vgg);
     }
     if has("features.0.weight") {
         // torchvision AlexNet's first conv has 64 filters of 11x11; VGG's are 3x3.
         return match src.get("features.0.weight").map(|t| t.shape.clone()) {
-            Some(s) if s.len() == 4 && s[2] == 11 => Some("AlexNet (torchvision)".to_string()),
-            _ => Some("VGG".to_string()),
+            Some(s) if s.len() == 4 && s[2] == 11 => Some(NetworkFamily::AlexNetTorchvision),
+            _ => Some(NetworkFamily::Vgg),
         };
     }
     if has("conv1_W") || has("conv1.weight") {
-        return Some("AlexNet (tf/caffe)".to_string());
+        return Some(NetworkFamily::AlexNetLrn);
     }
     None
-}
-
-/// The layers that hold parameters, in module order, as (our layer name, burn module path
-/// prefix): (`conv1`, `convs.0.conv`) ... (`fc8`, `fc8`) for AlexNet, (`conv1_1`, `features.0`)
-/// ... for VGG. Fine-tuning freezes layers by these names.
-pub fn param_layers(arch: &Target) -> Vec<(String, String)> {
-    arch.layers()
 }
 
 /// The TensorFlow name and shape a parameter has in the note's files (`conv1_1_W (3,3,3,64)`),
 /// for a burn module path and burn shape; `None` for parameters TensorFlow files do not have
 /// (BatchNorm).
 pub fn tf_name(arch: &Target, path: &str, shape: &[usize]) -> Option<(String, Vec<usize>)> {
-    let vgg = matches!(arch, Target::Vgg { .. });
-    for (name, p) in arch.layers() {
-        let prefix = if vgg && !name.starts_with("fc") {
-            format!("{p}.conv")
-        } else {
-            p
-        };
-        if path == format!("{prefix}.weight") {
+    for ParamLayer { name, params, .. } in names::layers(arch) {
+        if path == format!("{params}.weight") {
             let tf_shape = match shape {
                 [o, i, kh, kw] => vec![*kh, *kw, *i, *o],
                 other => other.to_vec(),
             };
             return Some((format!("{name}_W"), tf_shape));
         }
-        if path == format!("{prefix}.bias") {
+        if path == format!("{params}.bias") {
             return Some((format!("{name}_b"), shape.to_vec()));
         }
     }

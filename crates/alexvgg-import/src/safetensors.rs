@@ -5,7 +5,7 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::tensor::{FloatKind, decode_le};
-use crate::{ImportError, RawTensor, TensorMap};
+use crate::{ImportError, RawTensor, SourceDtype, TensorMap};
 
 /// Reads every floating-point tensor of a safetensors file as f32.
 ///
@@ -45,7 +45,7 @@ pub fn parse_safetensors(bytes: &[u8], what: &str) -> Result<TensorMap, ImportEr
             view.shape().to_vec(),
             data,
         )?
-        .stored_as(kind.name());
+        .stored_as(SourceDtype::Little(kind));
         map.insert(name, tensor);
     }
     Ok(map)

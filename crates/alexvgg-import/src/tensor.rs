@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::ImportError;
 
 /// Little-endian floating-point element types found in weight files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FloatKind {
     /// IEEE half precision.
     F16,
@@ -29,9 +29,55 @@ impl FloatKind {
     }
 }
 
+/// The element type a tensor had in the file it was read from (values are always converted to
+/// f32 on reading).
+///
+/// Displays and serializes as numpy names it: `float32`, `bfloat16`, `float64 big-endian`...
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SourceDtype {
+    /// Little-endian floats: every format but big-endian numpy arrays.
+    Little(FloatKind),
+    /// Big-endian numpy floats (`>f2`, `>f4`, `>f8`).
+    Big(FloatKind),
+}
+
+impl SourceDtype {
+    /// The name: the [`FloatKind::name`], with ` big-endian` after it for big-endian data.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceDtype::Little(kind) => kind.name(),
+            SourceDtype::Big(FloatKind::F16) => "float16 big-endian",
+            SourceDtype::Big(FloatKind::BF16) => "bfloat16 big-endian",
+            SourceDtype::Big(FloatKind::F32) => "float32 big-endian",
+            SourceDtype::Big(FloatKind::F64) => "float64 big-endian",
+        }
+    }
+}
+
+impl Default for SourceDtype {
+    /// `float32`, what every tensor is once read.
+    fn default() -> Self {
+        SourceDtype::Little(FloatKind::F32)
+    }
+}
+
+impl std::fmt::Display for SourceDtype {
+    /// The [`name`](Self::name), honouring width and alignment (`{:<8}`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl serde::Serialize for SourceDtype {
+    /// The [`name`](Self::name), as a string.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 /// Decodes little-endian `bytes` of `kind` into f32 values (trailing partial elements ignored;
 /// callers check the count against the shape).
-pub fn decode_le(bytes: &[u8], kind: FloatKind) -> Vec<f32> {
+pub(crate) fn decode_le(bytes: &[u8], kind: FloatKind) -> Vec<f32> {
     match kind {
         FloatKind::F16 => bytes
             .chunks_exact(2)
@@ -64,7 +110,7 @@ pub struct RawTensor {
     pub data: Vec<f32>,
     /// The element type in the file it was read from (`float32`, `float16`, `float64
     /// big-endian`...); values are always converted to f32 on reading.
-    pub source_dtype: &'static str,
+    pub source_dtype: SourceDtype,
 }
 
 impl RawTensor {
@@ -83,12 +129,12 @@ impl RawTensor {
         Ok(Self {
             shape,
             data,
-            source_dtype: "float32",
+            source_dtype: SourceDtype::default(),
         })
     }
 
     /// Records the element type the file stored (see [`source_dtype`](Self::source_dtype)).
-    pub fn stored_as(mut self, dtype: &'static str) -> Self {
+    pub fn stored_as(mut self, dtype: SourceDtype) -> Self {
         self.source_dtype = dtype;
         self
     }
@@ -142,5 +188,29 @@ impl RawTensor {
         );
         self.shape = shape;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_dtypes_print_and_serialize_as_numpy_names() {
+        assert_eq!(SourceDtype::default().to_string(), "float32");
+        assert_eq!(SourceDtype::Little(FloatKind::BF16).name(), "bfloat16");
+        assert_eq!(
+            SourceDtype::Big(FloatKind::F64).to_string(),
+            "float64 big-endian"
+        );
+        // width and alignment apply, as `inspect` prints it
+        assert_eq!(
+            format!("{:<8}|", SourceDtype::Little(FloatKind::F16)),
+            "float16 |"
+        );
+        assert_eq!(
+            serde_json::to_string(&SourceDtype::Big(FloatKind::F32)).unwrap(),
+            "\"float32 big-endian\""
+        );
     }
 }

@@ -19,6 +19,7 @@ use burn::tensor::{Device, Tensor};
 use crate::block_linear::{BlockLinear, classifier, weight_block_limit};
 use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, pool_info};
 use crate::lrn::{Lrn, LrnConfig};
+use crate::names;
 use crate::shape::Pad;
 use crate::{ModelError, Observer};
 
@@ -347,29 +348,30 @@ impl AlexNet {
         for (i, stage) in self.convs.iter().enumerate() {
             let n = i + 1;
             x = relu(stage.conv.forward(x)); // [batch, C_n, H_n, W_n]
-            observer(&format!("conv{n}"), &x);
+            observer(&names::alexnet_conv(n), &x);
             if let Some(lrn) = &stage.lrn {
                 x = lrn.forward(x);
-                observer(&format!("lrn{n}"), &x);
+                observer(&names::alexnet_lrn(n), &x);
             }
             if let Some(pool) = &stage.pool {
                 x = pool.forward(x); // [batch, C_n, H_n / 2, W_n / 2]
-                observer(&format!("pool{n}"), &x);
+                observer(&names::alexnet_pool(n), &x);
             }
         }
         if let Some(avgpool) = &self.avgpool {
             x = avgpool.forward(x); // [batch, C, 6, 6]
-            observer("avgpool", &x);
+            observer(names::AVGPOOL, &x);
         }
         x.flatten(1, 3) // [batch, C * 6 * 6]
     }
 
     /// Runs the first `depth` fully connected layers (3 = logits).
     fn head_observed(&self, x: Tensor<2>, depth: usize, observer: &mut Observer<'_>) -> Tensor<2> {
+        let [fc6, fc7, fc8] = names::FC;
         let layers = [
-            ("fc6", self.drop6.as_ref(), &self.fc6),
-            ("fc7", self.drop7.as_ref(), &self.fc7),
-            ("fc8", self.drop8.as_ref(), &self.fc8),
+            (fc6, self.drop6.as_ref(), &self.fc6),
+            (fc7, self.drop7.as_ref(), &self.fc7),
+            (fc8, self.drop8.as_ref(), &self.fc8),
         ];
         classifier(layers, x, depth, observer)
     }
@@ -405,18 +407,22 @@ impl AlexNet {
     /// [`ModelError::FlattenMismatch`] when the final feature map does not match fc6 (the
     /// `tf`/`caffe` networks need a 227x227 input).
     pub fn layers(&self, input: [usize; 3]) -> Result<Vec<LayerInfo>, ModelError> {
-        let mut rows = vec![LayerInfo::plain("input", LayerKind::Input, input)];
+        let mut rows = vec![LayerInfo::plain(names::INPUT, LayerKind::Input, input)];
         let mut shape = input;
         for (i, stage) in self.convs.iter().enumerate() {
             let n = i + 1;
-            let row = conv_info(&format!("conv{n}"), &stage.conv, 0, shape)?;
+            let row = conv_info(&names::alexnet_conv(n), &stage.conv, 0, shape)?;
             shape = row.output;
             rows.push(row);
             if stage.lrn.is_some() {
-                rows.push(LayerInfo::plain(format!("lrn{n}"), LayerKind::Lrn, shape));
+                rows.push(LayerInfo::plain(
+                    names::alexnet_lrn(n),
+                    LayerKind::Lrn,
+                    shape,
+                ));
             }
             if let Some(pool) = &stage.pool {
-                let row = pool_info(&format!("pool{n}"), pool, shape)?;
+                let row = pool_info(&names::alexnet_pool(n), pool, shape)?;
                 shape = row.output;
                 rows.push(row);
             }
@@ -425,16 +431,17 @@ impl AlexNet {
             let [h, w] = avgpool.output_size;
             shape = [shape[0], h, w];
             rows.push(LayerInfo::plain(
-                "avgpool",
+                names::AVGPOOL,
                 LayerKind::AdaptiveAvgPool,
                 shape,
             ));
         }
         check_flatten(shape, &self.fc6)?;
+        let [fc6, fc7, fc8] = names::FC;
         rows.extend([
-            linear_info("fc6", &self.fc6),
-            linear_info("fc7", &self.fc7),
-            linear_info("fc8", &self.fc8),
+            linear_info(fc6, &self.fc6),
+            linear_info(fc7, &self.fc7),
+            linear_info(fc8, &self.fc8),
         ]);
         Ok(rows)
     }

@@ -3,6 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use crate::vgg::VggItem;
 use crate::{
     AlexNet, AlexNetConfig, AlexNetVariant, LayerInfo, ModelError, Observer, Vgg, VggConfig,
     VggDepth,
@@ -85,8 +86,32 @@ impl Architecture {
     pub fn input_size(&self) -> usize {
         match self {
             Architecture::AlexNet(v) => v.spec().input_size,
-            Architecture::Vgg { .. } => 224,
+            Architecture::Vgg { .. } => crate::vgg::INPUT_SIZE,
         }
+    }
+
+    /// Output channels of the first convolution at full width (96 for the LRN AlexNets, 64 for
+    /// torchvision's AlexNet and every VGG): the channels that a width divisor divides.
+    pub fn conv1_channels(&self) -> usize {
+        match self {
+            Architecture::AlexNet(v) => v.spec().convs[0].channels,
+            Architecture::Vgg { depth, .. } => depth
+                .table()
+                .iter()
+                .find_map(|item| match item {
+                    VggItem::Conv(channels) => Some(*channels),
+                    VggItem::Pool => None,
+                })
+                .unwrap_or(0),
+        }
+    }
+
+    /// The width divisor of a network of this architecture whose first convolution has `conv1`
+    /// output channels: [`conv1_channels`](Self::conv1_channels)` / conv1`, or `None` when
+    /// `conv1` is zero or does not divide the full width.
+    pub fn width_divisor(&self, conv1: usize) -> Option<usize> {
+        let full = self.conv1_channels();
+        (conv1 > 0 && full.is_multiple_of(conv1)).then(|| full / conv1)
     }
 
     /// Builds the network with fresh parameters.
@@ -220,8 +245,35 @@ impl Model {
     /// fc6 fixes it), 224 for torchvision's AlexNet and the VGGs (adaptive pools accept others).
     pub fn input_size(&self) -> usize {
         match self {
-            Model::AlexNet(m) if m.avgpool.is_none() => 227,
-            _ => 224,
+            // tf and caffe (no adaptive pool) share the input size that their fc6 fixes
+            Model::AlexNet(m) if m.avgpool.is_none() => AlexNetVariant::Tf.spec().input_size,
+            Model::AlexNet(_) => AlexNetVariant::Torchvision.spec().input_size,
+            Model::Vgg(_) => crate::vgg::INPUT_SIZE,
         }
+    }
+}
+
+/// Serde adapter that stores an [`Architecture`] as its [`name`](Architecture::name)
+/// (`"alexnet-tf"`, `"vgg16_bn"`), as `weights/known.json` and fine-tuning `config.json` do:
+/// `#[serde(with = "alexvgg_models::arch::by_name")]`.
+pub mod by_name {
+    use super::Architecture;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the name.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(a: &Architecture, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&a.name())
+    }
+
+    /// Reads a name.
+    ///
+    /// # Errors
+    /// An unknown name, listing the known ones.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Architecture, D::Error> {
+        let name = String::deserialize(d)?;
+        Architecture::parse(&name).map_err(serde::de::Error::custom)
     }
 }

@@ -6,7 +6,7 @@ use burn::nn::pool::MaxPool2d;
 
 use crate::ModelError;
 use crate::block_linear::BlockLinear;
-use crate::shape::{Pad, padded_output_size};
+use crate::shape;
 
 /// What kind of operation a [`LayerInfo`] row describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -81,18 +81,14 @@ fn window(
     stride: [usize; 2],
     ceil_mode: bool,
 ) -> Result<([usize; 4], [usize; 2]), ModelError> {
-    let (top, bottom) = Pad::burn_pair(padding, 0, h, kernel[0], stride[0]);
-    let (left, right) = Pad::burn_pair(padding, 1, w, kernel[1], stride[1]);
-    let too_small = || ModelError::InputTooSmall {
-        layer: name.to_string(),
-        height: h,
-        width: w,
-    };
-    let oh = padded_output_size(h, kernel[0], stride[0], (top, bottom), ceil_mode)
-        .ok_or_else(too_small)?;
-    let ow = padded_output_size(w, kernel[1], stride[1], (left, right), ceil_mode)
-        .ok_or_else(too_small)?;
-    Ok(([top, left, bottom, right], [oh, ow]))
+    let window = shape::window(padding, [h, w], kernel, stride, ceil_mode).ok_or_else(|| {
+        ModelError::InputTooSmall {
+            layer: name.to_string(),
+            height: h,
+            width: w,
+        }
+    })?;
+    Ok((window.padding, window.output))
 }
 
 /// Describes a convolution (plus ReLU, and optional BatchNorm parameters) on a `[c, h, w]` input.

@@ -20,6 +20,7 @@ pub mod arch;
 pub mod block_linear;
 pub mod info;
 pub mod lrn;
+pub mod names;
 pub mod shape;
 pub mod vgg;
 
@@ -28,10 +29,23 @@ pub use arch::{Architecture, Model, NetworkShape};
 pub use block_linear::{BlockLinear, weight_block_limit};
 pub use info::{LayerInfo, LayerKind, gflops};
 pub use lrn::{Lrn, LrnConfig};
-pub use shape::{Pad, output_size, same_padding};
+pub use names::ModulePath;
+pub use shape::{Pad, Window, output_size, same_padding, window};
 pub use vgg::{Vgg, VggConfig, VggDepth};
 
 use burn::tensor::Tensor;
+
+/// The values of a tensor on the host, as `f32` (the one place that reads a tensor back).
+///
+/// # Errors
+/// [`ModelError::HostValues`] when the data cannot be read as `f32`.
+pub fn host_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, ModelError> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| ModelError::HostValues(format!("{e:?}")))
+}
 
 /// A callback that receives every named intermediate activation of a forward pass.
 pub type Observer<'a> = dyn FnMut(&str, &Tensor<4>) + 'a;
@@ -84,4 +98,8 @@ pub enum ModelError {
     /// An unknown variant name.
     #[error("unknown AlexNet variant '{0}' (expected tf, caffe or torchvision)")]
     UnknownVariant(String),
+    /// A tensor's values could not be read back as `f32` (see [`host_values`]); the text is
+    /// the tensor reader's description of the failure.
+    #[error("{0}")]
+    HostValues(String),
 }

@@ -104,6 +104,35 @@ pub fn padded_output_size(
     Some(out)
 }
 
+/// A window (convolution kernel or pooling window) laid on an input: its padding
+/// `[top, left, bottom, right]` and output size `[height, width]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Padding actually applied, `[top, left, bottom, right]`.
+    pub padding: [usize; 4],
+    /// Output size, `[height, width]`.
+    pub output: [usize; 2],
+}
+
+/// Lays a window of burn's `padding`, `kernel` and `stride` on an `[h, w]` input, as burn's
+/// convolution and pooling modules compute it; `None` when it does not fit.
+pub fn window(
+    padding: &PaddingConfig2d,
+    [h, w]: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    ceil_mode: bool,
+) -> Option<Window> {
+    let (top, bottom) = Pad::burn_pair(padding, 0, h, kernel[0], stride[0]);
+    let (left, right) = Pad::burn_pair(padding, 1, w, kernel[1], stride[1]);
+    let oh = padded_output_size(h, kernel[0], stride[0], (top, bottom), ceil_mode)?;
+    let ow = padded_output_size(w, kernel[1], stride[1], (left, right), ceil_mode)?;
+    Some(Window {
+        padding: [top, left, bottom, right],
+        output: [oh, ow],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::block_linear::{BlockLinear, classifier, weight_block_limit};
 use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, pool_info};
+use crate::names;
 use crate::shape::Pad;
 use crate::{ModelError, Observer};
 
@@ -108,6 +109,9 @@ pub const VGG19: &[VggItem] = &[
     C(512),
     P,
 ];
+
+/// Input side the VGGs were trained and are run at (their adaptive pool accepts others).
+pub const INPUT_SIZE: usize = 224;
 
 /// Depth of a VGG network (number of weight layers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -267,23 +271,11 @@ impl VggConfig {
 
 fn no_observer(_: &str, _: &Tensor<4>) {}
 
-/// Names `conv{block}_{index}` for the convolutions of a feature stack, and the block of the pool
-/// that follows each (`pool{block}`).
-pub fn conv_names(features: &[VggConv]) -> Vec<(String, Option<String>)> {
-    let (mut block, mut index) = (1, 1);
-    features
+/// The names of a feature stack's convolutions and of the pools closing their blocks.
+fn conv_names(features: &[VggConv]) -> Vec<(String, Option<String>)> {
+    names::vgg_convs(features.iter().map(|f| f.pool.is_some()))
         .iter()
-        .map(|f| {
-            let conv = format!("conv{block}_{index}");
-            index += 1;
-            let pool = f.pool.as_ref().map(|_| {
-                let name = format!("pool{block}");
-                block += 1;
-                index = 1;
-                name
-            });
-            (conv, pool)
-        })
+        .map(|c| (c.name(), c.pool_name()))
         .collect()
 }
 
@@ -352,15 +344,16 @@ impl Vgg {
             }
         }
         x = self.avgpool.forward(x); // [batch, C, 7, 7]
-        observer("avgpool", &x);
+        observer(names::AVGPOOL, &x);
         x.flatten(1, 3) // [batch, C * 49]
     }
 
     fn head_observed(&self, x: Tensor<2>, depth: usize, observer: &mut Observer<'_>) -> Tensor<2> {
+        let [fc6, fc7, fc8] = names::FC;
         let layers = [
-            ("fc6", None, &self.fc6),
-            ("fc7", Some(&self.drop7), &self.fc7),
-            ("fc8", Some(&self.drop8), &self.fc8),
+            (fc6, None, &self.fc6),
+            (fc7, Some(&self.drop7), &self.fc7),
+            (fc8, Some(&self.drop8), &self.fc8),
         ];
         classifier(layers, x, depth, observer)
     }
@@ -389,7 +382,7 @@ impl Vgg {
     /// # Errors
     /// [`ModelError::InputTooSmall`] when a pool no longer fits (inputs under 32x32).
     pub fn layers(&self, input: [usize; 3]) -> Result<Vec<LayerInfo>, ModelError> {
-        let mut rows = vec![LayerInfo::plain("input", LayerKind::Input, input)];
+        let mut rows = vec![LayerInfo::plain(names::INPUT, LayerKind::Input, input)];
         let mut shape = input;
         for (layer, (conv_name, pool_name)) in self.features.iter().zip(conv_names(&self.features))
         {
@@ -409,15 +402,16 @@ impl Vgg {
         let [h, w] = self.avgpool.output_size;
         shape = [shape[0], h, w];
         rows.push(LayerInfo::plain(
-            "avgpool",
+            names::AVGPOOL,
             LayerKind::AdaptiveAvgPool,
             shape,
         ));
         check_flatten(shape, &self.fc6)?;
+        let [fc6, fc7, fc8] = names::FC;
         rows.extend([
-            linear_info("fc6", &self.fc6),
-            linear_info("fc7", &self.fc7),
-            linear_info("fc8", &self.fc8),
+            linear_info(fc6, &self.fc6),
+            linear_info(fc7, &self.fc7),
+            linear_info(fc8, &self.fc8),
         ]);
         Ok(rows)
     }

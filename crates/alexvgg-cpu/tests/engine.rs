@@ -1,0 +1,288 @@
+//! The CPU engine (`alexvgg-cpu`) against the reference frameworks and the burn models.
+//!
+//! Same fixtures as `parity.rs`: every recorded activation of TensorFlow's / PyTorch's run must
+//! come out of the engine within the same tolerance, for every variant (SAME and explicit
+//! padding, groups, LRN, ceil pooling, BatchNorm folded into the convolutions).
+
+#[path = "../../../tests/common/fixtures.rs"]
+mod fixtures;
+#[path = "../../../tests/common/support.rs"]
+mod support;
+
+use std::collections::HashMap;
+
+use alexvgg_cpu::{Activation, ConvAlgorithm, Engine, EngineError, EngineOptions};
+use alexvgg_import::load_model;
+use alexvgg_models::{AlexNetVariant, Architecture, Model, NetworkShape, VggDepth};
+use burn::module::Module;
+use burn::tensor::Device;
+use burn::tensor::{Distribution, Tensor};
+use fixtures::*;
+use support::*;
+
+/// The engine runs on the host; models are built on the CPU backend.
+fn cpu() -> Device {
+    Device::flex()
+}
+
+/// Runs the engine with the observer, returning every activation channels-first.
+fn observed(
+    engine: &Engine,
+    input: &[f32],
+    dims: [usize; 4],
+) -> (HashMap<String, Vec<f32>>, Result<Vec<f32>, EngineError>) {
+    let mut seen = HashMap::new();
+    let logits = engine.forward_observed(input, dims, &mut |name, act| {
+        let values = match act {
+            Activation::Map(m) => m.to_nchw(),
+            Activation::Vector { data, .. } => data.to_vec(),
+        };
+        seen.insert(name.to_string(), values);
+    });
+    (seen, logits)
+}
+
+/// Every algorithm choice: the default, im2col everywhere, each Winograd variant for every
+/// stride-1 3x3 and 5x5 convolution (the reduced-width fixtures have too few channels for `Auto`
+/// to pick one), and the direct kernel everywhere.
+const ALGORITHMS: [ConvAlgorithm; 5] = [
+    ConvAlgorithm::Auto,
+    ConvAlgorithm::Im2col,
+    ConvAlgorithm::Winograd,
+    ConvAlgorithm::WinogradSmallTiles,
+    ConvAlgorithm::Direct,
+];
+
+fn check(arch: Architecture, stem: &str, side: usize) {
+    let device = cpu();
+    let inputs = tensors("inputs.safetensors");
+    let input = &inputs[&format!("input{side}")];
+    let dims: [usize; 4] = input.shape.clone().try_into().unwrap();
+    let acts = tensors(&format!("{stem}.activations.safetensors"));
+    for conv in ALGORITHMS {
+        let (model, _, _) = load_model(&fixture(&format!("{stem}.safetensors")), &arch, &device)
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let engine = Engine::with_options(
+            model,
+            &EngineOptions {
+                conv,
+                input_size: None,
+            },
+        )
+        .unwrap();
+        // A first pass on other values: the engine reuses its buffers, and every kernel must
+        // overwrite what it takes (a missed element would keep this pass's values).
+        let junk: Vec<f32> = input.data.iter().map(|v| 1e3 - 7.0 * v).collect();
+        engine.forward(&junk, dims).unwrap();
+        let (seen, logits) = observed(&engine, &input.data, dims);
+        let logits = logits.unwrap();
+        for (key, want) in &acts {
+            let layer = key.trim_start_matches("act.");
+            let got = seen.get(layer).unwrap_or_else(|| {
+                panic!("{stem}: the engine reports no activation named {layer}")
+            });
+            assert_close(
+                &format!("engine {conv:?} {stem}/{layer}"),
+                got,
+                &want.data,
+                1e-4,
+            );
+        }
+        assert_close(
+            &format!("engine {conv:?} {stem}/logits"),
+            &logits,
+            &acts["act.fc8"].data,
+            1e-4,
+        );
+        assert!(
+            logits.iter().any(|v| *v < 0.0),
+            "{stem}: logits never negative"
+        );
+        assert_eq!(engine.num_classes(), 10);
+    }
+}
+
+#[test]
+fn engine_alexnet_tf_matches_tensorflow() {
+    check(
+        Architecture::AlexNet(AlexNetVariant::Tf),
+        "alexnet_tf_w8",
+        227,
+    );
+}
+
+#[test]
+fn engine_alexnet_caffe_matches_pytorch() {
+    check(
+        Architecture::AlexNet(AlexNetVariant::Caffe),
+        "alexnet_caffe_w8",
+        227,
+    );
+}
+
+#[test]
+fn engine_alexnet_torchvision_matches_pytorch() {
+    check(
+        Architecture::AlexNet(AlexNetVariant::Torchvision),
+        "alexnet_torchvision_w8",
+        224,
+    );
+}
+
+#[test]
+fn engine_vgg16_matches_pytorch() {
+    let arch = Architecture::Vgg {
+        depth: VggDepth::Vgg16,
+        batch_norm: false,
+    };
+    check(arch, "vgg16_w16", 224);
+}
+
+#[test]
+fn engine_vgg11_bn_matches_pytorch() {
+    let arch = Architecture::Vgg {
+        depth: VggDepth::Vgg11,
+        batch_norm: true,
+    };
+    check(arch, "vgg11_bn_w16", 224);
+}
+
+/// Input sizes the fixtures do not cover: TensorFlow SAME padding with an odd total (224 gives
+/// conv1 padding (3, 4)), ceil pooling on other sizes, and a real adaptive average pool (an
+/// input of 250 reaches torchvision's avgpool at 7x7, not 6x6). The burn model is the reference.
+#[test]
+fn engine_matches_burn_on_other_input_sizes() {
+    let device = cpu();
+    let shape = NetworkShape {
+        num_classes: 7,
+        hidden: 32,
+        width_divisor: 8,
+    };
+    for (arch, side) in [
+        (Architecture::AlexNet(AlexNetVariant::Tf), 224),
+        (Architecture::AlexNet(AlexNetVariant::Caffe), 235),
+        (Architecture::AlexNet(AlexNetVariant::Torchvision), 250),
+        (
+            Architecture::Vgg {
+                depth: VggDepth::Vgg11,
+                batch_norm: true,
+            },
+            100,
+        ),
+    ] {
+        let model = arch.init(&shape, &device).unwrap();
+        let input = Tensor::<4>::random(
+            [2, 3, side, side],
+            Distribution::Uniform(-50.0, 50.0),
+            &device,
+        );
+        let mut want: HashMap<String, Vec<f32>> = HashMap::new();
+        let name = arch.name();
+        // Features only: tf/caffe at these sizes do not flatten to fc6's width.
+        let features = match &model {
+            Model::AlexNet(m) => m.forward_features_observed(input.clone(), &mut |n, t| {
+                want.insert(n.to_string(), values(t.clone()));
+            }),
+            Model::Vgg(m) => m.forward_features_observed(input.clone(), &mut |n, t| {
+                want.insert(n.to_string(), values(t.clone()));
+            }),
+        };
+        let flat_len = features.dims()[1];
+        let input = values(input);
+        let record = model.into_record();
+        for conv in ALGORITHMS {
+            let model = arch
+                .init(&shape, &device)
+                .unwrap()
+                .load_record(record.clone());
+            let engine = Engine::with_options(
+                model,
+                &EngineOptions {
+                    conv,
+                    input_size: None,
+                },
+            )
+            .unwrap();
+            let junk: Vec<f32> = input.iter().map(|v| 1e3 - 7.0 * v).collect();
+            let _ = engine.forward(&junk, [2, 3, side, side]);
+            let (seen, result) = observed(&engine, &input, [2, 3, side, side]);
+            for (layer, w) in &want {
+                let got = seen
+                    .get(layer)
+                    .unwrap_or_else(|| panic!("{name}: no {layer}"));
+                assert_close(&format!("{conv:?} {name}@{side}/{layer}"), got, w, 1e-4);
+            }
+            match result {
+                Ok(logits) => assert_eq!(logits.len(), 2 * 7, "{name}"),
+                Err(EngineError::FlattenMismatch { found, .. }) => {
+                    assert_eq!(found, flat_len, "{name}")
+                }
+                Err(e) => panic!("{name}@{side}: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn engine_rejects_bad_inputs_with_errors() {
+    let device = cpu();
+    let shape = NetworkShape {
+        num_classes: 5,
+        hidden: 16,
+        width_divisor: 16,
+    };
+    let model = Architecture::AlexNet(AlexNetVariant::Caffe)
+        .init(&shape, &device)
+        .unwrap();
+    let engine = Engine::from_model(model).unwrap();
+    assert_eq!(
+        engine.forward(&[], [0, 3, 227, 227]).unwrap(),
+        Vec::<f32>::new()
+    );
+    let err = engine.forward(&[0.0; 10], [1, 3, 227, 227]).unwrap_err();
+    assert!(matches!(err, EngineError::BadInput { .. }), "{err}");
+    let err = engine
+        .forward(&vec![0.0; 4 * 227 * 227], [1, 4, 227, 227])
+        .unwrap_err();
+    assert!(err.to_string().contains("3 channels"), "{err}");
+    let err = engine
+        .forward(&vec![0.0; 3 * 20 * 20], [1, 3, 20, 20])
+        .unwrap_err();
+    assert!(err.to_string().contains("is too small for layer"), "{err}");
+    let err = engine
+        .forward(&vec![0.0; 3 * 300 * 300], [1, 3, 300, 300])
+        .unwrap_err();
+    assert!(err.to_string().contains("fc6 expects"), "{err}");
+}
+
+/// Fully connected layers split into column blocks (as built for wgpu devices) are reassembled
+/// into one weight matrix by the engine.
+#[test]
+fn engine_reassembles_column_blocks() {
+    use alexvgg_models::BlockLinear;
+    let device = cpu();
+    let shape = NetworkShape {
+        num_classes: 6,
+        hidden: 32,
+        width_divisor: 16,
+    };
+    let Model::AlexNet(mut m) = Architecture::AlexNet(AlexNetVariant::Caffe)
+        .init(&shape, &device)
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let d_in = m.fc6.d_in();
+    // 4 blocks of 8 outputs each: a 4-byte-per-weight budget of d_in * 8 values
+    m.fc6 = BlockLinear::new(d_in, 32, Some(d_in * 8 * 4), &device);
+    assert_eq!(m.fc6.blocks.len(), 4);
+    let input = Tensor::<4>::random(
+        [2, 3, 227, 227],
+        Distribution::Uniform(-50.0, 50.0),
+        &device,
+    );
+    let want = values(m.forward(input.clone()));
+    let engine = Engine::from_model(Model::AlexNet(m)).unwrap();
+    let got = engine.forward(&values(input), [2, 3, 227, 227]).unwrap();
+    assert_close("column blocks", &got, &want, 1e-4);
+}

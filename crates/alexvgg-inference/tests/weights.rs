@@ -1,0 +1,260 @@
+//! The weights cache: download over HTTP, resume an interrupted download, verify by checksum or
+//! by structure, convert to burnpack, rename into place; never a partial or unverified file
+//! under the final name. Everything is served from loopback.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[path = "../../../tests/common/support.rs"]
+mod support;
+
+use alexvgg_import::load_model;
+use alexvgg_inference::preprocess::Preset;
+use alexvgg_inference::weights::{Checksum, WeightsEntry, WeightsError, fetch_into, known};
+use alexvgg_models::{AlexNetVariant, Architecture};
+use sha2::{Digest, Sha256};
+use support::{fixture, scratch};
+
+const TF: Architecture = Architecture::AlexNet(AlexNetVariant::Tf);
+
+/// How the test server answers one connection.
+#[derive(Clone, Copy)]
+enum Reply {
+    /// The whole body (200), ignoring any range.
+    Whole,
+    /// Announces the whole body, sends this many bytes, and hangs up.
+    DropAfter(usize),
+    /// Honours `Range: bytes=N-` with 206 (200 without a range).
+    Ranges,
+}
+
+/// Serves `body` on loopback, one reply per connection; returns the base URL and the request
+/// heads it received.
+fn serve(body: Vec<u8>, replies: Vec<Reply>) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for (stream, reply) in listener.incoming().zip(replies) {
+            let mut stream = stream.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let from = head
+                .lines()
+                .find_map(|l| l.strip_prefix("range: bytes="))
+                .and_then(|r| {
+                    r.trim_end_matches('-')
+                        .trim()
+                        .trim_end_matches('-')
+                        .parse()
+                        .ok()
+                });
+            seen.lock().unwrap().push(head);
+            let (status, part) = match (reply, from) {
+                (Reply::Ranges, Some(n)) => ("206 Partial Content", &body[n..]),
+                _ => ("200 OK", &body[..]),
+            };
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    part.len()
+                )
+                .as_bytes(),
+            );
+            let send = match reply {
+                Reply::DropAfter(n) => &part[..n],
+                _ => part,
+            };
+            let _ = stream.write_all(send);
+        }
+    });
+    (format!("http://{addr}"), log)
+}
+
+fn entry(url: &str, checksum: Option<Checksum>, file: &str, arch: Architecture) -> WeightsEntry {
+    WeightsEntry {
+        name: format!("test_{}", file.replace('.', "_")),
+        file: file.to_string(),
+        architecture: arch,
+        url: format!("{url}/{file}"),
+        checksum,
+        checksum_note: String::new(),
+        licence: "test".into(),
+        accuracy: None,
+        preset: Preset::Caffe,
+        classes: "test".into(),
+        source: "test".into(),
+    }
+}
+
+fn cache(tag: &str) -> PathBuf {
+    scratch(&format!("cache-{tag}"))
+}
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).unwrap()
+}
+
+fn sha256(body: &[u8]) -> String {
+    Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn downloads_verify_convert_and_land_atomically() {
+    let body = fixture_bytes("alexnet_tf_w8.py2.npy");
+    let dir = cache("ok");
+    let (url, _) = serve(body.clone(), vec![Reply::Whole]);
+    let prefix = Checksum::Sha256Prefix(sha256(&body)[..8].to_string());
+    let good = entry(&url, Some(prefix), "good.npy", TF);
+    let fetched = fetch_into(&good, &dir, false).unwrap();
+    assert_eq!(std::fs::read(&fetched.original).unwrap(), body);
+    let native = fetched.native.clone().expect("converted to burnpack");
+    let (_, shape, format) = load_model(
+        &native,
+        &TF,
+        &alexvgg_inference::device::make_device(Some("cpu"))
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!((format.name(), shape.width_divisor), ("burnpack", 8));
+    // second call: served from the cache (the server takes no second connection)
+    assert_eq!(fetch_into(&good, &dir, false).unwrap(), fetched);
+    assert_eq!(files_in(&dir), ["good.npy", "test_good_npy.bpk"]);
+}
+
+#[test]
+fn a_dropped_connection_is_resumed_with_a_range_request() {
+    let body = fixture_bytes("alexnet_tf_w8.py2.npy");
+    let cut = body.len() / 3;
+    let dir = cache("resume");
+    let (url, log) = serve(body.clone(), vec![Reply::DropAfter(cut), Reply::Ranges]);
+    let sha1 = {
+        use sha1::Digest as _;
+        sha1::Sha1::digest(&body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let e = entry(&url, Some(Checksum::Sha1(sha1)), "w.npy", TF);
+    match fetch_into(&e, &dir, false) {
+        Err(WeightsError::Download { reason, .. }) => {
+            assert!(reason.contains("resumes"), "{reason}")
+        }
+        other => panic!("expected a download error, got {other:?}"),
+    }
+    assert_eq!(files_in(&dir), ["w.npy.partial"], "only the partial file");
+    assert_eq!(
+        std::fs::metadata(dir.join("w.npy.partial")).unwrap().len(),
+        cut as u64
+    );
+    let fetched = fetch_into(&e, &dir, false).unwrap();
+    assert_eq!(std::fs::read(&fetched.original).unwrap(), body);
+    let heads = log.lock().unwrap().clone();
+    assert!(!heads[0].contains("range:"), "{}", heads[0]);
+    assert!(
+        heads[1].contains(&format!("range: bytes={cut}-")),
+        "{}",
+        heads[1]
+    );
+    assert_eq!(files_in(&dir), ["test_w_npy.bpk", "w.npy"]);
+}
+
+#[test]
+fn corrupt_and_foreign_downloads_are_discarded() {
+    let body = fixture_bytes("alexnet_tf_w8.py2.npy");
+    let dir = cache("bad");
+    // wrong checksum
+    let (url, _) = serve(body.clone(), vec![Reply::Whole]);
+    let bad = entry(
+        &url,
+        Some(Checksum::Sha256Prefix("00000000".into())),
+        "bad.npy",
+        TF,
+    );
+    match fetch_into(&bad, &dir, false) {
+        Err(e @ WeightsError::Checksum { .. }) => {
+            assert!(e.to_string().contains(&sha256(&body)), "{e}")
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    // no checksum published: a file that is no weights at all, and weights of another network
+    let mut garbage = body.clone();
+    garbage.truncate(body.len() / 2);
+    for (served, file) in [
+        (garbage, "cut.npy"),
+        (fixture_bytes("vgg16_w16.npz"), "vgg.npz"),
+    ] {
+        let (url, _) = serve(served, vec![Reply::Whole]);
+        match fetch_into(&entry(&url, None, file, TF), &dir, false) {
+            Err(e @ WeightsError::Structure { .. }) => {
+                assert!(e.to_string().contains(file), "{e}");
+                if file == "vgg.npz" {
+                    assert!(e.to_string().contains("looks like VGG"), "{e}");
+                }
+            }
+            other => panic!("{file}: expected a structure error, got {other:?}"),
+        }
+    }
+    // nothing answers
+    let refused = entry("http://127.0.0.1:9", None, "refused.npy", TF);
+    assert!(matches!(
+        fetch_into(&refused, &dir, false),
+        Err(WeightsError::Download { .. })
+    ));
+    assert!(
+        files_in(&dir).is_empty(),
+        "left behind: {:?}",
+        files_in(&dir)
+    );
+}
+
+#[test]
+fn the_known_weights_table_is_complete() {
+    let table = known();
+    assert!(table.len() >= 6);
+    let mut names: Vec<&str> = table.iter().map(|w| w.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), table.len(), "names are unique");
+    for w in &table {
+        assert!(w.url.starts_with("http"), "{}", w.name);
+        assert!(!w.licence.is_empty() && !w.source.is_empty(), "{}", w.name);
+        assert_eq!(w.classes, "imagenet-1k");
+        assert!(
+            w.checksum.is_some() || w.checksum_note.contains("structure"),
+            "{}: a checksum, or say how it is checked",
+            w.name
+        );
+    }
+    let by_name = |n: &str| table.iter().find(|w| w.name == n).unwrap();
+    assert_eq!(by_name("bvlc_alexnet").architecture, TF);
+    assert_eq!(
+        by_name("bvlc_alexnet_caffe").checksum,
+        Some(Checksum::Sha1(
+            "9116a64c0fbe4459d18f4bb6b56d647b63920377".into()
+        ))
+    );
+    assert_eq!(by_name("vgg16_torchvision").preset, Preset::Torchvision);
+}

@@ -1,0 +1,55 @@
+//! Training-step benchmarks (`alexvgg bench --train`), on the clocks of
+//! [`alexvgg_inference::bench`].
+
+use alexvgg_inference::bench::{BenchResult, BenchSpec, timed_ms};
+use alexvgg_inference::rng::SplitMix64;
+use alexvgg_models::{Architecture, NetworkShape};
+use burn::tensor::Device;
+
+use crate::config::{Freeze, OptimizerKind, OptimizerSettings};
+use crate::error::FinetuneError;
+use crate::trainer::Trainer;
+
+/// Times full training steps (forward, cross-entropy, backward, SGD-with-momentum update) of
+/// `arch` with 1000 classes on random `[batch, 3, side, side]` inputs; GFLOP/s counts a step
+/// as three forward passes (forward, and backward's two products per layer).
+///
+/// # Errors
+/// [`FinetuneError`] when the network cannot be built or a step fails.
+pub fn bench_train(
+    arch: &Architecture,
+    device: &Device,
+    spec: &BenchSpec,
+    batch: usize,
+) -> Result<BenchResult, FinetuneError> {
+    let ad = device.clone().autodiff();
+    let model = arch.init(&NetworkShape::default(), &ad)?;
+    let settings = OptimizerSettings {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    };
+    let mut trainer = Trainer::new(model, arch, &settings, &Freeze::None, &ad)?;
+    let mut g = SplitMix64::new(7);
+    let side = spec.side;
+    let inputs: Vec<f32> = (0..batch * 3 * side * side)
+        .map(|_| (g.uniform() as f32 - 0.5) * 200.0)
+        .collect();
+    let labels: Vec<usize> = (0..batch).map(|_| g.below(1000)).collect();
+    let mut failed = None;
+    let times = timed_ms(spec.warmup, spec.iters, || {
+        // the step reads the loss back to the host, so the clock stops after the update ran
+        if let Err(e) = trainer.step(inputs.clone(), &labels, 1e-4) {
+            failed.get_or_insert(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(BenchResult::from_times(
+        spec,
+        batch,
+        &times,
+        3.0 * spec.gflop_per_image,
+    ))
+}

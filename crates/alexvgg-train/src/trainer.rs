@@ -1,0 +1,353 @@
+//! One network with its optimizer: optimisation steps and evaluation.
+
+use std::path::Path;
+
+use alexvgg_import::ModulePath;
+use alexvgg_models::{Architecture, Model, host_values};
+use burn::module::{Module, ModuleMapper, Param, ParamGroup, ParamId};
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::{Freeze, OptimizerKind, OptimizerSettings};
+use crate::error::FinetuneError;
+
+/// Loss and accuracy of one training step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Mean cross-entropy over the batch (before the update).
+    pub loss: f64,
+    /// Images whose top-1 prediction was right (before the update).
+    pub correct: usize,
+    /// Images in the batch.
+    pub images: usize,
+}
+
+/// Summed loss and accuracy counts over evaluated images.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EvalStats {
+    /// Sum of per-image cross-entropy.
+    pub loss_sum: f64,
+    /// Right top-1 predictions.
+    pub top1: usize,
+    /// Right top-5 predictions (top-k with k = min(5, classes)).
+    pub top5: usize,
+    /// Images evaluated.
+    pub images: usize,
+}
+
+impl EvalStats {
+    /// Adds another batch's counts.
+    pub fn add(&mut self, other: EvalStats) {
+        self.loss_sum += other.loss_sum;
+        self.top1 += other.top1;
+        self.top5 += other.top5;
+        self.images += other.images;
+    }
+}
+
+/// A network being trained, with its optimizer state.
+///
+/// Parameter ids are derived from module paths (not burn's random ids), so that optimizer state
+/// saved by one process applies to the model another process loads: this is what makes
+/// `--resume` exact.
+pub struct Trainer {
+    model: Option<Model>,
+    optim: ModuleOptimizer,
+    loss: CrossEntropyLoss,
+    device: Device,
+    side: usize,
+    frozen: Vec<String>,
+    trainable: Vec<String>,
+}
+
+/// Gives every parameter an id derived from its path and notes which are frozen.
+struct Prepare<'a> {
+    path: ModulePath,
+    frozen_prefixes: &'a [String],
+    frozen: Vec<(String, ParamId)>,
+    trainable: Vec<String>,
+}
+
+impl ModuleMapper for Prepare<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let key = self.path.key();
+        // FNV-1a of the path: stable across processes and runs
+        let id = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        param.id = ParamId::from(id);
+        if self
+            .frozen_prefixes
+            .iter()
+            .any(|p| key.starts_with(&format!("{p}.")))
+        {
+            self.frozen.push((key, param.id));
+        } else {
+            self.trainable.push(key);
+        }
+        param
+    }
+}
+
+impl Trainer {
+    /// Prepares `model` (already on `device`'s autodiff form, with its new head) for training:
+    /// path-derived parameter ids, the layers `freeze` names frozen, and the optimizer.
+    ///
+    /// # Errors
+    /// [`FinetuneError::Setting`] for a freeze setting that names no layer of `arch`.
+    pub fn new(
+        model: Model,
+        arch: &Architecture,
+        optimizer: &OptimizerSettings,
+        freeze: &Freeze,
+        device: &Device,
+    ) -> Result<Self, FinetuneError> {
+        let prefixes = freeze.prefixes(arch)?;
+        let mut prep = Prepare {
+            path: ModulePath::default(),
+            frozen_prefixes: &prefixes,
+            frozen: Vec::new(),
+            trainable: Vec::new(),
+        };
+        let model = model.map(&mut prep);
+        let model = if prefixes.is_empty() {
+            model
+        } else {
+            // by path, so that BatchNorm's training flag (running statistics) is frozen too,
+            // not only the tensors; the trailing dot keeps `features.1.` off `features.10.`
+            let ids: Vec<ParamId> = prep.frozen.iter().map(|(_, id)| *id).collect();
+            let group =
+                ParamGroup::from_any_predicates(prefixes.iter().map(|p| format!("{p}.")).collect())
+                    .fuse(&ParamGroup::from_ids(ids));
+            model.freeze_group(group)
+        };
+        Ok(Self {
+            model: Some(model),
+            optim: build_optimizer(optimizer),
+            loss: CrossEntropyLossConfig::new().init(device),
+            device: device.clone(),
+            side: arch.input_size(),
+            frozen: prep.frozen.into_iter().map(|(k, _)| k).collect(),
+            trainable: prep.trainable,
+        })
+    }
+
+    /// The network.
+    pub fn model(&self) -> &Model {
+        self.model.as_ref().expect("model present between steps")
+    }
+
+    /// The network, ending training.
+    pub fn into_model(mut self) -> Model {
+        self.model.take().expect("model present between steps")
+    }
+
+    /// Module paths of the frozen parameters.
+    pub fn frozen(&self) -> &[String] {
+        &self.frozen
+    }
+
+    /// Module paths of the parameters being trained.
+    pub fn trainable(&self) -> &[String] {
+        &self.trainable
+    }
+
+    fn batch(&self, inputs: Vec<f32>, labels: &[usize]) -> (Tensor<4>, Tensor<1, Int>) {
+        let n = labels.len();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(inputs, [n, 3, self.side, self.side]),
+            &self.device,
+        );
+        let y = Tensor::<1, Int>::from_data(
+            TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
+            &self.device,
+        );
+        (x, y)
+    }
+
+    /// One optimisation step on a batch: forward, mean cross-entropy, backward, update with
+    /// learning rate `lr`.
+    ///
+    /// # Shapes
+    /// - `inputs`: `[n, 3, side, side]` values, channels first (`side` = the architecture's
+    ///   input size)
+    /// - `labels`: `[n]` class indices
+    ///
+    /// # Errors
+    /// [`FinetuneError::HostValues`] when the logits cannot be read back (the model is kept,
+    /// not updated).
+    pub fn step(
+        &mut self,
+        inputs: Vec<f32>,
+        labels: &[usize],
+        lr: f64,
+    ) -> Result<StepStats, FinetuneError> {
+        let model = self.model.take().expect("model present between steps");
+        let (x, y) = self.batch(inputs, labels);
+        let logits = model.forward(x);
+        let scores = match host_values(logits.clone().detach()) {
+            Ok(scores) => scores,
+            Err(e) => {
+                self.model = Some(model);
+                return Err(FinetuneError::HostValues(e));
+            }
+        };
+        let loss = self.loss.forward(logits, y);
+        let loss_value = loss.clone().detach().into_scalar::<f32>() as f64;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        self.model = Some(self.optim.step(lr, model, grads));
+        let classes = scores.len() / labels.len().max(1);
+        Ok(StepStats {
+            loss: loss_value,
+            correct: count_top_k(&scores, classes, labels, 1),
+            images: labels.len(),
+        })
+    }
+
+    /// Loss and top-1/top-5 counts on a batch, without dropout and without gradients.
+    ///
+    /// # Shapes
+    /// - `inputs`: `[n, 3, side, side]`
+    /// - `labels`: `[n]`
+    ///
+    /// # Errors
+    /// [`FinetuneError::HostValues`] when the logits cannot be read back.
+    pub fn evaluate(
+        &self,
+        eval_model: &Model,
+        inputs: Vec<f32>,
+        labels: &[usize],
+    ) -> Result<EvalStats, FinetuneError> {
+        let n = labels.len();
+        let device = self.device.clone().without_autodiff();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(inputs, [n, 3, self.side, self.side]),
+            &device,
+        );
+        let scores = host_values(eval_model.forward(x)).map_err(FinetuneError::HostValues)?;
+        let classes = scores.len() / n.max(1);
+        let loss_sum = scores
+            .chunks(classes)
+            .zip(labels)
+            .map(|(row, &l)| {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let lse = max
+                    + row
+                        .iter()
+                        .map(|&v| (v as f64 - max).exp())
+                        .sum::<f64>()
+                        .ln();
+                lse - row[l] as f64
+            })
+            .sum();
+        Ok(EvalStats {
+            loss_sum,
+            top1: count_top_k(&scores, classes, labels, 1),
+            top5: count_top_k(&scores, classes, labels, 5.min(classes)),
+            images: n,
+        })
+    }
+
+    /// The network for evaluation: no autodiff, dropout off.
+    pub fn eval_model(&self) -> Model {
+        self.model().valid()
+    }
+
+    /// Writes the optimizer state (momenta, Adam moments) to `path`, atomically.
+    ///
+    /// # Errors
+    /// [`FinetuneError::Checkpoint`] when it cannot be written.
+    pub fn save_optimizer(&self, path: &Path) -> Result<(), FinetuneError> {
+        let tmp = path.with_extension("partial");
+        self.optim
+            .save(&tmp)
+            .map_err(|e| FinetuneError::Checkpoint {
+                path: tmp.clone(),
+                reason: e.to_string(),
+            })?;
+        // burn may add its extension; accept either name
+        let written = if tmp.exists() {
+            tmp
+        } else {
+            tmp.with_extension("partial.bpk")
+        };
+        std::fs::rename(&written, path).map_err(|e| FinetuneError::io(path, e))
+    }
+
+    /// Restores optimizer state written by [`save_optimizer`](Self::save_optimizer).
+    ///
+    /// # Errors
+    /// [`FinetuneError::Checkpoint`] when it cannot be read.
+    pub fn load_optimizer(&mut self, path: &Path) -> Result<(), FinetuneError> {
+        let optim = std::mem::replace(&mut self.optim, SgdConfig::new().init());
+        self.optim = optim.load(path).map_err(|e| FinetuneError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(())
+    }
+}
+
+fn build_optimizer(s: &OptimizerSettings) -> ModuleOptimizer {
+    let decay = (s.weight_decay > 0.0).then(|| WeightDecayConfig::new(s.weight_decay as f32));
+    match s.kind {
+        OptimizerKind::Sgd => {
+            // burn's momentum defaults to dampening 0.1; PyTorch's (and Caffe's) is 0
+            let momentum = (s.momentum > 0.0).then(|| {
+                MomentumConfig::new()
+                    .with_momentum(s.momentum)
+                    .with_dampening(0.0)
+            });
+            SgdConfig::new()
+                .with_momentum(momentum)
+                .with_weight_decay(decay)
+                .init()
+        }
+        // PyTorch's default epsilon (burn's is 1e-5)
+        OptimizerKind::Adam => AdamConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(decay)
+            .init(),
+    }
+}
+
+/// How many rows of `scores` (`classes` wide) have their label among the `k` highest.
+fn count_top_k(scores: &[f32], classes: usize, labels: &[usize], k: usize) -> usize {
+    scores
+        .chunks(classes.max(1))
+        .zip(labels)
+        .filter(|(row, l)| {
+            let mine = row[**l];
+            // ties count against us: strictly greater scores, or equal ones at lower index
+            let above = row
+                .iter()
+                .enumerate()
+                .filter(|&(i, &v)| v > mine || (v == mine && i < **l))
+                .count();
+            above < k
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn top_k_counts() {
+        let scores = [0.1, 0.5, 0.2, /* row 2 */ 0.9, 0.0, 0.3];
+        assert_eq!(super::count_top_k(&scores, 3, &[1, 2], 1), 1);
+        assert_eq!(super::count_top_k(&scores, 3, &[1, 2], 2), 2);
+        assert_eq!(super::count_top_k(&scores, 3, &[0, 1], 2), 0);
+        assert_eq!(super::count_top_k(&scores, 3, &[0, 0], 2), 1);
+    }
+}

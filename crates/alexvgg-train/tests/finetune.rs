@@ -1,0 +1,257 @@
+//! Fine-tuning: gradients and optimizer steps against PyTorch, learning on a synthetic folder,
+//! freezing. (Resumption after a kill and the CLI's use of the output: the root's `tests/cli.rs`.)
+
+#[path = "../../../tests/common/devices.rs"]
+mod devices;
+#[path = "../../../tests/common/fixtures.rs"]
+mod fixtures;
+#[path = "../../../tests/common/support.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::Instant;
+
+use alexvgg_import::{TensorMap, load_model, module_tensors, read_burnpack, read_for};
+use alexvgg_inference::preprocess::Augment;
+use alexvgg_models::{AlexNetVariant, Architecture};
+use alexvgg_train::data::ValSource;
+use alexvgg_train::synth::make_dataset;
+use alexvgg_train::{
+    Freeze, LrSchedule, OptimizerKind, OptimizerSettings, RunConfig, Trainer, run,
+};
+use devices::cpu;
+use fixtures::tensors;
+use support::{assert_close, fixture, scratch};
+
+const CAFFE: Architecture = Architecture::AlexNet(AlexNetVariant::Caffe);
+const TF: Architecture = Architecture::AlexNet(AlexNetVariant::Tf);
+
+/// Two steps of `kind` on the reduced Caffe AlexNet (LRN, groups) from its fixture weights,
+/// compared with PyTorch's losses and updated weights.
+fn optimizer_steps_match_pytorch(kind: OptimizerKind, name: &str, lr: f64, wd: f64) {
+    let device = cpu().autodiff();
+    let (model, _, _) = load_model(&fixture("alexnet_caffe_w8.safetensors"), &CAFFE, &device)
+        .expect("fixture weights");
+    let before = module_tensors(&model).unwrap();
+    let model = model.with_dropout(0.0); // PyTorch's reference network has no dropout
+    let settings = OptimizerSettings {
+        kind,
+        momentum: 0.9,
+        weight_decay: wd,
+    };
+    let mut trainer = Trainer::new(model, &CAFFE, &settings, &Freeze::None, &device).unwrap();
+    let inputs: Vec<f32> = tensors("inputs.safetensors")["input227"]
+        .data
+        .iter()
+        .map(|v| v * 0.02f32)
+        .collect();
+    let reference = tensors("train_steps.safetensors");
+    for step in 0..2 {
+        let stats = trainer.step(inputs.clone(), &[3, 7], lr).unwrap();
+        let want = reference[&format!("{name}.loss{step}")].data[0] as f64;
+        assert!(
+            (stats.loss - want).abs() <= 1e-4 * want.abs(),
+            "{name} step {step}: loss {} vs PyTorch {want}",
+            stats.loss
+        );
+    }
+    let after = module_tensors(trainer.model()).unwrap();
+    // PyTorch's updated weights, in our names and layouts
+    let dir = scratch(&format!("steps-{name}"));
+    let mut torch_names = TensorMap::new();
+    for (k, t) in reference.iter() {
+        if let Some(key) = k
+            .strip_prefix(&format!("{name}."))
+            .filter(|k| !k.starts_with("loss"))
+        {
+            torch_names.insert(key.to_string(), t.clone());
+        }
+    }
+    let file = dir.join("updated.safetensors");
+    write_safetensors(&torch_names, &file);
+    let (_, want) = read_for(&file, &CAFFE).unwrap();
+    assert_eq!(want.len(), after.len());
+    for (k, w) in want.iter() {
+        let got = &after[k];
+        assert_close(&format!("{name} {k}"), &got.data, &w.data, 1e-4);
+        // the update itself, not only the weights it was added to
+        let delta =
+            |t: &[f32]| -> Vec<f32> { t.iter().zip(&before[k].data).map(|(a, b)| a - b).collect() };
+        assert_close(
+            &format!("{name} update of {k}"),
+            &delta(&got.data),
+            &delta(&w.data),
+            2e-3,
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Minimal safetensors writer for the test (f32 only).
+fn write_safetensors(map: &TensorMap, path: &Path) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    let mut body = Vec::new();
+    for (k, t) in map.iter() {
+        let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        header.insert(
+            k.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes.len()]}),
+        );
+        offset += bytes.len();
+        body.extend(bytes);
+    }
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(body);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn sgd_steps_match_pytorch() {
+    optimizer_steps_match_pytorch(OptimizerKind::Sgd, "sgd", 0.01, 5e-4);
+}
+
+#[test]
+fn adam_steps_match_pytorch() {
+    optimizer_steps_match_pytorch(OptimizerKind::Adam, "adam", 1e-3, 1e-4);
+}
+
+fn config(data: &Path, weights: Option<String>) -> RunConfig {
+    RunConfig {
+        architecture: TF,
+        weights,
+        data: data.to_path_buf(),
+        val: ValSource::Split(0.25),
+        epochs: 4,
+        batch_size: 16,
+        lr: 1e-3,
+        optimizer: OptimizerSettings {
+            kind: OptimizerKind::Adam,
+            momentum: 0.0,
+            weight_decay: 0.0,
+        },
+        schedule: LrSchedule::Constant,
+        freeze: Freeze::None,
+        seed: 3,
+        augment: Some(Augment {
+            scale: (0.5, 1.0),
+            ..Augment::default()
+        }),
+        dropout: Some(0.0),
+        preprocess: None,
+        hidden: Some(64),
+        width_divisor: Some(8),
+        checkpoint_every: 0,
+    }
+}
+
+#[test]
+fn reduced_alexnet_learns_the_synthetic_folder() {
+    let dir = scratch("learn");
+    make_dataset(&dir.join("data"), 4, 40, 64, 11).unwrap();
+    let cfg = config(&dir.join("data"), None);
+    let started = Instant::now();
+    let summary = run(Some(&cfg), &dir.join("out"), &cpu(), &mut |_| {}).unwrap();
+    let last = summary.history.last().unwrap();
+    eprintln!(
+        "{} epochs in {:.1} s: {:?}",
+        summary.history.len(),
+        started.elapsed().as_secs_f64(),
+        summary
+            .history
+            .iter()
+            .map(|m| (m.train_loss, m.val_top1))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(summary.history.len(), 4);
+    assert!(last.val_top1 >= 0.9, "validation top-1 {}", last.val_top1);
+    assert!(last.train_loss < summary.history[0].train_loss);
+    // output directory: every promised file, metrics parseable
+    for f in [
+        "config.json",
+        "labels.txt",
+        "best.bpk",
+        "last.bpk",
+        "metrics.jsonl",
+        "metrics.csv",
+    ] {
+        assert!(dir.join("out").join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(dir.join("out/metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5);
+    let labels = std::fs::read_to_string(dir.join("out/labels.txt")).unwrap();
+    assert_eq!(labels.lines().collect::<Vec<_>>(), summary.classes);
+    let (arch, shape, _) = read_burnpack(&dir.join("out/best.bpk")).unwrap();
+    assert_eq!(arch, Some(TF));
+    assert_eq!(shape.unwrap().num_classes, 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn frozen_layers_do_not_change() {
+    let dir = scratch("freeze");
+    make_dataset(&dir.join("data"), 3, 8, 48, 2).unwrap();
+    let weights = fixture("alexnet_tf_w8.safetensors");
+    let (_, original) = read_for(&weights, &TF).unwrap();
+    for (freeze, trained) in [
+        ("features", &["fc6", "fc7"][..]),
+        ("up-to:fc7", &[][..]),
+        (
+            "up-to:conv2",
+            &["convs.2", "convs.3", "convs.4", "fc6", "fc7"][..],
+        ),
+    ] {
+        let mut cfg = config(&dir.join("data"), Some(weights.display().to_string()));
+        cfg.hidden = None;
+        cfg.width_divisor = None;
+        cfg.epochs = 1;
+        cfg.freeze = Freeze::parse(freeze).unwrap();
+        let out = dir.join(freeze.replace(':', "_"));
+        run(Some(&cfg), &out, &cpu(), &mut |_| {}).unwrap();
+        let (_, _, tuned) = read_burnpack(&out.join("last.bpk")).unwrap();
+        for (k, t) in original.iter() {
+            if k.starts_with("fc8") {
+                assert_eq!(tuned[k].shape[1.min(tuned[k].shape.len() - 1)], 3, "{k}");
+                continue;
+            }
+            let changed = tuned[k].data != t.data;
+            let should = trained.iter().any(|p| k.starts_with(&format!("{p}.")));
+            assert_eq!(
+                changed, should,
+                "--freeze {freeze}: {k} changed = {changed}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn vgg_with_batch_norm_fine_tunes_with_frozen_features() {
+    let dir = scratch("vgg");
+    make_dataset(&dir.join("data"), 2, 4, 32, 6).unwrap();
+    let weights = fixture("vgg11_bn_w16.safetensors");
+    let arch = Architecture::parse("vgg11_bn").unwrap();
+    let (_, original) = read_for(&weights, &arch).unwrap();
+    let mut cfg = config(&dir.join("data"), Some(weights.display().to_string()));
+    cfg.architecture = arch;
+    cfg.hidden = None;
+    cfg.width_divisor = None;
+    cfg.epochs = 1;
+    cfg.batch_size = 3;
+    cfg.val = ValSource::Split(0.5);
+    cfg.freeze = Freeze::Features;
+    run(Some(&cfg), &dir.join("out"), &cpu(), &mut |_| {}).unwrap();
+    let (_, shape, tuned) = read_burnpack(&dir.join("out/last.bpk")).unwrap();
+    assert_eq!(shape.unwrap().num_classes, 2);
+    for (k, t) in original.iter() {
+        if k.starts_with("fc8") {
+            continue;
+        }
+        // frozen convolutions keep weights and BatchNorm statistics; fc6 and fc7 train
+        let changed = tuned[k].data != t.data;
+        assert_eq!(changed, k.starts_with("fc"), "{k} changed = {changed}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,212 @@
+//! `alexvgg bench` (forward passes or training steps) and `alexvgg bench-lrn`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use alexvgg_import::load_model;
+use alexvgg_inference::bench::{self, BenchResult, BenchSpec};
+use alexvgg_inference::device::{describe, make_device};
+use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
+use alexvgg_models::{NetworkShape, gflops};
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::{DeviceArgs, ModelArgs, choice};
+
+/// Time forward passes (or training steps) on a device.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Comma-separated batch sizes.
+    #[arg(long, default_value = "1,8", value_delimiter = ',')]
+    batch_size: Vec<usize>,
+    /// Timed passes per batch size.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Untimed warm-up passes per batch size.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Weights to load (random weights otherwise; speed does not depend on them).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Time training steps (forward, loss, backward, SGD update) instead of inference.
+    #[arg(long)]
+    train: bool,
+    /// Inference engine: auto (the alexvgg-cpu kernels on CPU backends, burn on wgpu), burn, kernels.
+    #[arg(long, default_value = "auto", value_parser = choice::<EngineKind>())]
+    engine: EngineKind,
+    /// Convolutions of the CPU engine: auto, im2col (everywhere), winograd (4x4 tiles for
+    /// stride-1 3x3), winograd-small (2x2 tiles), direct (everywhere).
+    #[arg(long, default_value = "auto", value_parser = choice::<ConvChoice>())]
+    conv: ConvChoice,
+    /// Also print the median time of each layer (first batch size only).
+    #[arg(long)]
+    per_layer: bool,
+    /// Print JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `alexvgg bench`.
+pub fn run(a: BenchArgs) -> Result<()> {
+    let arch = a.model.arch();
+    let (backend, dev) = make_device(a.device.device.as_deref())?;
+    if a.train && a.weights.is_some() {
+        bail!("--train times random weights; leave out --weights");
+    }
+    if a.train && a.engine == EngineKind::Kernels {
+        bail!("--train runs burn's autodiff; --engine kernels is inference only");
+    }
+    if a.batch_size.contains(&0) {
+        bail!("--batch-size values must be at least 1");
+    }
+    let net = match &a.weights {
+        Some(path) => {
+            let started = Instant::now();
+            let (net, _, format) = load_model(path, &arch, &dev)?;
+            eprintln!(
+                "loaded {} ({}) in {:.3} s",
+                path.display(),
+                format.name(),
+                started.elapsed().as_secs_f64()
+            );
+            net
+        }
+        None => arch.init(&NetworkShape::default(), &dev)?,
+    };
+    let side = arch.input_size();
+    let gflop = gflops(&net.layers([3, side, side])?);
+    let started = Instant::now();
+    let engine = if a.train { EngineKind::Burn } else { a.engine };
+    let runner = Runner::new(net, &dev, backend, engine, a.conv)?;
+    if matches!(runner, Runner::Kernels(_)) {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("compiled for the CPU engine in {secs:.3} s");
+    }
+    let device_name = format!("{}, {}", describe(backend, &dev), runner.describe());
+    let (what, unit) = if a.train {
+        ("training", "steps")
+    } else {
+        ("inference", "passes")
+    };
+    if !a.json {
+        println!(
+            "{} {what} on {device_name}, {side}x{side}, {gflop:.2} GFLOP/image{}, {} warm-up + {} timed {unit}",
+            arch.describe(),
+            if a.train {
+                " forward (x3 per step)"
+            } else {
+                ""
+            },
+            a.warmup,
+            a.iters,
+        );
+        println!(
+            "{:>6} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "batch", "best ms", "median ms", "ms/image", "images/s", "GFLOP/s"
+        );
+    }
+    let spec = BenchSpec {
+        model: arch.name(),
+        device_name,
+        side,
+        warmup: a.warmup,
+        iters: a.iters,
+        gflop_per_image: gflop,
+    };
+    for &batch in &a.batch_size {
+        let r = if a.train {
+            alexvgg_train::bench::bench_train(&arch, &dev, &spec, batch)?
+        } else {
+            bench::bench_forward(&runner, &spec, batch)?
+        };
+        print_result(&r, a.json)?;
+    }
+    if a.per_layer {
+        let batch = a.batch_size.first().copied().unwrap_or(1);
+        let rows = bench::per_layer_ms(&runner, side, batch, a.warmup, a.iters)?;
+        print_layers(&rows, batch, a.json);
+    }
+    Ok(())
+}
+
+fn print_result(r: &BenchResult, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        println!(
+            "{:>6} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>9.1}",
+            r.batch, r.best_ms, r.median_ms, r.ms_per_image, r.images_per_s, r.gflops_per_s
+        );
+    }
+    Ok(())
+}
+
+fn print_layers(rows: &[(String, f64)], batch: usize, json: bool) {
+    let total: f64 = rows.iter().map(|(_, ms)| ms).sum();
+    if json {
+        for (layer, ms) in rows {
+            let row = serde_json::json!({"layer": layer, "batch": batch, "median_ms": ms});
+            println!("{row}");
+        }
+        return;
+    }
+    println!("per layer, batch {batch} (median ms, share of {total:.1} ms):");
+    for (layer, ms) in rows {
+        let share = 100.0 * ms / total.max(1e-9);
+        println!("  {layer:<8} {ms:>9.2} {share:>6.1}%");
+    }
+}
+
+/// Time local response normalization: ours (one pass), burn's, and 2r+1 slices, by radius.
+#[derive(Args)]
+pub struct BenchLrnArgs {
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Comma-separated depth radii.
+    #[arg(long, default_value = "1,2,5,10,20", value_delimiter = ',')]
+    radius: Vec<usize>,
+    /// Timed calls per implementation and radius.
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Print JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `alexvgg bench-lrn`.
+pub fn run_lrn(a: BenchLrnArgs) -> Result<()> {
+    let (backend, dev) = make_device(a.device.device.as_deref())?;
+    let shape = [1, 96, 57, 57];
+    if !a.json {
+        println!(
+            "LRN on {:?} ({}), median of {} calls, ms",
+            shape,
+            describe(backend, &dev),
+            a.iters
+        );
+        println!(
+            "{:>6} {:>7} {:>13} {:>10} {:>10} {:>12}",
+            "radius", "window", "ours (cumsum)", "pool", "burn", "2r+1 slices"
+        );
+    }
+    for row in bench::bench_lrn(&dev, shape, &a.radius, a.iters) {
+        if a.json {
+            println!("{}", serde_json::to_string(&row)?);
+        } else {
+            println!(
+                "{:>6} {:>7} {:>13.2} {:>10.2} {:>10.2} {:>12.2}",
+                row.depth_radius,
+                2 * row.depth_radius + 1,
+                row.ours_ms,
+                row.pool_ms,
+                row.burn_ms,
+                row.slices_ms
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `alexvgg fetch`: known weights into the cache, verified and converted; `--list` the table.
+
+use std::io::IsTerminal;
+
+use alexvgg_inference::weights::{self, Checksum};
+use anyhow::{Context, Result};
+use clap::Args;
+
+/// Download known weights into the cache (resuming an interrupted download), verify them
+/// and convert them to burnpack; `--list` prints the table of known weights.
+#[derive(Args)]
+pub struct FetchArgs {
+    /// Known weight names (see --list).
+    names: Vec<String>,
+    /// Print the known weights (name, network, checksum, licence, accuracy, preprocessing).
+    #[arg(long)]
+    list: bool,
+}
+
+/// Runs `alexvgg fetch`.
+pub fn run(a: FetchArgs) -> Result<()> {
+    if a.list || a.names.is_empty() {
+        list();
+    }
+    for name in &a.names {
+        let entry = weights::find(name)?;
+        let f = weights::fetch(&entry, std::io::stderr().is_terminal())
+            .with_context(|| format!("fetching {name}"))?;
+        println!(
+            "{name}: {}{}",
+            f.original.display(),
+            f.native
+                .map(|n| format!(", converted to {}", n.display()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn list() {
+    for w in weights::known() {
+        let acc = w
+            .accuracy
+            .map_or("-".to_string(), |(t1, t5)| format!("{t1}/{t5}"));
+        let sum = match &w.checksum {
+            Some(Checksum::Sha256Prefix(h)) => format!("sha256 {h}..."),
+            Some(Checksum::Sha256(h)) => format!("sha256 {h}"),
+            Some(Checksum::Sha1(h)) => format!("sha1 {h}"),
+            None => "none published (checked by structure)".to_string(),
+        };
+        println!(
+            "{:<20} {:<20} top-1/5 {:<14} {:<12} {}\n{:<20} {}\n{:<20} checksum: {sum}; licence: {}",
+            w.name,
+            w.architecture.name(),
+            acc,
+            w.preset.name(),
+            w.url,
+            "",
+            w.source,
+            "",
+            w.licence
+        );
+    }
+}
