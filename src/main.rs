@@ -10,12 +10,14 @@ use clap::{Parser, Subcommand};
 use cli::bench::{BenchArgs, BenchLrnArgs};
 use cli::classify::ClassifyArgs;
 use cli::convert::ConvertArgs;
+use cli::features::FeaturesArgs;
 use cli::fetch::FetchArgs;
 use cli::finetune::FinetuneArgs;
 use cli::inspect::InspectArgs;
 use cli::layers::LayersArgs;
 use cli::make_dataset::MakeDatasetArgs;
 use cli::params::ParamsArgs;
+use cli::visualize::VisualizeArgs;
 
 /// AlexNet (LRN, grouped convolutions) and VGG on burn, with the original weights.
 #[derive(Parser)]
@@ -33,6 +35,10 @@ enum Command {
     Params(ParamsArgs),
     /// Classify images (files or folders) with pretrained weights; prints the top-k classes.
     Classify(ClassifyArgs),
+    /// Write the activations of named layers for images (`.npy` / `.safetensors`).
+    Features(Box<FeaturesArgs>),
+    /// Pictures: the first layer's filters, or one image's activation maps at a layer.
+    Visualize(VisualizeArgs),
     /// Time forward passes on a device.
     Bench(BenchArgs),
     /// Time local response normalization: ours (one pass), burn's, and 2r+1 slices, by radius.
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
         Command::Layers(a) => cli::layers::run(a),
         Command::Params(a) => cli::params::run(a),
         Command::Classify(a) => cli::classify::run(a),
+        Command::Features(a) => cli::features::run(*a),
+        Command::Visualize(a) => cli::visualize::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::BenchLrn(a) => cli::bench::run_lrn(a),
         Command::Convert(a) => cli::convert::run(a),
@@ -77,8 +85,12 @@ fn main() -> ExitCode {
         Command::Fetch(a) => cli::fetch::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
     };
+    // what is still buffered must reach its reader too (a full disk shows here at the latest)
+    let result = result.and_then(|()| cli::flush_stdout());
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // the reader stopped reading (`| head -1`): nothing more to say, and no failure
+        Err(e) if e.downcast_ref::<cli::StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -212,6 +212,9 @@ fn fetch_lists_the_known_weights() {
         "{out}"
     );
     assert!(out.contains("checked by structure"), "{out}");
+    // the download caps, exact or an upper bound
+    assert!(out.contains("size: 243861814 bytes"), "{out}");
+    assert!(out.contains("size: at most 250000000 bytes"), "{out}");
 }
 
 fn finetune_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
@@ -397,4 +400,559 @@ fn the_fine_tuned_output_classifies_and_describes_itself() {
     assert_eq!(code, 1);
     assert!(err.contains("nothing to resume"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+// ---- hostile and broken input (issue 16) ----
+
+/// CRC-32 (ISO-HDLC), as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A grayscale PNG of `width` x `height` with `rows` rows of pixel data (zlib, stored blocks):
+/// a true image when `rows == height`, a header that lies when `rows` is 0.
+fn png(width: u32, height: u32, rows: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend(data);
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    let raw = vec![0u8; (rows * (width + 1)) as usize];
+    let mut zlib = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = raw.chunks(65535).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        zlib.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        zlib.extend(len.to_le_bytes());
+        zlib.extend((!len).to_le_bytes());
+        zlib.extend(*block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in &raw {
+        a = (a + u32::from(byte)) % 65521;
+        b = (b + a) % 65521;
+    }
+    zlib.extend(((b << 16) | a).to_be_bytes());
+    chunk(&mut out, b"IDAT", &zlib);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// A baseline JPEG header claiming `side` x `side`, with no image behind it.
+fn jpeg(side: u16) -> Vec<u8> {
+    let mut out = vec![0xFF, 0xD8];
+    let mut segment = |marker: u8, body: &[u8]| {
+        out.extend([0xFF, marker]);
+        out.extend(((body.len() + 2) as u16).to_be_bytes());
+        out.extend(body);
+    };
+    let mut dqt = vec![0u8];
+    dqt.extend([1u8; 64]);
+    segment(0xDB, &dqt);
+    let mut sof = vec![8];
+    sof.extend(side.to_be_bytes());
+    sof.extend(side.to_be_bytes());
+    sof.extend([1, 1, 0x11, 0]);
+    segment(0xC0, &sof);
+    for class in [0x00u8, 0x10] {
+        let mut dht = vec![class, 1];
+        dht.extend([0u8; 16]);
+        segment(0xC4, &dht);
+    }
+    segment(0xDA, &[1, 1, 0x00, 0, 63, 0]);
+    out.extend([0u8; 64]);
+    out.extend([0xFF, 0xD9]);
+    out
+}
+
+/// Runs the binary with its standard output sent to `stdout`; fails the test if it runs
+/// longer than `secs` (a hang). Returns the exit code and stderr.
+fn alexvgg_with(args: &[&str], stdout: std::process::Stdio, secs: u64) -> (i32, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
+        .args(args)
+        .env(
+            "ALEXVGG_CACHE",
+            std::env::temp_dir().join("alexvgg-test-cache-empty"),
+        )
+        .env("ALEXVGG_MIRROR", "http://127.0.0.1:9/")
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{args:?} still running after {secs} s: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code().unwrap_or(-1), reader.join().unwrap())
+}
+
+fn w8() -> (String, String) {
+    (
+        fixture("alexnet_tf_w8.py2.npy").display().to_string(),
+        fixture("labels10.txt").display().to_string(),
+    )
+}
+
+#[cfg(unix)]
+#[test]
+fn convert_replaces_only_regular_files_never_its_input_and_cleans_up_killed_runs() {
+    use std::os::unix::fs::symlink;
+    let dir = scratch("convert-targets");
+    let input = dir.join("w.npy");
+    std::fs::copy(fixture("alexnet_tf_w8.py2.npy"), &input).unwrap();
+    let original = std::fs::read(&input).unwrap();
+    let i = input.display().to_string();
+    let convert = |out: &Path| alexvgg(&["convert", &i, out.to_str().unwrap()]);
+
+    // a symlink is refused, and what it points at is left alone
+    let kept = dir.join("kept.txt");
+    std::fs::write(&kept, "a user's file").unwrap();
+    let link = dir.join("link.bpk");
+    symlink(&kept, &link).unwrap();
+    let (code, _, err) = convert(&link);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("symbolic link") && err.contains("link.bpk"),
+        "{err}"
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "a user's file");
+
+    // a FIFO (standing in for a device file) stays a FIFO
+    let fifo = dir.join("fifo.bpk");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, _, err) = convert(&fifo);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("FIFO"), "{err}");
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(t.is_fifo());
+    }
+
+    // the input itself, by the same path, another path, or a hard link
+    let hard = dir.join("hard.bpk");
+    std::fs::hard_link(&input, &hard).unwrap();
+    let dotted = dir.join(".").join("w.npy");
+    for out in [input.clone(), dotted, hard] {
+        let (code, _, err) = convert(&out);
+        assert_eq!(code, 1, "{}: {err}", out.display());
+        assert!(err.contains("is the input file"), "{err}");
+    }
+    // ... or the file the conversion writes before its rename (w.partial for w.bpk)
+    let partial = dir.join("w.partial");
+    std::fs::copy(&input, &partial).unwrap();
+    let (code, _, err) = alexvgg(&[
+        "convert",
+        partial.to_str().unwrap(),
+        dir.join("w.bpk").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is the input file"), "{err}");
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        original,
+        "the input is intact"
+    );
+
+    // scratch files of a killed conversion are removed; a running one's are left
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = dir.join(format!("out.partial.{dead}-0.tmp"));
+    let live = dir.join(format!("out.partial.{}-0.tmp", std::process::id()));
+    std::fs::write(&stale, "left by kill -9").unwrap();
+    std::fs::write(&live, "being written").unwrap();
+    let out = dir.join("out.bpk");
+    let (code, stdout, err) = convert(&out);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("converted"), "{stdout}");
+    assert!(
+        err.contains("removed") && err.contains(&format!("{dead}-0.tmp")),
+        "{err}"
+    );
+    assert!(!stale.exists() && live.exists() && out.is_file());
+    // and a regular file is replaced as before
+    let (code, _, err) = convert(&out);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn classify_skips_image_bombs_naming_each_and_exits_non_zero() {
+    let dir = scratch("bombs");
+    std::fs::copy(image("cat_rgb.png"), dir.join("cat.png")).unwrap();
+    for (name, bytes) in [
+        ("tall.png", png(1, 30000, 30000)),
+        ("huge.png", png(100_000, 100_000, 0)),
+        ("huge.jpg", jpeg(65500)),
+    ] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let (w, l) = w8();
+    let d = dir.display().to_string();
+    let args = ["classify", "--weights", &w, "--labels", &l, "--json", &d];
+    let out = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
+        .args(args)
+        .output()
+        .unwrap();
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("memory allocation"),
+        "{err}"
+    );
+    for name in ["tall.png", "huge.png", "huge.jpg"] {
+        assert!(err.contains(name), "{name} not named:\n{err}");
+    }
+    assert!(
+        err.contains("aspect ratio") && err.contains("3 of 4 images"),
+        "{err}"
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "the good image is classified:\n{stdout}"
+    );
+    // the limit is a flag: low enough, the ordinary image is refused too
+    let (code, _, err) = alexvgg(&[
+        "classify",
+        "--weights",
+        &w,
+        "--labels",
+        &l,
+        "--max-image-pixels",
+        "1000",
+        dir.join("cat.png").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cat.png") && err.contains("limit of 1000 pixels"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn classify_ends_on_symlink_loops_and_refuses_fifos() {
+    use std::os::unix::fs::symlink;
+    let dir = scratch("loops");
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    std::fs::copy(image("cat_rgb.png"), dir.join("a.png")).unwrap();
+    std::fs::copy(image("cat_gray.png"), dir.join("sub/b.png")).unwrap();
+    symlink(".", dir.join("loop_a")).unwrap();
+    symlink(".", dir.join("loop_b")).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(dir.join("pipe.png"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (w, l) = w8();
+    let out = dir.join("out.jsonl");
+    let file = std::fs::File::create(&out).unwrap();
+    let d = dir.display().to_string();
+    let (code, err) = alexvgg_with(
+        &["classify", "--weights", &w, "--labels", &l, "--json", &d],
+        file.into(),
+        120,
+    );
+    assert_eq!(code, 1, "the FIFO is reported:\n{err}");
+    assert!(err.contains("pipe.png") && err.contains("FIFO"), "{err}");
+    let lines = std::fs::read_to_string(&out).unwrap();
+    let files: Vec<String> = lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["file"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(files.len(), 2, "each image once: {files:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_and_a_full_one_is_an_error() {
+    let (w, l) = w8();
+    let cat = image("cat_rgb.png").display().to_string();
+    let classify = ["classify", "--weights", &w, "--labels", &l, &cat, &cat];
+    let list = ["fetch", "--list"];
+    for args in [&list[..], &classify[..]] {
+        // `| head -1` that has already stopped reading: the pipe's reading end is closed
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let (code, err) = alexvgg_with(args, writer.into(), 120);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("error"),
+            "{args:?}: {err}"
+        );
+        // a full disk
+        if Path::new("/dev/full").exists() {
+            let full = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap();
+            let (code, err) = alexvgg_with(args, full.into(), 120);
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(
+                err.contains("writing to standard output") && !err.contains("panicked"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn json_output_takes_file_names_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = scratch("non-utf8");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.png");
+    let img = dir.join(name);
+    std::fs::copy(image("cat_rgb.png"), &img).unwrap();
+    let weights = dir.join(std::ffi::OsStr::from_bytes(b"w\xff.npy"));
+    std::fs::copy(fixture("alexnet_tf_w8.py2.npy"), &weights).unwrap();
+    let run = |args: Vec<&std::ffi::OsStr>| {
+        let out = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let labels = fixture("labels10.txt");
+    let utf8_weights = fixture("alexnet_tf_w8.py2.npy");
+    let (code, out, err) = run(vec![
+        "classify".as_ref(),
+        "--json".as_ref(),
+        "--weights".as_ref(),
+        utf8_weights.as_os_str(),
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        img.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        v["file"].as_str().unwrap().ends_with("caf\u{FFFD}.png"),
+        "{v}"
+    );
+    let (code, out, err) = run(vec![
+        "inspect".as_ref(),
+        "--json".as_ref(),
+        weights.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["file"].as_str().unwrap().ends_with("w\u{FFFD}.npy"),
+        "{v}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn flags_and_sizes_are_checked_before_any_download_load_or_allocation() {
+    let dir = scratch("flags");
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let bad_labels = dir.join("bad.txt");
+    std::fs::write(&bad_labels, "0\tn0\tcat\n0\tn1\tdog\n").unwrap();
+    let (e, b) = (
+        empty.display().to_string(),
+        bad_labels.display().to_string(),
+    );
+    let huge = u64::MAX.to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        // no --weights: each is refused before the default weights would be downloaded
+        (
+            vec!["classify", "--device", "nonesuch", "x.png"],
+            "unknown device 'nonesuch'",
+        ),
+        (vec!["classify", "--top-k", "0", "x.png"], "--top-k"),
+        (
+            vec!["classify", "--max-image-pixels", "0", "x.png"],
+            "--max-image-pixels",
+        ),
+        (
+            vec!["classify", "--labels", &b, "x.png"],
+            "index 0 appears twice",
+        ),
+        (vec!["classify", &e], "no images found"),
+        (
+            vec!["classify", "-m", "vgg16", "--variant", "caffe", "x.png"],
+            "--variant is for AlexNet",
+        ),
+        (
+            vec!["fetch", "bvlc_alexnet", "nosuch"],
+            "known: bvlc_alexnet",
+        ),
+        // conflicting flags
+        (
+            vec!["layers", "-m", "vgg16", "--variant", "caffe"],
+            "--variant is for AlexNet",
+        ),
+        (vec!["layers", "--batch-norm"], "--batch-norm is for VGG"),
+        (
+            vec!["layers", "-m", "alexnet-caffe", "--batch-norm"],
+            "--batch-norm is for VGG",
+        ),
+        (
+            vec!["params", "-m", "alexnet-caffe", "--variant", "tf"],
+            "--variant tf contradicts it",
+        ),
+        // sizes
+        (vec!["layers", "--input", &huge], "out of range"),
+        (vec!["layers", "--input", "0"], "out of range"),
+        (
+            vec!["bench", "--batch-size", "1,100000"],
+            "--batch-size 100000",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, out, err) = alexvgg(&args);
+        assert_eq!(code, 1, "{args:?}:\n{err}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected '{expected}' in:\n{err}"
+        );
+        assert!(
+            !err.contains("downloading"),
+            "{args:?} started a download:\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}:\n{err}");
+        assert!(!out.contains("18446744073709551615"), "{args:?}:\n{out}");
+    }
+    // the memory a batch would need is reported
+    let (_, _, err) = alexvgg(&["bench", "--batch-size", "100000", "--iters", "1"]);
+    assert!(
+        err.contains("needs at least") && err.contains("GiB"),
+        "{err}"
+    );
+    // redundant but consistent flags are fine
+    let (code, _, err) = alexvgg(&["params", "-m", "alexnet-caffe", "--variant", "caffe"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn labels_must_fit_the_network_and_print_escaped() {
+    let dir = scratch("labels");
+    let (w, _) = w8();
+    let cat = image("cat_rgb.png").display().to_string();
+    let three = dir.join("three.txt");
+    std::fs::write(&three, "a\nb\nc\n").unwrap();
+    let (code, _, err) = alexvgg(&[
+        "classify",
+        "--weights",
+        &w,
+        "--labels",
+        three.to_str().unwrap(),
+        &cat,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("names 3 classes, but the network has 10"),
+        "{err}"
+    );
+    // labels with terminal escapes are printed escaped
+    let evil = dir.join("evil.txt");
+    let labels: String = (0..10).map(|i| format!("\x1b[31mred{i}\x07\n")).collect();
+    std::fs::write(&evil, labels).unwrap();
+    let (code, out, err) = alexvgg(&[
+        "classify",
+        "--weights",
+        &w,
+        "--labels",
+        evil.to_str().unwrap(),
+        &cat,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+    assert!(out.contains("\\u{1b}[31mred"), "{out}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn fetch_gives_up_on_a_server_that_never_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mirror = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        // accept, never answer
+        let held: Vec<_> = listener.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(120));
+        drop(held);
+    });
+    let cache = scratch("fetch-timeout");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
+        .args(["fetch", "bvlc_alexnet"])
+        .env("ALEXVGG_CACHE", &cache)
+        .env("ALEXVGG_MIRROR", &mirror)
+        .env("ALEXVGG_DOWNLOAD_TIMEOUT", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("timeout"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    std::fs::remove_dir_all(cache).unwrap();
 }

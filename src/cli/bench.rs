@@ -6,9 +6,10 @@ use std::time::Instant;
 use alexvgg_import::load_model;
 use alexvgg_inference::bench::{self, BenchResult, BenchSpec};
 use alexvgg_inference::device::{describe, make_device};
+use alexvgg_inference::memory::{bytes_per_image, check_batch};
 use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
 use alexvgg_models::{NetworkShape, gflops};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::{DeviceArgs, ModelArgs, choice};
@@ -52,8 +53,7 @@ pub struct BenchArgs {
 
 /// Runs `alexvgg bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
-    let arch = a.model.arch();
-    let (backend, dev) = make_device(a.device.device.as_deref())?;
+    let arch = a.model.arch()?;
     if a.train && a.weights.is_some() {
         bail!("--train times random weights; leave out --weights");
     }
@@ -63,6 +63,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.batch_size.contains(&0) {
         bail!("--batch-size values must be at least 1");
     }
+    let (backend, dev) = make_device(a.device.device.as_deref())?;
     let net = match &a.weights {
         Some(path) => {
             let started = Instant::now();
@@ -78,7 +79,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         None => arch.init(&NetworkShape::default(), &dev)?,
     };
     let side = arch.input_size();
-    let gflop = gflops(&net.layers([3, side, side])?);
+    let rows = net.layers([3, side, side])?;
+    // every batch size is checked before the first one runs (training needs more still)
+    let per_image = bytes_per_image(&rows);
+    for &batch in &a.batch_size {
+        check_batch(batch, per_image).with_context(|| format!("--batch-size {batch}"))?;
+    }
+    let gflop = gflops(&rows);
     let started = Instant::now();
     let engine = if a.train { EngineKind::Burn } else { a.engine };
     let runner = Runner::new(net, &dev, backend, engine, a.conv)?;
@@ -93,7 +100,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ("inference", "passes")
     };
     if !a.json {
-        println!(
+        outln!(
             "{} {what} on {device_name}, {side}x{side}, {gflop:.2} GFLOP/image{}, {} warm-up + {} timed {unit}",
             arch.describe(),
             if a.train {
@@ -104,9 +111,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
             a.warmup,
             a.iters,
         );
-        println!(
+        outln!(
             "{:>6} {:>10} {:>10} {:>10} {:>10} {:>9}",
-            "batch", "best ms", "median ms", "ms/image", "images/s", "GFLOP/s"
+            "batch",
+            "best ms",
+            "median ms",
+            "ms/image",
+            "images/s",
+            "GFLOP/s"
         );
     }
     let spec = BenchSpec {
@@ -128,45 +140,54 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.per_layer {
         let batch = a.batch_size.first().copied().unwrap_or(1);
         let rows = bench::per_layer_ms(&runner, side, batch, a.warmup, a.iters)?;
-        print_layers(&rows, batch, a.json);
+        print_layers(&rows, batch, a.json)?;
     }
     Ok(())
 }
 
 fn print_result(r: &BenchResult, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(r)?);
+        outln!("{}", serde_json::to_string(r)?);
     } else {
-        println!(
+        outln!(
             "{:>6} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>9.1}",
-            r.batch, r.best_ms, r.median_ms, r.ms_per_image, r.images_per_s, r.gflops_per_s
+            r.batch,
+            r.best_ms,
+            r.median_ms,
+            r.ms_per_image,
+            r.images_per_s,
+            r.gflops_per_s
         );
     }
     Ok(())
 }
 
-fn print_layers(rows: &[(String, f64)], batch: usize, json: bool) {
+fn print_layers(rows: &[(String, f64)], batch: usize, json: bool) -> Result<()> {
     let total: f64 = rows.iter().map(|(_, ms)| ms).sum();
     if json {
         for (layer, ms) in rows {
             let row = serde_json::json!({"layer": layer, "batch": batch, "median_ms": ms});
-            println!("{row}");
+            outln!("{row}");
         }
-        return;
+        return Ok(());
     }
-    println!("per layer, batch {batch} (median ms, share of {total:.1} ms):");
+    outln!("per layer, batch {batch} (median ms, share of {total:.1} ms):");
     for (layer, ms) in rows {
         let share = 100.0 * ms / total.max(1e-9);
-        println!("  {layer:<8} {ms:>9.2} {share:>6.1}%");
+        outln!("  {layer:<8} {ms:>9.2} {share:>6.1}%");
     }
+    Ok(())
 }
+
+/// The largest `bench-lrn --radius` (AlexNet's is 2; its conv1 has 96 channels).
+const MAX_LRN_RADIUS: usize = 1000;
 
 /// Time local response normalization: ours (one pass), burn's, and 2r+1 slices, by radius.
 #[derive(Args)]
 pub struct BenchLrnArgs {
     #[command(flatten)]
     device: DeviceArgs,
-    /// Comma-separated depth radii.
+    /// Comma-separated depth radii (at most 1000).
     #[arg(long, default_value = "1,2,5,10,20", value_delimiter = ',')]
     radius: Vec<usize>,
     /// Timed calls per implementation and radius.
@@ -179,25 +200,34 @@ pub struct BenchLrnArgs {
 
 /// Runs `alexvgg bench-lrn`.
 pub fn run_lrn(a: BenchLrnArgs) -> Result<()> {
+    // the slices version pads the input with `r` planes each side: keep it within reason
+    if let Some(r) = a.radius.iter().find(|&&r| r > MAX_LRN_RADIUS) {
+        bail!("--radius {r} is out of range: at most {MAX_LRN_RADIUS}");
+    }
     let (backend, dev) = make_device(a.device.device.as_deref())?;
     let shape = [1, 96, 57, 57];
     if !a.json {
-        println!(
+        outln!(
             "LRN on {:?} ({}), median of {} calls, ms",
             shape,
             describe(backend, &dev),
             a.iters
         );
-        println!(
+        outln!(
             "{:>6} {:>7} {:>13} {:>10} {:>10} {:>12}",
-            "radius", "window", "ours (cumsum)", "pool", "burn", "2r+1 slices"
+            "radius",
+            "window",
+            "ours (cumsum)",
+            "pool",
+            "burn",
+            "2r+1 slices"
         );
     }
     for row in bench::bench_lrn(&dev, shape, &a.radius, a.iters) {
         if a.json {
-            println!("{}", serde_json::to_string(&row)?);
+            outln!("{}", serde_json::to_string(&row)?);
         } else {
-            println!(
+            outln!(
                 "{:>6} {:>7} {:>13.2} {:>10.2} {:>10.2} {:>12.2}",
                 row.depth_radius,
                 2 * row.depth_radius + 1,

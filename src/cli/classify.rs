@@ -3,15 +3,17 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use alexvgg_inference::classify::{collect_images, prepare, probabilities, top_k};
+use alexvgg_inference::classify::{collect_images, prepare_with, probabilities, top_k};
 use alexvgg_inference::device::{describe, make_device};
-use alexvgg_inference::preprocess::Preset;
+use alexvgg_inference::labels::read_labels;
+use alexvgg_inference::memory::{bytes_per_image, check_batch};
+use alexvgg_inference::preprocess::{ImageLimits, MAX_PIXELS_ENV, Preset};
 use alexvgg_inference::pretrained::{Pretrained, PretrainedError};
 use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{DeviceArgs, ModelArgs, choice};
+use super::{DeviceArgs, ModelArgs, choice, printable, printable_path};
 
 /// Classify images (files or folders) with pretrained weights; prints the top-k classes.
 #[derive(Args)]
@@ -39,6 +41,10 @@ pub struct ClassifyArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Largest image accepted, in pixels (width x height), both as decoded and once its
+    /// shorter side is scaled to 256; larger images are reported and skipped, unread.
+    #[arg(long, env = MAX_PIXELS_ENV, default_value_t = ImageLimits::DEFAULT_MAX_PIXELS)]
+    max_image_pixels: u64,
     /// One JSON object per image.
     #[arg(long)]
     json: bool,
@@ -52,11 +58,35 @@ pub struct ClassifyArgs {
 
 /// Runs `alexvgg classify`.
 pub fn run(a: ClassifyArgs) -> Result<()> {
+    // every flag and input is checked before weights are downloaded or loaded
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    if a.top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
+    if a.max_image_pixels == 0 {
+        bail!("--max-image-pixels must be at least 1");
+    }
+    let limits = ImageLimits::new(a.max_image_pixels);
+    let model_arch = a.model.arch()?;
     let (backend, dev) = make_device(a.device.device.as_deref())?;
-    let p = Pretrained::load(a.weights.as_deref(), a.model.arch(), &dev).map_err(|e| match e {
+    if let Some(path) = &a.labels {
+        read_labels(path).with_context(|| format!("reading labels {}", path.display()))?;
+    }
+    let images = collect_images(&a.inputs);
+    if images.is_empty() {
+        bail!(
+            "no images found in {} (looked for the extensions {})",
+            a.inputs
+                .iter()
+                .map(|p| printable_path(p))
+                .collect::<Vec<_>>()
+                .join(", "),
+            alexvgg_inference::classify::IMAGE_EXTENSIONS.join(", ")
+        );
+    }
+    let p = Pretrained::load(a.weights.as_deref(), model_arch, &dev).map_err(|e| match e {
         PretrainedError::NoDefault(_) => anyhow::anyhow!("{e}: pass --weights FILE"),
         e => e.into(),
     })?;
@@ -65,16 +95,17 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         e => e.into(),
     })?;
     let (arch, preset, weights_name) = (p.arch, a.preprocess.unwrap_or(p.preset), p.name());
-    let runner = Runner::new(p.model, &dev, backend, a.engine, ConvChoice::Auto)?;
     let side = arch.input_size();
-    let images = collect_images(&a.inputs);
+    let per_image = bytes_per_image(&p.model.layers([3, side, side])?);
+    check_batch(a.batch_size.min(images.len()), per_image).context("--batch-size")?;
+    let runner = Runner::new(p.model, &dev, backend, a.engine, ConvChoice::Auto)?;
     let started = std::time::Instant::now();
     let progress = !a.json && images.len() > a.batch_size && std::io::stderr().is_terminal();
     let (mut done, mut failed) = (0usize, 0usize);
     for chunk in images.chunks(a.batch_size) {
         let mut ok_paths = Vec::new();
         let mut ok_images = Vec::new();
-        for (path, r) in chunk.iter().zip(prepare(chunk, preset, side)) {
+        for (path, r) in chunk.iter().zip(prepare_with(chunk, preset, side, &limits)) {
             match r {
                 Ok(img) => {
                     ok_paths.push(path);
@@ -82,7 +113,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
                 }
                 Err(e) => {
                     failed += 1;
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", printable(&e.to_string()));
                     if a.fail_fast {
                         bail!("stopped at the first unreadable image (--fail-fast)");
                     }
@@ -94,17 +125,19 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         for (path, probs) in ok_paths.iter().zip(probs) {
             let top = top_k(&probs, a.top_k, &classes);
             if a.json {
+                // a file name that is not UTF-8 is written with U+FFFD in place of its bad bytes
                 let obj = serde_json::json!({
-                    "file": path, "model": arch.name(), "weights": weights_name,
+                    "file": path.to_string_lossy(), "model": arch.name(), "weights": weights_name,
                     "preprocess": preset.name(), "top_k": top,
                 });
-                println!("{}", serde_json::to_string(&obj)?);
+                outln!("{}", serde_json::to_string(&obj)?);
             } else {
-                println!("{}", path.display());
-                let width = top.iter().map(|t| t.label.chars().count()).max();
+                outln!("{}", printable_path(path));
+                let labels: Vec<_> = top.iter().map(|t| printable(&t.label)).collect();
+                let width = labels.iter().map(|l| l.chars().count()).max();
                 let width = width.unwrap_or(0);
-                for t in &top {
-                    println!("  {:<width$}  {:.4}", t.label, t.probability);
+                for (t, label) in top.iter().zip(&labels) {
+                    outln!("  {label:<width$}  {:.4}", t.probability);
                 }
             }
         }

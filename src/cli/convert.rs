@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use alexvgg_inference::device::make_device;
+use alexvgg_inference::files::{check_target, remove_stale_scratch};
 use anyhow::{Context, Result};
 use clap::Args;
 
@@ -20,12 +21,23 @@ pub struct ConvertArgs {
 }
 
 /// Runs `alexvgg convert`.
+///
+/// The output must not exist or be a regular file (a symlink, FIFO, device or directory is
+/// refused, never replaced), and must not be the input; scratch files of conversions to the
+/// same output that were killed before they finished are removed first.
 pub fn run(a: ConvertArgs) -> Result<()> {
-    let arch = a.model.arch();
+    let arch = a.model.arch()?;
+    check_target(&a.input, &a.output)?;
+    for stale in remove_stale_scratch(&a.output) {
+        eprintln!(
+            "removed {}, left by a conversion that did not finish",
+            stale.display()
+        );
+    }
     let device = make_device(Some("cpu"))?.1;
     let (format, shape) = alexvgg_import::convert(&a.input, &arch, &a.output, &device)
         .with_context(|| format!("converting {} to {}", a.input.display(), a.output.display()))?;
-    println!(
+    outln!(
         "converted {} ({}) to {} for {} ({} classes)",
         a.input.display(),
         format.name(),

@@ -19,14 +19,20 @@ pub struct FetchArgs {
 
 /// Runs `alexvgg fetch`.
 pub fn run(a: FetchArgs) -> Result<()> {
+    // every name is checked before anything is downloaded
+    let entries = a
+        .names
+        .iter()
+        .map(|name| weights::find(name))
+        .collect::<Result<Vec<_>, _>>()?;
     if a.list || a.names.is_empty() {
-        list();
+        list()?;
     }
-    for name in &a.names {
-        let entry = weights::find(name)?;
-        let f = weights::fetch(&entry, std::io::stderr().is_terminal())
+    for entry in &entries {
+        let name = &entry.name;
+        let f = weights::fetch(entry, std::io::stderr().is_terminal())
             .with_context(|| format!("fetching {name}"))?;
-        println!(
+        outln!(
             "{name}: {}{}",
             f.original.display(),
             f.native
@@ -37,7 +43,7 @@ pub fn run(a: FetchArgs) -> Result<()> {
     Ok(())
 }
 
-fn list() {
+fn list() -> Result<()> {
     for w in weights::known() {
         let acc = w
             .accuracy
@@ -48,8 +54,8 @@ fn list() {
             Some(Checksum::Sha1(h)) => format!("sha1 {h}"),
             None => "none published (checked by structure)".to_string(),
         };
-        println!(
-            "{:<20} {:<20} top-1/5 {:<14} {:<12} {}\n{:<20} {}\n{:<20} checksum: {sum}; licence: {}",
+        outln!(
+            "{:<20} {:<20} top-1/5 {:<14} {:<12} {}\n{:<20} {}\n{:<20} checksum: {sum}; size: {}{} bytes; licence: {}",
             w.name,
             w.architecture.name(),
             acc,
@@ -58,7 +64,14 @@ fn list() {
             "",
             w.source,
             "",
+            if w.size_note.starts_with("exact") {
+                ""
+            } else {
+                "at most "
+            },
+            w.size,
             w.licence
         );
     }
+    Ok(())
 }

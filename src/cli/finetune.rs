@@ -8,9 +8,10 @@ use alexvgg_inference::device::{describe, make_device};
 use alexvgg_inference::preprocess::{Augment, Preset};
 use alexvgg_inference::weights::default_for;
 use alexvgg_train::data::ValSource;
+use alexvgg_train::memory::default_max_memory;
 use alexvgg_train::{
     EpochMetrics, Event, FinetuneError, Freeze, LrSchedule, OptimizerKind, OptimizerSettings,
-    RunConfig, run as run_finetune,
+    RunConfig, RunOptions, run_with as run_finetune,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
@@ -113,6 +114,15 @@ pub struct FinetuneArgs {
     /// Continue the run in --out with its saved settings.
     #[arg(long)]
     resume: bool,
+    /// Start even though --out is not empty: a run's files there (config.json, labels.txt,
+    /// best.bpk, last.bpk, optimizer-*.bpk, metrics.*) are removed first, others are left.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
+    /// Refuse settings whose estimated training memory (parameters, gradients, optimizer
+    /// state and a batch's activations) exceeds this many GiB [default: the machine's
+    /// memory, or 64 where it cannot be read].
+    #[arg(long)]
+    max_memory_gib: Option<u64>,
     #[command(flatten)]
     device: DeviceArgs,
     /// Print each epoch's metrics as a JSON line on stdout.
@@ -129,7 +139,7 @@ fn parse_freeze(s: &str) -> Result<Freeze, String> {
 
 impl FinetuneArgs {
     fn run_config(&self) -> Result<RunConfig> {
-        let arch = self.model.arch();
+        let arch = self.model.arch()?;
         let data = self
             .data
             .clone()
@@ -256,11 +266,21 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             }
         }
     };
-    let summary = run_finetune(config.as_ref(), &a.out, &dev, &mut events)
+    let options = RunOptions {
+        overwrite: a.overwrite,
+        max_memory: a
+            .max_memory_gib
+            .map_or_else(default_max_memory, |g| g.saturating_mul(1 << 30)),
+    };
+    let summary = run_finetune(config.as_ref(), &a.out, &dev, &options, &mut events)
         .map_err(|e| match e {
             FinetuneError::Setting { setting, reason } => {
                 anyhow!("--{}: {reason}", setting.replace('_', "-"))
             }
+            FinetuneError::TooLarge { setting, reason } => anyhow!(
+                "--{}: {reason} (--max-memory-gib raises the limit)",
+                setting.replace('_', "-")
+            ),
             e => e.into(),
         })
         .with_context(|| format!("fine-tuning into {}", a.out.display()))?;

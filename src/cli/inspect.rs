@@ -6,6 +6,8 @@ use alexvgg_import::{Format, guess_network, read_tensors};
 use anyhow::Result;
 use clap::Args;
 
+use super::{printable, printable_path};
+
 /// List the tensors of a weight file (name, dtype, shape) without building a model.
 #[derive(Args)]
 pub struct InspectArgs {
@@ -24,21 +26,24 @@ pub fn run(a: InspectArgs) -> Result<()> {
             .iter()
             .map(|(k, t)| serde_json::json!({"name": k, "dtype": t.source_dtype, "shape": t.shape}))
             .collect();
-        let json = serde_json::json!({"file": a.file, "format": format.name(), "tensors": tensors});
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        // a file name that is not UTF-8 is written with U+FFFD in place of its bad bytes
+        let json = serde_json::json!({
+            "file": a.file.to_string_lossy(), "format": format.name(), "tensors": tensors,
+        });
+        outln!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{} ({}), {} tensors",
-        a.file.display(),
+        printable_path(&a.file),
         format.name(),
         map.len()
     );
     for (k, t) in &map {
-        println!("  {k:<32} {:<8} {:?}", t.source_dtype, t.shape);
+        outln!("  {:<32} {:<8} {:?}", printable(k), t.source_dtype, t.shape);
     }
     if let Some(g) = guess_network(&map).filter(|_| format != Format::Burnpack) {
-        println!("looks like: {g}");
+        outln!("looks like: {}", printable(&g.to_string()));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use alexvgg_inference::device::make_device;
 use alexvgg_inference::pretrained::Pretrained;
 use alexvgg_inference::tables;
 use alexvgg_models::NetworkShape;
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 
 use super::ModelArgs;
@@ -16,7 +16,7 @@ use super::ModelArgs;
 pub struct LayersArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Input side (default: the original's, 227 or 224).
+    /// Input side (default: the original's, 227 or 224), at most 8192.
     #[arg(long)]
     input: Option<usize>,
     /// Describe the network of a weight file or fine-tuning output directory (its classes,
@@ -28,27 +28,37 @@ pub struct LayersArgs {
     json: bool,
 }
 
+/// The largest `--input` side: far beyond any real input, small enough that every count of
+/// the table (multiply-adds of VGG19 at this side: about 10^13) is exact.
+pub const MAX_INPUT_SIDE: usize = 8192;
+
 /// Runs `alexvgg layers`.
 pub fn run(a: LayersArgs) -> Result<()> {
+    if let Some(side) = a.input
+        && !(1..=MAX_INPUT_SIDE).contains(&side)
+    {
+        bail!("--input {side} is out of range: the input side must be 1 to {MAX_INPUT_SIDE}");
+    }
+    let model_arch = a.model.arch()?;
     let device = make_device(Some("cpu"))?.1;
     let (arch, net) = match &a.weights {
         Some(w) => {
             // the network the weights fill: their own classes and width
-            let p = Pretrained::load(Some(&w.to_string_lossy()), a.model.arch(), &device)?;
+            let p = Pretrained::load(Some(&w.to_string_lossy()), model_arch, &device)?;
             (p.arch, p.model)
         }
-        None => {
-            let arch = a.model.arch();
-            (arch, arch.init(&NetworkShape::default(), &device)?)
-        }
+        None => (
+            model_arch,
+            model_arch.init(&NetworkShape::default(), &device)?,
+        ),
     };
     let side = a.input.unwrap_or(arch.input_size());
     let rows = net.layers([3, side, side])?;
     if a.json {
         let json = tables::layers_json(&arch, &rows);
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print!("{}", tables::layers_text(&arch, &rows));
+        out!("{}", tables::layers_text(&arch, &rows));
     }
     Ok(())
 }

@@ -1,22 +1,115 @@
 //! The subcommands of `alexvgg`, one module each, and the arguments they share. Business rules
 //! live in the library crates; these modules parse flags and print.
+//!
+//! Standard output is written through [`outln!`] and [`out!`], never `println!`: a reader that
+//! stops early (`alexvgg classify ... | head -1`) closes the pipe, and the command then ends
+//! quietly with exit status 0 (the reader got what it wanted; `main` sees [`StdoutClosed`]);
+//! any other write failure (a full disk, `> /dev/full`) is an error with exit status 1.
+
+/// Writes formatted text to standard output, returning from the calling function (which must
+/// return `anyhow::Result`) when that fails; see [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))?
+    };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_stdout(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
 
 pub mod bench;
 pub mod classify;
 pub mod convert;
+pub mod features;
 pub mod fetch;
 pub mod finetune;
 pub mod inspect;
 pub mod layers;
 pub mod make_dataset;
 pub mod params;
+pub mod visualize;
 
 use alexvgg_inference::preprocess::Preset;
 use alexvgg_inference::runner::{ConvChoice, EngineKind};
 use alexvgg_models::{AlexNetVariant, Architecture, VggDepth};
 use alexvgg_train::OptimizerKind;
+use anyhow::{Result, bail};
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
+
+/// Standard output was closed by its reader (`| head -1`): the command stops writing and ends
+/// with success.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// The error for a failed write to standard output: [`StdoutClosed`] for a closed pipe, else
+/// the I/O error naming standard output.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(e).context("writing to standard output")
+    }
+}
+
+/// Writes to standard output (what [`out!`] and [`outln!`] expand to).
+///
+/// # Errors
+/// [`StdoutClosed`] for a closed pipe, the I/O error for any other failure.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> Result<()> {
+    use std::io::Write;
+    std::io::stdout()
+        .lock()
+        .write_fmt(args)
+        .map_err(stdout_error)
+}
+
+/// Flushes standard output (at the end of every command).
+///
+/// # Errors
+/// As [`write_stdout`].
+pub fn flush_stdout() -> Result<()> {
+    use std::io::Write;
+    std::io::stdout().lock().flush().map_err(stdout_error)
+}
+
+/// `s` with control characters escaped (`\u{1b}`, `\t`, `\n`), for text that comes from files
+/// (labels, layer names, file names) and goes to a terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// A path for a terminal: lossy UTF-8 with control characters escaped.
+pub fn printable_path(p: &std::path::Path) -> String {
+    printable(&p.to_string_lossy()).into_owned()
+}
 
 /// A library enum chosen by name on the command line: clap lists the names in help and in
 /// the error for a bad value, as for a `ValueEnum`, without a twin enum in the CLI.
@@ -116,15 +209,62 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The architecture the flags name (`--variant` completes `alexnet`, `--batch-norm` a VGG
     /// depth; a full name stands as it is).
-    pub fn arch(&self) -> Architecture {
-        match self.model {
-            ModelName::AlexNet => Architecture::AlexNet(self.variant.unwrap_or(AlexNetVariant::Tf)),
-            ModelName::Vgg(depth) => Architecture::Vgg {
-                depth,
-                batch_norm: self.batch_norm,
-            },
-            ModelName::Exact(arch) => arch,
-        }
+    ///
+    /// # Errors
+    /// Flags that contradict each other or the name: `--variant` with a VGG, `--batch-norm`
+    /// with an AlexNet, a `--variant` other than the one a full name carries.
+    pub fn arch(&self) -> Result<Architecture> {
+        let name = self.model.name();
+        let variant_for_vgg = || {
+            anyhow::anyhow!(
+                "--variant is for AlexNet (tf, caffe, torchvision); -m {name} is a VGG, leave it out"
+            )
+        };
+        let bn_for_alexnet = || {
+            anyhow::anyhow!(
+                "--batch-norm is for VGG; -m {name} is an AlexNet, which has no BatchNorm"
+            )
+        };
+        Ok(match self.model {
+            ModelName::AlexNet => {
+                if self.batch_norm {
+                    return Err(bn_for_alexnet());
+                }
+                Architecture::AlexNet(self.variant.unwrap_or(AlexNetVariant::Tf))
+            }
+            ModelName::Vgg(depth) => {
+                if self.variant.is_some() {
+                    return Err(variant_for_vgg());
+                }
+                Architecture::Vgg {
+                    depth,
+                    batch_norm: self.batch_norm,
+                }
+            }
+            ModelName::Exact(arch @ Architecture::AlexNet(named)) => {
+                if self.batch_norm {
+                    return Err(bn_for_alexnet());
+                }
+                if let Some(v) = self.variant
+                    && v != named
+                {
+                    bail!(
+                        "-m {name} is the {} variant; --variant {} contradicts it (use -m alexnet --variant {} for that)",
+                        named.name(),
+                        v.name(),
+                        v.name()
+                    );
+                }
+                arch
+            }
+            ModelName::Exact(arch @ Architecture::Vgg { .. }) => {
+                if self.variant.is_some() {
+                    return Err(variant_for_vgg());
+                }
+                // `vgg16_bn --batch-norm` only repeats the name
+                arch
+            }
+        })
     }
 }
 
@@ -149,7 +289,7 @@ mod tests {
                 batch_norm: false,
             };
             assert!(
-                Architecture::all().contains(&args.arch()),
+                Architecture::all().contains(&args.arch().unwrap()),
                 "{}",
                 name.name()
             );

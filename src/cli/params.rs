@@ -20,14 +20,14 @@ pub struct ParamsArgs {
 
 /// Runs `alexvgg params`.
 pub fn run(a: ParamsArgs) -> Result<()> {
-    let arch = a.model.arch();
+    let arch = a.model.arch()?;
     let device = make_device(Some("cpu"))?.1;
     let net = arch.init(&NetworkShape::default(), &device)?;
     let rows = tables::param_rows(&arch, &net);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print!("{}", tables::params_text(&arch, &rows));
+        out!("{}", tables::params_text(&arch, &rows));
     }
     Ok(())
 }

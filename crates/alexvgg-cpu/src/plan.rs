@@ -210,6 +210,14 @@ impl RawConv {
 /// Errors from compiling a model or running the engine.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EngineError {
+    /// A layer name that the network does not have.
+    #[error("the network has no layer '{layer}' (layers: {known})")]
+    UnknownLayer {
+        /// The name asked for.
+        layer: String,
+        /// The names it has, comma-separated.
+        known: String,
+    },
     /// A parameter could not be read as `f32` values.
     #[error("parameter {name}: {message}")]
     Parameter {
@@ -257,6 +265,23 @@ pub enum EngineError {
         found: usize,
         /// `[C, H, W]` reaching it.
         shape: [usize; 3],
+    },
+    /// A weight is NaN or infinite. The kernels skip zero inputs and their ReLU and max-pooling
+    /// drop NaNs, so such weights would give plausible outputs where burn gives NaN: refused.
+    #[error("parameter {name} holds {count} non-finite value(s) (NaN or infinity)")]
+    NonFinite {
+        /// Layer and parameter, e.g. `conv1.weight`.
+        name: String,
+        /// How many of its values are NaN or infinite.
+        count: usize,
+    },
+    /// An input value is NaN or infinite (refused for the same reason as [`Self::NonFinite`]).
+    #[error("input value {index} is {value}: inputs must be finite")]
+    NonFiniteInput {
+        /// Row-major index of the first such value.
+        index: usize,
+        /// The value.
+        value: f32,
     },
 }
 
@@ -336,10 +361,23 @@ pub struct Engine {
 }
 
 fn values<const D: usize>(name: &str, tensor: Tensor<D>) -> Result<Vec<f32>, EngineError> {
-    alexvgg_models::host_values(tensor).map_err(|e| EngineError::Parameter {
+    let v = alexvgg_models::host_values(tensor).map_err(|e| EngineError::Parameter {
         name: name.to_string(),
         message: e.to_string(),
-    })
+    })?;
+    if !all_finite(&v) {
+        return Err(EngineError::NonFinite {
+            name: name.to_string(),
+            count: v.iter().filter(|x| !x.is_finite()).count(),
+        });
+    }
+    Ok(v)
+}
+
+/// Whether every value is finite (a branch-free pass per block, so that it vectorises).
+fn all_finite(v: &[f32]) -> bool {
+    v.chunks(4096)
+        .all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
 }
 
 fn param<const D: usize>(name: &str, p: Param<Tensor<D>>) -> Result<Vec<f32>, EngineError> {
@@ -410,7 +448,8 @@ impl Engine {
     /// (peak memory stays near one copy of the weights).
     ///
     /// # Errors
-    /// [`EngineError::Parameter`] when a parameter cannot be read as `f32`, and
+    /// [`EngineError::Parameter`] when a parameter cannot be read as `f32`,
+    /// [`EngineError::NonFinite`] when one holds NaN or infinity, and
     /// [`EngineError::Unsupported`] for a dilated convolution or pool.
     pub fn from_model(model: Model) -> Result<Self, EngineError> {
         Self::with_options(model, &EngineOptions::default())
@@ -551,7 +590,8 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::BadInput`], [`EngineError::InputTooSmall`] or
-    /// [`EngineError::FlattenMismatch`] for an input the network cannot take.
+    /// [`EngineError::FlattenMismatch`] for an input the network cannot take,
+    /// [`EngineError::NonFiniteInput`] for NaN or infinite input values.
     ///
     /// # Shapes
     /// - `input`: `[batch, channels, H, W]` row-major, as `dims`
@@ -575,6 +615,43 @@ impl Engine {
         dims: [usize; 4],
         observer: &mut dyn FnMut(&str, Activation<'_>),
     ) -> Result<Vec<f32>, EngineError> {
+        self.run(input, dims, None, observer)
+    }
+
+    /// Runs the network only as far as layer `last` (one of
+    /// [`layer_names`](Self::layer_names)), calling `observer` after every layer up to it; the
+    /// layers after it are not computed, so any input the layers up to `last` fit will do.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownLayer`] for a name the network does not have, else as
+    /// [`forward`](Self::forward).
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, channels, H, W]` row-major, as `dims`
+    pub fn forward_until(
+        &self,
+        input: &[f32],
+        dims: [usize; 4],
+        last: &str,
+        observer: &mut dyn FnMut(&str, Activation<'_>),
+    ) -> Result<(), EngineError> {
+        if !self.ops.iter().any(|op| op.name() == last) {
+            return Err(EngineError::UnknownLayer {
+                layer: last.to_string(),
+                known: self.layer_names().join(", "),
+            });
+        }
+        self.run(input, dims, Some(last), observer).map(|_| ())
+    }
+
+    /// The forward pass, stopping after layer `until` when one is given.
+    fn run(
+        &self,
+        input: &[f32],
+        dims: [usize; 4],
+        until: Option<&str>,
+        observer: &mut dyn FnMut(&str, Activation<'_>),
+    ) -> Result<Vec<f32>, EngineError> {
         let [batch, channels, _, _] = dims;
         if input.len() != dims.iter().product::<usize>() || channels != self.in_channels {
             return Err(EngineError::BadInput {
@@ -585,6 +662,13 @@ impl Engine {
         }
         if batch == 0 {
             return Ok(Vec::new()); // nothing to classify
+        }
+        if !all_finite(input) {
+            let index = input.iter().position(|x| !x.is_finite()).unwrap_or(0);
+            return Err(EngineError::NonFiniteInput {
+                index,
+                value: input[index],
+            });
         }
         let pool = &self.pool;
         let mut map = Some(Nhwc::from_nchw(input, dims, pool));
@@ -619,6 +703,9 @@ impl Engine {
                             batch,
                         },
                     );
+                    if until == Some(name.as_str()) {
+                        break;
+                    }
                 }
                 op => {
                     let x = map
@@ -626,6 +713,10 @@ impl Engine {
                         .expect("feature layers come before the classifier");
                     let y = feature_op(op, x, pool)?;
                     observer(op.name(), Activation::Map(&y));
+                    if until == Some(op.name()) {
+                        pool.give(y.data);
+                        break;
+                    }
                     map = Some(y);
                 }
             }

@@ -286,3 +286,50 @@ fn engine_reassembles_column_blocks() {
     let got = engine.forward(&values(input), [2, 3, 227, 227]).unwrap();
     assert_close("column blocks", &got, &want, 1e-4);
 }
+
+/// NaN weights gave plausible probabilities here (ReLU and max-pooling drop NaNs, zero inputs
+/// skip their weight rows) where burn gave NaN: the engine refuses non-finite weights and
+/// inputs instead.
+#[test]
+fn engine_refuses_non_finite_weights_and_inputs() {
+    use burn::module::Param;
+    let device = cpu();
+    let shape = NetworkShape {
+        num_classes: 5,
+        hidden: 16,
+        width_divisor: 16,
+    };
+    let model = Architecture::AlexNet(AlexNetVariant::Caffe)
+        .init(&shape, &device)
+        .unwrap();
+    let engine = Engine::from_model(model).unwrap();
+    let mut input = vec![0.5; 3 * 227 * 227];
+    input[7] = f32::NAN;
+    let err = engine.forward(&input, [1, 3, 227, 227]).unwrap_err();
+    assert!(
+        matches!(err, EngineError::NonFiniteInput { index: 7, .. }),
+        "{err}"
+    );
+    input[7] = 0.5;
+    assert!(engine.forward(&input, [1, 3, 227, 227]).is_ok());
+    let Model::AlexNet(mut net) = Architecture::AlexNet(AlexNetVariant::Caffe)
+        .init(&shape, &device)
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let w = net.fc7.blocks[0].weight.val();
+    let dims = w.dims();
+    let mut data = alexvgg_models::host_values(w).unwrap();
+    data[0] = f32::INFINITY;
+    data[1] = f32::NAN;
+    net.fc7.blocks[0].weight = Param::from_tensor(burn::tensor::Tensor::from_data(
+        burn::tensor::TensorData::new(data, dims),
+        &device,
+    ));
+    let err = Engine::from_model(Model::AlexNet(net)).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::NonFinite { name, count: 2 } if name.starts_with("fc7")),
+        "{err}"
+    );
+}

@@ -60,7 +60,11 @@ fn fit(module_params: &[(String, Vec<usize>)], tensors: &mut TensorMap) -> Strin
     }
     for (key, t) in tensors.iter() {
         if !module_params.iter().any(|(k, _)| k == key) {
-            details.push_str(&format!("\n  unexpected: {key} {:?}", t.shape));
+            details.push_str(&format!(
+                "\n  unexpected: {} {:?}",
+                crate::escape(key),
+                t.shape
+            ));
         }
     }
     details

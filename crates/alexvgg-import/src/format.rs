@@ -125,15 +125,43 @@ pub fn read_tensors(path: &Path) -> Result<(Format, TensorMap), ImportError> {
     Ok((format, map))
 }
 
-/// Reads a weight file for `arch`, with keys already our burn module paths and layouts ours.
+/// Refuses tensors holding NaN or infinite values: a weight file with them is damaged, and
+/// would give NaN outputs on one engine and plausible ones on another (ReLU and max-pooling
+/// drop NaNs). Names the first such tensor with its count of bad values.
 ///
 /// # Errors
-/// Reader errors, [`ImportError::WrongNetwork`] and [`ImportError::Mismatch`].
+/// [`ImportError::NonFinite`] naming `file` and the tensor.
+pub fn check_finite(map: &TensorMap, file: &str) -> Result<(), ImportError> {
+    for (name, t) in map {
+        // a branch-free pass per block (vectorised), then the details only for a bad tensor
+        let bad = |c: &[f32]| c.iter().fold(false, |acc, v| acc | !v.is_finite());
+        if !t.data.chunks(4096).any(bad) {
+            continue;
+        }
+        let index = t.data.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(ImportError::NonFinite {
+            file: file.to_string(),
+            tensor: name.clone(),
+            count: t.data.iter().filter(|v| !v.is_finite()).count(),
+            first: t.data.get(index).copied().unwrap_or(f32::NAN),
+            index,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a weight file for `arch`, with keys already our burn module paths and layouts ours.
+/// Every value must be finite (see [`check_finite`]; checked under the file's own names).
+///
+/// # Errors
+/// Reader errors, [`ImportError::NonFinite`], [`ImportError::WrongNetwork`] and
+/// [`ImportError::Mismatch`].
 pub fn read_for(path: &Path, arch: &Architecture) -> Result<(Format, TensorMap), ImportError> {
     let what = path.display().to_string();
     if detect(path)? == Format::Burnpack {
         // Converted files already hold our paths and layouts; check they are for this network.
         let (stored, _, map) = crate::read_burnpack(path)?;
+        check_finite(&map, &what)?;
         if let Some(stored) = stored.filter(|s| s != arch) {
             return Err(ImportError::WrongNetwork {
                 file: what,
@@ -144,6 +172,7 @@ pub fn read_for(path: &Path, arch: &Architecture) -> Result<(Format, TensorMap),
         return Ok((Format::Burnpack, map));
     }
     let (format, map) = read_tensors(path)?;
+    check_finite(&map, &what)?;
     let mapped = match format {
         Format::Npy | Format::Npz => from_tf(map, arch, &what)?,
         _ => from_torch(map, arch, &what)?,
@@ -191,7 +220,8 @@ fn open(
 ///
 /// # Errors
 /// [`ImportError::Mismatch`] when the first convolution or the fully connected layers are
-/// missing or their channels do not divide the original's.
+/// missing, their channels do not divide the original's, or fc7 or fc8 has no outputs (a
+/// classifier of 0 classes cannot run).
 pub fn infer_shape(
     arch: &Architecture,
     map: &TensorMap,
@@ -209,9 +239,19 @@ pub fn infer_shape(
         .and_then(|c1| arch.width_divisor(c1))
         .ok_or_else(|| fail("first convolution missing or of unexpected width"))?;
     // linear weights are `[in, out]`
+    let outputs = |key: &str, role: &str| match map.get(key).map(|t| &t.shape[..]) {
+        None => Err(fail(&format!("{key} missing"))),
+        Some([_, 0]) => Err(fail(&format!(
+            "{key} has 0 outputs; {role} needs at least one"
+        ))),
+        Some([_, n]) => Ok(*n),
+        Some(other) => Err(fail(&format!(
+            "{key} has shape {other:?}, expected [inputs, outputs]"
+        ))),
+    };
     Ok(NetworkShape {
-        num_classes: dim(&fc8, 1).ok_or_else(|| fail(&format!("{fc8} missing")))?,
-        hidden: dim(&fc7, 1).ok_or_else(|| fail(&format!("{fc7} missing")))?,
+        num_classes: outputs(&fc8, "the classifier (fc8)")?,
+        hidden: outputs(&fc7, "fc7")?,
         width_divisor,
     })
 }

@@ -9,7 +9,7 @@
 //!
 //! - One call: [`load_model`] (any format into a fresh network), [`convert`] (any format into
 //!   a burnpack), [`read_for`] (tensors under our module paths), [`read_tensors`] (tensors as
-//!   the file names them), [`detect`] and [`Format`], [`infer_shape`].
+//!   the file names them), [`detect`] and [`Format`], [`infer_shape`], [`check_finite`].
 //! - Readers: [`read_safetensors`] / [`parse_safetensors`], [`read_npy`], [`read_npz`] (and
 //!   the [`numpy`] module's parsers), [`read_pth`], [`read_caffemodel`] /
 //!   [`parse_caffemodel`], [`read_burnpack`] / [`read_burnpack_with_metadata`].
@@ -20,7 +20,7 @@
 //! - Writing: [`write_burnpack`], [`write_tensors`], [`write_tensors_with`], [`Metadata`],
 //!   and [`native::describe_metadata`].
 //! - Values: [`RawTensor`], [`TensorMap`], [`SourceDtype`], [`FloatKind`]; errors:
-//!   [`ImportError`].
+//!   [`ImportError`] (and [`escape`], which every message applies to names from files).
 
 #![warn(missing_docs)]
 
@@ -35,12 +35,15 @@ mod pth;
 mod remap;
 mod safetensors;
 mod tensor;
+mod write;
 
 pub use alexvgg_models::ModulePath;
 pub use apply::{check_fits, load_module};
 pub use caffe::{parse_caffemodel, read_caffemodel};
-pub use error::ImportError;
-pub use format::{Format, convert, detect, infer_shape, load_model, read_for, read_tensors};
+pub use error::{ImportError, escape};
+pub use format::{
+    Format, check_finite, convert, detect, infer_shape, load_model, read_for, read_tensors,
+};
 pub use native::{
     Metadata, module_tensors, param_shapes, raw_param_shapes, read_burnpack,
     read_burnpack_with_metadata, write_burnpack, write_tensors, write_tensors_with,
@@ -50,3 +53,4 @@ pub use pth::read_pth;
 pub use remap::{NetworkFamily, Target, from_tf, from_torch, guess_network, param_layers, tf_name};
 pub use safetensors::{parse_safetensors, read_safetensors};
 pub use tensor::{FloatKind, RawTensor, SourceDtype, TensorMap};
+pub use write::{write_bytes_atomic, write_npy, write_safetensors_f32};

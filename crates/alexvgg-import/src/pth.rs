@@ -10,11 +10,12 @@ use crate::tensor::{FloatKind, decode_le};
 use crate::{ImportError, RawTensor, SourceDtype, TensorMap};
 
 /// Reads every floating-point tensor of a PyTorch checkpoint as f32. A `module.` prefix
-/// (DataParallel) and a top-level `state_dict` entry are unwrapped; integer tensors
-/// (`num_batches_tracked`) are skipped.
+/// (DataParallel) and a top-level `state_dict` entry are unwrapped; BatchNorm's integer
+/// `num_batches_tracked` counters are skipped.
 ///
 /// # Errors
-/// [`ImportError::Corrupt`] naming the file for unreadable checkpoints.
+/// [`ImportError::Corrupt`] naming the file for unreadable checkpoints,
+/// [`ImportError::NotFloat`] naming any other tensor that is not floating point.
 pub fn read_pth(path: &Path) -> Result<TensorMap, ImportError> {
     let what = path.display().to_string();
     let reader = match PytorchReader::new(path) {
@@ -27,16 +28,24 @@ pub fn read_pth(path: &Path) -> Result<TensorMap, ImportError> {
     let mut map = TensorMap::new();
     for (name, t) in reader.into_tensors() {
         let at = format!("{what}: tensor '{name}'");
-        let bytes = t
-            .read()
-            .map_err(|e| ImportError::corrupt(&at, e.to_string()))?;
         let kind = match t.dtype() {
             DType::F32 => FloatKind::F32,
             DType::F16 => FloatKind::F16,
             DType::BF16 => FloatKind::BF16,
             DType::F64 => FloatKind::F64,
-            _ => continue, // integer buffers such as BatchNorm's num_batches_tracked
+            // BatchNorm's step counter, the one integer buffer of a weight checkpoint
+            _ if name.ends_with("num_batches_tracked") => continue,
+            other => {
+                return Err(ImportError::NotFloat {
+                    file: what,
+                    tensor: name,
+                    dtype: dtype_name(other).to_string(),
+                });
+            }
         };
+        let bytes = t
+            .read()
+            .map_err(|e| ImportError::corrupt(&at, e.to_string()))?;
         let data = decode_le(&bytes, kind);
         let key = name.strip_prefix("module.").unwrap_or(&name).to_string();
         map.insert(
@@ -45,4 +54,23 @@ pub fn read_pth(path: &Path) -> Result<TensorMap, ImportError> {
         );
     }
     Ok(map)
+}
+
+/// numpy's name of a PyTorch element type.
+fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F64 => "float64",
+        DType::F32 => "float32",
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
+        DType::I64 => "int64",
+        DType::I32 => "int32",
+        DType::I16 => "int16",
+        DType::I8 => "int8",
+        DType::U64 => "uint64",
+        DType::U32 => "uint32",
+        DType::U16 => "uint16",
+        DType::U8 => "uint8",
+        DType::Bool => "bool",
+    }
 }

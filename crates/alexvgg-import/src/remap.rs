@@ -14,18 +14,26 @@ use crate::{ImportError, RawTensor, TensorMap};
 pub use alexvgg_models::Architecture as Target;
 pub use alexvgg_models::names::param_layers;
 
+/// A layout change: the tensor, and how to name it in errors (`file: tensor 'conv1_W'`).
+type Transform = fn(RawTensor, &str) -> Result<RawTensor, ImportError>;
+
+/// Unchanged.
+fn keep(t: RawTensor, _what: &str) -> Result<RawTensor, ImportError> {
+    Ok(t)
+}
+
 /// Moves `from` to `to` in `dst`, transformed by `f`; records absent keys in `missing`.
 fn take(
     src: &mut TensorMap,
     dst: &mut TensorMap,
     missing: &mut Vec<String>,
-    from: &str,
+    (file, from): (&str, &str),
     to: String,
-    f: impl FnOnce(RawTensor) -> Result<RawTensor, ImportError>,
+    f: impl FnOnce(RawTensor, &str) -> Result<RawTensor, ImportError>,
 ) -> Result<(), ImportError> {
     match src.remove(from) {
         Some(t) => {
-            dst.insert(to, f(t)?);
+            dst.insert(to, f(t, &format!("{file}: tensor '{from}'"))?);
         }
         None => missing.push(from.to_string()),
     }
@@ -33,35 +41,41 @@ fn take(
 }
 
 /// `[out, in]` -> `[in, out]`.
-fn transpose(t: RawTensor) -> Result<RawTensor, ImportError> {
+fn transpose(t: RawTensor, what: &str) -> Result<RawTensor, ImportError> {
     if t.shape.len() != 2 {
         return Err(ImportError::corrupt(
-            "linear weight",
-            format!("expected 2 dimensions, found {:?}", t.shape),
+            what,
+            format!("linear weight: expected 2 dimensions, found {:?}", t.shape),
         ));
     }
     Ok(t.permute(&[1, 0]))
 }
 
 /// HWIO -> OIHW.
-fn hwio_to_oihw(t: RawTensor) -> Result<RawTensor, ImportError> {
+fn hwio_to_oihw(t: RawTensor, what: &str) -> Result<RawTensor, ImportError> {
     if t.shape.len() != 4 {
         return Err(ImportError::corrupt(
-            "conv weight",
-            format!("expected 4 dimensions (HWIO), found {:?}", t.shape),
+            what,
+            format!(
+                "conv weight: expected 4 dimensions (HWIO), found {:?}",
+                t.shape
+            ),
         ));
     }
     Ok(t.permute(&[3, 2, 0, 1]))
 }
 
 /// Rows of a `[h*w*c, out]` TensorFlow fc6 weight reordered to `(c, h, w)`.
-fn fc6_rows_hwc_to_chw(t: RawTensor, grid: usize) -> Result<RawTensor, ImportError> {
+fn fc6_rows_hwc_to_chw(t: RawTensor, grid: usize, what: &str) -> Result<RawTensor, ImportError> {
     let (rows, out) = match t.shape[..] {
         [rows, out] if rows.is_multiple_of(grid * grid) => (rows, out),
         _ => {
             return Err(ImportError::corrupt(
-                "fc6 weight",
-                format!("expected [{grid}*{grid}*C, out], found {:?}", t.shape),
+                what,
+                format!(
+                    "fc6 weight: expected [{grid}*{grid}*C, out], found {:?}",
+                    t.shape
+                ),
             ));
         }
     };
@@ -117,7 +131,11 @@ fn finish(
         details.push_str(&format!("\n  missing key: {key}"));
     }
     for (key, t) in &src {
-        details.push_str(&format!("\n  unexpected key: {key} {:?}", t.shape));
+        details.push_str(&format!(
+            "\n  unexpected key: {} {:?}",
+            crate::escape(key),
+            t.shape
+        ));
     }
     Err(ImportError::Mismatch {
         file: file.to_string(),
@@ -177,13 +195,12 @@ pub fn from_torch(
             (true, true) => format!("classifier.{}", fc_indices[fc_no]),
             (true, false) => format!("features.{}", conv_indices[conv_no]),
         };
-        let transform: fn(RawTensor) -> Result<RawTensor, ImportError> =
-            if is_fc { transpose } else { Ok };
+        let transform: Transform = if is_fc { transpose } else { keep };
         take(
             &mut src,
             &mut dst,
             &mut missing,
-            &format!("{source}.weight"),
+            (file, &format!("{source}.weight")),
             format!("{params}.weight"),
             transform,
         )?;
@@ -191,9 +208,9 @@ pub fn from_torch(
             &mut src,
             &mut dst,
             &mut missing,
-            &format!("{source}.bias"),
+            (file, &format!("{source}.bias")),
             format!("{params}.bias"),
-            Ok,
+            keep,
         )?;
         if batch_norm && !is_fc {
             // features.{k+1} is the BatchNorm after features.{k}.
@@ -208,9 +225,9 @@ pub fn from_torch(
                     &mut src,
                     &mut dst,
                     &mut missing,
-                    &format!("{bn}.{from}"),
+                    (file, &format!("{bn}.{from}")),
                     format!("{path}.bn.{to}"),
-                    Ok,
+                    keep,
                 )?;
             }
             src.remove(&format!("{bn}.num_batches_tracked"));
@@ -263,22 +280,27 @@ pub fn from_tf(mut src: TensorMap, target: &Target, file: &str) -> Result<Tensor
     for ParamLayer { name, params, .. } in names::layers(target) {
         let weight = format!("{params}.weight");
         match name.as_str() {
-            "fc6" => take(&mut src, &mut dst, &mut missing, "fc6_W", weight, |t| {
-                fc6_rows_hwc_to_chw(t, grid)
-            })?,
+            "fc6" => take(
+                &mut src,
+                &mut dst,
+                &mut missing,
+                (file, "fc6_W"),
+                weight,
+                |t, what| fc6_rows_hwc_to_chw(t, grid, what),
+            )?,
             "fc7" | "fc8" => take(
                 &mut src,
                 &mut dst,
                 &mut missing,
-                &format!("{name}_W"),
+                (file, &format!("{name}_W")),
                 weight,
-                Ok,
+                keep,
             )?,
             _ => take(
                 &mut src,
                 &mut dst,
                 &mut missing,
-                &format!("{name}_W"),
+                (file, &format!("{name}_W")),
                 weight,
                 hwio_to_oihw,
             )?,
@@ -287,9 +309,9 @@ pub fn from_tf(mut src: TensorMap, target: &Target, file: &str) -> Result<Tensor
             &mut src,
             &mut dst,
             &mut missing,
-            &format!("{name}_b"),
+            (file, &format!("{name}_b")),
             format!("{params}.bias"),
-            Ok,
+            keep,
         )?;
     }
     finish(src, missing, file, target)?;
@@ -409,6 +431,6 @@ mod tests {
             .reshape(vec![grid, grid, c, 2])
             .permute(&[2, 0, 1, 3])
             .reshape(vec![12, 2]);
-        assert_eq!(fc6_rows_hwc_to_chw(t, grid).unwrap(), expected);
+        assert_eq!(fc6_rows_hwc_to_chw(t, grid, "t").unwrap(), expected);
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::labels::Class;
-use crate::preprocess::{ImageError, Preset, load_image, preprocess};
+use crate::preprocess::{ImageError, ImageLimits, Preset, load_image_with, preprocess};
 use crate::runner::{Runner, RunnerError};
 
 /// Extensions treated as images when walking folders.
@@ -28,11 +28,19 @@ pub struct Prediction {
 
 /// Expands files and folders (recursively, image extensions only, sorted) into image paths.
 /// Explicitly named files are kept whatever their extension, so that bad ones are reported.
+///
+/// Each directory is walked once, however many links lead to it (directory symlinks are
+/// followed, but a directory already seen, by device and inode, is skipped), so that symlink
+/// loops (`ln -s . a`) end. Files that are not regular files (FIFOs, sockets, devices) are
+/// listed like the others when they have an image extension, and
+/// [`load_image`](crate::preprocess::load_image) refuses them
+/// without opening them.
 pub fn collect_images(inputs: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
+    let mut seen = Seen::default();
     for input in inputs {
         if input.is_dir() {
-            walk(input, &mut out);
+            walk(input, &mut seen, &mut out);
         } else {
             out.push(input.clone());
         }
@@ -40,16 +48,45 @@ pub fn collect_images(inputs: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        out.push(dir.to_path_buf()); // reported as unreadable later
-        return;
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths {
+/// The directories already walked.
+#[derive(Default)]
+struct Seen(std::collections::HashSet<DirId>);
+
+#[cfg(unix)]
+type DirId = (u64, u64);
+#[cfg(not(unix))]
+type DirId = PathBuf;
+
+impl Seen {
+    /// Records `dir`; `false` when it was seen before. A directory whose identity cannot be
+    /// read counts as new (reading it will report the problem).
+    fn first_visit(&mut self, dir: &Path) -> bool {
+        #[cfg(unix)]
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(dir).map(|m| (m.dev(), m.ino()))
+        };
+        #[cfg(not(unix))]
+        let id = std::fs::canonicalize(dir);
+        match id {
+            Ok(id) => self.0.insert(id),
+            Err(_) => true,
+        }
+    }
+}
+
+/// Depth-first, in sorted order, without recursion (the depth of a tree is not bounded).
+fn walk(root: &Path, seen: &mut Seen, out: &mut Vec<PathBuf>) {
+    // each level: the remaining entries of one directory, in reverse order
+    let mut stack: Vec<Vec<PathBuf>> = Vec::new();
+    enter(root, seen, &mut stack, out);
+    while let Some(level) = stack.last_mut() {
+        let Some(p) = level.pop() else {
+            stack.pop();
+            continue;
+        };
         if p.is_dir() {
-            walk(&p, out);
+            enter(&p, seen, &mut stack, out);
         } else if p
             .extension()
             .and_then(|e| e.to_str())
@@ -60,15 +97,40 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Decodes and preprocesses images in parallel; each result is `[3, side, side]` values.
+/// Pushes the sorted entries of `dir` onto `stack`, unless it was walked before.
+fn enter(dir: &Path, seen: &mut Seen, stack: &mut Vec<Vec<PathBuf>>, out: &mut Vec<PathBuf>) {
+    if !seen.first_visit(dir) {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        out.push(dir.to_path_buf()); // reported as unreadable later
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort_by(|a, b| b.cmp(a));
+    stack.push(paths);
+}
+
+/// [`prepare_with`] the limits of [`ImageLimits::from_env`].
 pub fn prepare(
     paths: &[PathBuf],
     preset: Preset,
     side: usize,
 ) -> Vec<Result<Vec<f32>, ImageError>> {
+    prepare_with(paths, preset, side, &ImageLimits::from_env())
+}
+
+/// Decodes and preprocesses images in parallel, refusing images beyond `limits`; each result
+/// is `[3, side, side]` values.
+pub fn prepare_with(
+    paths: &[PathBuf],
+    preset: Preset,
+    side: usize,
+    limits: &ImageLimits,
+) -> Vec<Result<Vec<f32>, ImageError>> {
     paths
         .par_iter()
-        .map(|p| load_image(p).map(|img| preprocess(&img, preset, side)))
+        .map(|p| load_image_with(p, limits).map(|img| preprocess(&img, preset, side)))
         .collect()
 }
 

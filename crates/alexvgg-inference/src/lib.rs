@@ -10,7 +10,11 @@
 //!   model with its preprocessing and class list;
 //! - [`runner`]: one way to run inference (the `alexvgg-cpu` engine on CPUs, burn elsewhere);
 //! - [`classify`]: image files and folders in, top-k classes out;
+//! - [`features`]: named activations of any layers, pooled or not;
+//! - [`pictures`]: the first layer's filters and a layer's activation maps as image grids;
 //! - [`tables`]: the per-layer and parameter tables;
+//! - [`memory`]: inference batches checked against the machine's memory before allocation;
+//! - [`files`]: checks before writing a converted weight file;
 //! - [`bench`]: honest inference benchmarks;
 //! - [`rng`]: the small seeded generator benchmarks and training share.
 //!
@@ -40,8 +44,12 @@
 pub mod bench;
 pub mod classify;
 pub mod device;
+pub mod features;
+pub mod files;
 pub mod finetuned;
 pub mod labels;
+pub mod memory;
+pub mod pictures;
 pub mod preprocess;
 pub mod pretrained;
 pub mod rng;

@@ -48,6 +48,109 @@ impl Preset {
     }
 }
 
+/// The side the Caffe and torchvision presets resize an image's shorter side to.
+pub const RESIZE_SHORTER: u32 = 256;
+
+/// Environment variable setting the default [`ImageLimits::max_pixels`] (for `classify`'s
+/// `--max-image-pixels` and for fine-tuning, which reads images with [`load_image`]).
+pub const MAX_PIXELS_ENV: &str = "ALEXVGG_MAX_IMAGE_PIXELS";
+
+/// How large an image may be, checked on the image's header before anything is decoded, so
+/// that a small file claiming a huge size (an image bomb) costs nothing.
+///
+/// One number bounds both the decoded image and the image the preprocessing resizes it to:
+/// the Caffe and torchvision presets scale the shorter side to [`RESIZE_SHORTER`], which
+/// turns an extreme aspect ratio (1x30000) into a huge image (256x7,680,000). Memory per
+/// image is 15 to 20 bytes per pixel at most (the decoded pixels, then the same as 32-bit
+/// floats), so the default of 64 megapixels (e.g. 8000x8000, or any camera photo up to
+/// 64 MP) needs 1 to 1.3 GB per image. The file itself may hold at most 8 bytes per pixel
+/// ([`max_file_bytes`](Self::max_file_bytes)), as some decoders read it whole first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Most pixels (width x height) of the decoded image and of the resized one.
+    pub max_pixels: u64,
+}
+
+impl ImageLimits {
+    /// The default [`max_pixels`](Self::max_pixels): 64 megapixels.
+    pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
+
+    /// The limits with `max_pixels`.
+    pub fn new(max_pixels: u64) -> Self {
+        Self { max_pixels }
+    }
+
+    /// The default limits, with [`MAX_PIXELS_ENV`] read when it holds a positive number.
+    pub fn from_env() -> Self {
+        let max_pixels = std::env::var(MAX_PIXELS_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(Self::DEFAULT_MAX_PIXELS);
+        Self { max_pixels }
+    }
+
+    /// Checks an image of `width` x `height` against the limits: its own size, and the size
+    /// it has once its shorter side is scaled to [`RESIZE_SHORTER`].
+    ///
+    /// # Errors
+    /// Why the image is refused.
+    pub fn check(&self, width: u32, height: u32) -> Result<(), String> {
+        let raise = format!(
+            "raise the limit with --max-image-pixels or {MAX_PIXELS_ENV} if this is intended"
+        );
+        if width == 0 || height == 0 {
+            return Err(format!("it is {width}x{height}: no pixels"));
+        }
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > self.max_pixels {
+            return Err(format!(
+                "it is {width}x{height} ({pixels} pixels), more than the limit of {} pixels; {raise}",
+                self.max_pixels
+            ));
+        }
+        let (short, long) = (width.min(height), width.max(height));
+        let scaled = (f64::from(long) * f64::from(RESIZE_SHORTER) / f64::from(short)).round();
+        let resized = scaled * f64::from(RESIZE_SHORTER);
+        if resized > self.max_pixels as f64 {
+            return Err(format!(
+                "it is {width}x{height}, an extreme aspect ratio: scaling its shorter side to \
+                 {RESIZE_SHORTER} would make it {RESIZE_SHORTER}x{scaled} ({resized} pixels), more \
+                 than the limit of {} pixels; {raise}",
+                self.max_pixels
+            ));
+        }
+        Ok(())
+    }
+
+    /// The largest image file read: 8 bytes per pixel (16-bit RGBA, uncompressed), at least
+    /// 64 MiB.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_pixels.saturating_mul(8).max(64 << 20)
+    }
+
+    /// The `image` crate's decoding limits that go with these: no side beyond `max_pixels`,
+    /// and allocations up to 8 bytes per pixel (16-bit RGBA), at least the crate's 512 MiB.
+    fn decoder_limits(&self) -> image::Limits {
+        let side = u32::try_from(self.max_pixels).unwrap_or(u32::MAX);
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(side);
+        limits.max_image_height = Some(side);
+        limits.max_alloc = Some(
+            self.max_pixels
+                .saturating_mul(8)
+                .max(limits.max_alloc.unwrap_or(0)),
+        );
+        limits
+    }
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_MAX_PIXELS)
+    }
+}
+
 /// Errors reading an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -59,25 +162,114 @@ pub enum ImageError {
         /// Why.
         reason: String,
     },
+    /// A file that is not read: not a regular file, or beyond the [`ImageLimits`].
+    #[error("refusing image {path}: {reason}")]
+    Refused {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What kind of file system object `meta` describes, for messages.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// [`load_image_with`] the limits of [`ImageLimits::from_env`].
+///
+/// # Errors
+/// As [`load_image_with`].
+pub fn load_image(path: &Path) -> Result<DynamicImage, ImageError> {
+    load_image_with(path, &ImageLimits::from_env())
 }
 
 /// Decodes any image the `image` crate reads (grayscale, RGBA, 16-bit, palette...), applying
 /// the EXIF orientation of JPEGs and TIFFs.
 ///
+/// Only regular files are opened (a FIFO or device would block or never end), and the size in
+/// the image's header is checked against `limits` before anything is decoded.
+///
 /// # Errors
-/// [`ImageError::Decode`] naming the file.
-pub fn load_image(path: &Path) -> Result<DynamicImage, ImageError> {
+/// [`ImageError::Decode`] naming the file for unreadable and corrupt files,
+/// [`ImageError::Refused`] for files that are not regular files or exceed `limits`.
+pub fn load_image_with(path: &Path, limits: &ImageLimits) -> Result<DynamicImage, ImageError> {
     let err = |reason: String| ImageError::Decode {
         path: path.display().to_string(),
         reason,
     };
-    let reader = ImageReader::open(path).map_err(|e| err(e.to_string()))?;
-    let reader = reader
+    let refused = |reason: String| ImageError::Refused {
+        path: path.display().to_string(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refused(format!(
+            "it is {}, not a regular file",
+            file_kind(&meta)
+        )));
+    }
+    // some decoders read the whole file first; no encoding needs more than 8 bytes a pixel
+    let max_bytes = limits.max_file_bytes();
+    if meta.len() > max_bytes {
+        return Err(refused(format!(
+            "the file is {} bytes, more than the {max_bytes} bytes (8 per pixel) an image within the limit of {} pixels can take; raise the limit with --max-image-pixels or {MAX_PIXELS_ENV} if this is intended",
+            meta.len(),
+            limits.max_pixels
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    // the name may have been replaced between the check and the open
+    match file.metadata() {
+        Ok(m) if m.is_file() => {}
+        Ok(m) => {
+            return Err(refused(format!(
+                "it is {}, not a regular file",
+                file_kind(&m)
+            )));
+        }
+        Err(e) => return Err(err(e.to_string())),
+    }
+    let mut reader = ImageReader::new(std::io::BufReader::new(file));
+    if let Ok(format) = image::ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let mut reader = reader
         .with_guessed_format()
         .map_err(|e| err(e.to_string()))?;
-    let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
+    reader.limits(limits.decoder_limits());
+    let limit_or_decode = |e: image::ImageError| match e {
+        image::ImageError::Limits(l) => {
+            refused(format!("{l} (limit of {} pixels)", limits.max_pixels))
+        }
+        e => err(e.to_string()),
+    };
+    let mut decoder = reader.into_decoder().map_err(limit_or_decode)?;
+    let (width, height) = decoder.dimensions();
+    limits.check(width, height).map_err(refused)?;
     let orientation = decoder.orientation().ok();
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(limit_or_decode)?;
     if let Some(o) = orientation {
         image.apply_orientation(o);
     }
@@ -114,7 +306,9 @@ pub fn preprocess(image: &DynamicImage, preset: Preset, size: usize) -> Vec<f32>
     // 0..255 floats (the image crate's f32 conversion gives 0..1).
     let rgb = image.to_rgb32f();
     let img = match preset {
-        Preset::Caffe | Preset::Torchvision => center_crop(&resize_shorter(&rgb, 256), size32),
+        Preset::Caffe | Preset::Torchvision => {
+            center_crop(&resize_shorter(&rgb, RESIZE_SHORTER), size32)
+        }
         Preset::Frossard | Preset::Note => {
             if rgb.dimensions() == (size32, size32) {
                 rgb

@@ -9,7 +9,7 @@ use alexvgg_models::{Architecture, Model, NetworkShape};
 use burn::tensor::Device;
 
 use crate::finetuned::{FinetunedError, open_finetuned};
-use crate::labels::{Class, imagenet, read_labels};
+use crate::labels::{Class, LabelsError, imagenet, read_labels};
 use crate::preprocess::Preset;
 use crate::weights::{self, WeightsEntry, WeightsError};
 
@@ -28,13 +28,23 @@ pub enum PretrainedError {
     /// Reading the weights into the network.
     #[error(transparent)]
     Import(#[from] ImportError),
-    /// An unreadable labels file.
+    /// An unreadable or malformed labels file.
     #[error("reading labels {path}: {source}")]
     Labels {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        source: LabelsError,
+    },
+    /// A class list whose length is not the network's number of classes.
+    #[error("{origin} names {found} classes, but the network has {expected}")]
+    LabelsCount {
+        /// Where the names come from (a labels file, or the weights).
+        origin: String,
+        /// Names listed.
+        found: usize,
+        /// The network's classes.
+        expected: usize,
     },
     /// Weights whose classes are not ImageNet's and not named anywhere.
     #[error("{path} has {classes} classes, not ImageNet's 1000, and names none")]
@@ -138,23 +148,41 @@ impl Pretrained {
         })
     }
 
-    /// The class names to report: `file` when given, else the weights' own.
+    /// The class names to report: `file` when given, else the weights' own. Either must name
+    /// exactly the network's classes.
     ///
     /// # Errors
-    /// [`PretrainedError::Labels`] for an unreadable file, [`PretrainedError::UnknownClasses`]
-    /// when neither names the classes.
+    /// [`PretrainedError::Labels`] for an unreadable or malformed file,
+    /// [`PretrainedError::LabelsCount`] for a list of the wrong length,
+    /// [`PretrainedError::UnknownClasses`] when neither names the classes.
     pub fn labels(&self, file: Option<&Path>) -> Result<Vec<Class>, PretrainedError> {
-        match (file, &self.classes) {
-            (Some(path), _) => read_labels(path).map_err(|source| PretrainedError::Labels {
-                path: path.to_path_buf(),
-                source,
-            }),
-            (None, Some(classes)) => Ok(classes.clone()),
-            (None, None) => Err(PretrainedError::UnknownClasses {
-                path: self.path.clone(),
-                classes: self.shape.num_classes,
-            }),
+        let (classes, origin) = match (file, &self.classes) {
+            (Some(path), _) => (
+                read_labels(path).map_err(|source| PretrainedError::Labels {
+                    path: path.to_path_buf(),
+                    source,
+                })?,
+                format!("the labels file {}", path.display()),
+            ),
+            (None, Some(classes)) => (
+                classes.clone(),
+                format!("the class list of {}", self.path.display()),
+            ),
+            (None, None) => {
+                return Err(PretrainedError::UnknownClasses {
+                    path: self.path.clone(),
+                    classes: self.shape.num_classes,
+                });
+            }
+        };
+        if classes.len() != self.shape.num_classes {
+            return Err(PretrainedError::LabelsCount {
+                origin,
+                found: classes.len(),
+                expected: self.shape.num_classes,
+            });
         }
+        Ok(classes)
     }
 
     /// A name for reports: the known weights' name, else the file.

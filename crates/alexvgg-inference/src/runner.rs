@@ -98,6 +98,16 @@ pub enum RunnerError {
     /// The burn model's output could not be read back.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// Logits that are not `num_classes` values per image, with at least one class.
+    #[error(
+        "the network produced {values} logits for {batch} images, not one or more classes per image (an fc8 with 0 outputs?)"
+    )]
+    NoClasses {
+        /// Logits produced.
+        values: usize,
+        /// Images in the batch.
+        batch: usize,
+    },
 }
 
 /// A network ready for inference.
@@ -180,7 +190,7 @@ impl Runner {
     /// Softmax probabilities, one vector per image.
     ///
     /// # Errors
-    /// As [`logits`](Self::logits).
+    /// As [`logits`](Self::logits); [`RunnerError::NoClasses`] for a network without classes.
     ///
     /// # Shapes
     /// - `input`: `[batch, 3, H, W]` row-major, as `dims`
@@ -196,6 +206,12 @@ impl Runner {
             return Ok(Vec::new());
         }
         let classes = logits.len() / batch;
+        if classes == 0 || classes * batch != logits.len() {
+            return Err(RunnerError::NoClasses {
+                values: logits.len(),
+                batch,
+            });
+        }
         Ok(logits.chunks(classes).map(softmax_row).collect())
     }
 }

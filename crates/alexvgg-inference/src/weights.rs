@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
-use alexvgg_models::{AlexNetVariant, Architecture};
+use alexvgg_models::{AlexNetVariant, Architecture, NetworkShape};
 use sha2::{Digest, Sha256};
 
 use crate::preprocess::Preset;
@@ -14,6 +14,13 @@ pub const CACHE_ENV: &str = "ALEXVGG_CACHE";
 /// Environment variable overriding where known weights are downloaded from (a mirror: the
 /// file name is appended), e.g. for an air-gapped machine or tests.
 pub const MIRROR_ENV: &str = "ALEXVGG_MIRROR";
+/// Environment variable setting the download timeout in seconds ([`FetchOptions::timeout`]).
+pub const TIMEOUT_ENV: &str = "ALEXVGG_DOWNLOAD_TIMEOUT";
+/// The default download timeout: connecting, waiting for the response, and each read.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A lock file untouched for this long is taken over even where its process cannot be
+/// checked (a downloading process refreshes it every few seconds).
+pub const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How a download is verified.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -41,6 +48,15 @@ pub struct WeightsEntry {
     pub url: String,
     /// Published checksum, where there is one; without, downloads are checked by structure.
     pub checksum: Option<Checksum>,
+    /// Size of the file in bytes, or an upper bound of it ([`size_note`](Self::size_note)
+    /// says which): a download that grows beyond it is stopped and discarded.
+    pub size: u64,
+    /// Where the size comes from.
+    pub size_note: String,
+    /// The network the file holds (fetching checks the converted weights against it): the full
+    /// widths and 1000 classes for the published weights.
+    #[serde(default)]
+    pub shape: NetworkShape,
     /// Where the checksum comes from, or why there is none.
     pub checksum_note: String,
     /// Licence of the weights.
@@ -107,6 +123,18 @@ pub enum WeightsError {
         expected: String,
         /// Computed hash.
         found: String,
+    },
+    /// Another process is fetching the same file into the same cache.
+    #[error(
+        "{file} is being downloaded by another process (pid {pid}, lock file {lock}); wait for it to finish, or remove the lock file if no alexvgg is running"
+    )]
+    Busy {
+        /// File name.
+        file: String,
+        /// The process holding the lock, as it wrote it.
+        pid: String,
+        /// The lock file.
+        lock: PathBuf,
     },
     /// The file is not weights for the entry's network.
     #[error(
@@ -191,6 +219,30 @@ pub struct Fetched {
     pub native: Option<PathBuf>,
 }
 
+/// How [`fetch_with`] downloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Draw a progress line on stderr.
+    pub progress: bool,
+    /// Timeout for connecting, for the response to start and for each read: a server that
+    /// accepts and never answers, or stops sending, fails the download after this long (it
+    /// is kept and the next attempt resumes it).
+    pub timeout: std::time::Duration,
+}
+
+impl FetchOptions {
+    /// The default options ([`DEFAULT_TIMEOUT`], or [`TIMEOUT_ENV`] seconds when it holds a
+    /// positive number) with `progress`.
+    pub fn from_env(progress: bool) -> Self {
+        let timeout = std::env::var(TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(DEFAULT_TIMEOUT, std::time::Duration::from_secs_f64);
+        Self { progress, timeout }
+    }
+}
+
 /// [`fetch_into`] the [`cache_dir`].
 ///
 /// # Errors
@@ -199,28 +251,49 @@ pub fn fetch(entry: &WeightsEntry, progress: bool) -> Result<Fetched, WeightsErr
     fetch_into(entry, &cache_dir()?, progress)
 }
 
-/// Makes sure `dir` holds `entry`'s file, verified, and its burnpack conversion.
-///
-/// The download goes to `FILE.partial`; an interrupted download (dropped connection, killed
-/// process) leaves it there and the next call resumes it with an HTTP range request (or starts
-/// over when the server ignores ranges). The finished file is checked against the published
-/// checksum, or, where none is published, by structure: every tensor must fit the entry's
-/// network, which the conversion to burnpack checks. Only then is it renamed to `FILE`; a file
-/// that fails verification is deleted. `progress` draws a progress line on stderr.
+/// [`fetch_with`] the options of [`FetchOptions::from_env`].
 ///
 /// # Errors
-/// [`WeightsError`] for network, checksum, structure and file-system failures.
+/// As [`fetch_with`].
 pub fn fetch_into(
     entry: &WeightsEntry,
     dir: &Path,
     progress: bool,
 ) -> Result<Fetched, WeightsError> {
+    fetch_with(entry, dir, &FetchOptions::from_env(progress))
+}
+
+/// Makes sure `dir` holds `entry`'s file, verified, and its burnpack conversion.
+///
+/// The download goes to `FILE.partial`; an interrupted download (dropped connection, killed
+/// process, timeout) leaves it there and the next call resumes it with an HTTP range request
+/// (or starts over when the server ignores ranges). A download larger than the entry's
+/// [`size`](WeightsEntry::size) is stopped and discarded. The finished file is checked against
+/// the published checksum, or, where none is published, by structure: every tensor must fit
+/// the entry's network, which the conversion to burnpack checks, and the network must be the
+/// entry's [`shape`](WeightsEntry::shape) (the full widths and 1000 classes for the published
+/// weights, not a reduced network). Only then is it renamed to `FILE`; a file that fails
+/// verification is deleted. While it downloads, `FILE.partial.lock` (holding the process id)
+/// keeps a second fetch of the same file out; a lock whose process is gone (or, where that
+/// cannot be told, untouched for [`STALE_LOCK`]) is taken over.
+///
+/// # Errors
+/// [`WeightsError`] for network, checksum, structure and file-system failures, and
+/// [`WeightsError::Busy`] while another process fetches the same file.
+pub fn fetch_with(
+    entry: &WeightsEntry,
+    dir: &Path,
+    options: &FetchOptions,
+) -> Result<Fetched, WeightsError> {
     let target = dir.join(&entry.file);
     let native = dir.join(format!("{}.bpk", entry.name));
     if target.exists() {
         if !native.exists() {
-            // best effort: a file placed in the cache by hand gets converted on first use
-            let _ = convert(entry, &target, &native);
+            // a file placed in the cache by hand gets converted on first use; one that does
+            // not convert is left for the loader to report, but a reduced network is refused
+            if let Ok(shape) = convert_unchecked(entry, &target, &native) {
+                check_shape(entry, shape, &native)?;
+            }
         }
         return Ok(Fetched {
             original: target,
@@ -233,17 +306,116 @@ pub fn fetch_into(
         _ => entry.url.clone(),
     };
     let partial = dir.join(format!("{}.partial", entry.file));
-    download(&url, &partial, entry, progress)?;
+    let lock = FetchLock::acquire(&partial, &entry.file)?;
+    if target.exists() {
+        // another process finished it between the check above and taking the lock
+        drop(lock);
+        return fetch_with(entry, dir, options);
+    }
+    download(&url, &partial, entry, options, &lock)?;
     let verified = verify(entry, &partial).and_then(|()| convert(entry, &partial, &native));
     if let Err(e) = verified {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
     std::fs::rename(&partial, &target).map_err(|e| io_err(&target, e))?;
+    drop(lock);
     Ok(Fetched {
         original: target,
         native: Some(native),
     })
+}
+
+/// `FILE.partial.lock`: created exclusively, holding the process id; removed when dropped.
+struct FetchLock {
+    path: PathBuf,
+    touched: std::cell::Cell<std::time::Instant>,
+}
+
+impl FetchLock {
+    fn acquire(partial: &Path, file: &str) -> Result<Self, WeightsError> {
+        let mut name = partial.as_os_str().to_os_string();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(FetchLock {
+                        path,
+                        touched: std::cell::Cell::new(std::time::Instant::now()),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    let holder = holder.trim().to_string();
+                    let age = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|m| m.elapsed().ok())
+                        .unwrap_or_default();
+                    let alive = holder
+                        .parse::<u32>()
+                        .ok()
+                        .and_then(crate::files::process_alive);
+                    let stale = match alive {
+                        Some(alive) => !alive,
+                        // an unreadable pid (or no way to check it): by age; a lock just
+                        // created may not hold its pid yet
+                        None => age > STALE_LOCK,
+                    };
+                    if !stale {
+                        return Err(WeightsError::Busy {
+                            file: file.to_string(),
+                            pid: if holder.is_empty() {
+                                "unknown".to_string()
+                            } else {
+                                holder
+                            },
+                            lock: path,
+                        });
+                    }
+                    eprintln!(
+                        "taking over the stale lock {} ({})",
+                        path.display(),
+                        if alive.is_some() {
+                            format!("pid {holder} is gone")
+                        } else {
+                            format!("untouched for {} s", age.as_secs())
+                        }
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(io_err(&path, e)),
+            }
+        }
+        Err(io_err(
+            &path,
+            std::io::Error::other("the lock file keeps reappearing"),
+        ))
+    }
+
+    /// Refreshes the lock's time (at most every few seconds), showing it is alive.
+    #[allow(dead_code)] // without the `download` feature nothing downloads
+    fn touch(&self) {
+        if self.touched.get().elapsed().as_secs() >= 5 {
+            self.touched.set(std::time::Instant::now());
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&self.path) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
+        }
+    }
+}
+
+impl Drop for FetchLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> WeightsError {
@@ -253,20 +425,63 @@ fn io_err(path: &Path, source: std::io::Error) -> WeightsError {
     }
 }
 
-/// Converts a downloaded file to burnpack, which also proves that every tensor fits.
+/// Converts a downloaded file to burnpack, which also proves that every tensor fits, and
+/// checks that the network is the entry's (a reduced network of the same architecture
+/// converts too). The burnpack is removed when the check fails.
 fn convert(entry: &WeightsEntry, file: &Path, native: &Path) -> Result<(), WeightsError> {
+    let shape = convert_unchecked(entry, file, native)?;
+    check_shape(entry, shape, native)
+}
+
+fn structure_error(entry: &WeightsEntry, reason: String) -> WeightsError {
+    WeightsError::Structure {
+        file: entry.file.clone(),
+        reason,
+    }
+}
+
+/// Converts `file` to the burnpack `native`, returning the network it holds.
+fn convert_unchecked(
+    entry: &WeightsEntry,
+    file: &Path,
+    native: &Path,
+) -> Result<NetworkShape, WeightsError> {
     let device = crate::device::make_device(Some("cpu"))
-        .map_err(|e| WeightsError::Structure {
-            file: entry.file.clone(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| structure_error(entry, e.to_string()))?
         .1;
     alexvgg_import::convert(file, &entry.architecture, native, &device)
-        .map(|_| ())
-        .map_err(|e| WeightsError::Structure {
-            file: entry.file.clone(),
-            reason: e.to_string(),
-        })
+        .map(|(_, shape)| shape)
+        .map_err(|e| structure_error(entry, e.to_string()))
+}
+
+/// Refuses (and removes the burnpack `native` of) a network other than the entry's.
+fn check_shape(
+    entry: &WeightsEntry,
+    shape: NetworkShape,
+    native: &Path,
+) -> Result<(), WeightsError> {
+    if shape == entry.shape {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(native);
+    let want = entry.shape;
+    let reduced = shape.num_classes < want.num_classes
+        || shape.hidden < want.hidden
+        || shape.width_divisor > want.width_divisor;
+    Err(structure_error(
+        entry,
+        format!(
+            "it holds a {} network ({} classes, fc6/fc7 width {}, channel divisor {}), not {} with {} classes, fc6/fc7 width {} and channel divisor {}",
+            if reduced { "reduced" } else { "different" },
+            shape.num_classes,
+            shape.hidden,
+            shape.width_divisor,
+            entry.architecture.describe(),
+            want.num_classes,
+            want.hidden,
+            want.width_divisor
+        ),
+    ))
 }
 
 /// Hashes a finished download and compares with the published checksum.
@@ -327,7 +542,8 @@ fn download(
     url: &str,
     partial: &Path,
     entry: &WeightsEntry,
-    _progress: bool,
+    _options: &FetchOptions,
+    _lock: &FetchLock,
 ) -> Result<(), WeightsError> {
     Err(WeightsError::Download {
         url: url.to_string(),
@@ -339,20 +555,35 @@ fn download(
     })
 }
 
-/// Downloads `url` into `partial`, resuming from its current length.
+/// Downloads `url` into `partial`, resuming from its current length, never beyond the
+/// entry's size.
 #[cfg(feature = "download")]
 fn download(
     url: &str,
     partial: &Path,
     entry: &WeightsEntry,
-    progress: bool,
+    options: &FetchOptions,
+    lock: &FetchLock,
 ) -> Result<(), WeightsError> {
     use std::io::Write;
     let fail = |reason: String| WeightsError::Download {
         url: url.to_string(),
         reason,
     };
-    let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    let cap = entry.size;
+    let too_large = |bytes: u64| {
+        let _ = std::fs::remove_file(partial);
+        fail(format!(
+            "the download grew to {bytes} bytes, more than the {cap} bytes of {} ({}); it was discarded",
+            entry.file, entry.size_note
+        ))
+    };
+    let mut have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    if have > cap {
+        // a leftover larger than the file can be is garbage
+        let _ = std::fs::remove_file(partial);
+        have = 0;
+    }
     eprintln!(
         "downloading {} from {url}{}",
         entry.name,
@@ -366,12 +597,16 @@ fn download(
     if have > 0 {
         request = request.header("Range", &format!("bytes={have}-"));
     }
+    let timeout = Some(options.timeout);
     let response = request
         .config()
         .http_status_as_error(false)
+        .timeout_connect(timeout)
+        .timeout_recv_response(timeout)
+        .timeout_per_read(timeout)
         .build()
         .call()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(format!("{e} (timeout {:?})", options.timeout)))?;
     let status = response.status().as_u16();
     let resumed = match status {
         206 if have > 0 => true,
@@ -388,7 +623,16 @@ fn download(
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let total = length.map(|l| l + if resumed { have } else { 0 });
+    let total = length.map(|l| l.saturating_add(if resumed { have } else { 0 }));
+    if let Some(t) = total
+        && t > cap
+    {
+        let _ = std::fs::remove_file(partial);
+        return Err(fail(format!(
+            "the server announces {t} bytes, more than the {cap} bytes of {} ({}); nothing was downloaded",
+            entry.file, entry.size_note
+        )));
+    }
     if have > 0 && !resumed {
         eprintln!("the server ignores ranges: starting over");
     }
@@ -399,16 +643,17 @@ fn download(
         .truncate(!resumed)
         .open(partial)
         .map_err(|e| io_err(partial, e))?;
-    let mut reader = response.into_body().into_reader();
-    let mut buf = vec![0u8; 1 << 20];
     let mut done = if resumed { have } else { 0 };
+    // one byte more than the cap tells a file that is too large from one that is exactly it
+    let mut reader = response.into_body().into_reader().take(cap + 1 - done);
+    let mut buf = vec![0u8; 1 << 20];
     let mut last_draw = std::time::Instant::now();
     loop {
         let n = match reader.read(&mut buf) {
             Ok(n) => n,
             Err(e) => {
                 let _ = file.sync_all();
-                if progress {
+                if options.progress {
                     eprintln!();
                 }
                 return Err(fail(format!(
@@ -420,9 +665,17 @@ fn download(
         if n == 0 {
             break;
         }
+        if done + n as u64 > cap {
+            drop(file);
+            if options.progress {
+                eprintln!();
+            }
+            return Err(too_large(done + n as u64));
+        }
         file.write_all(&buf[..n]).map_err(|e| io_err(partial, e))?;
         done += n as u64;
-        if progress && last_draw.elapsed().as_millis() >= 200 {
+        lock.touch();
+        if options.progress && last_draw.elapsed().as_millis() >= 200 {
             last_draw = std::time::Instant::now();
             match total {
                 Some(t) => eprint!(
@@ -436,7 +689,7 @@ fn download(
         }
     }
     file.sync_all().map_err(|e| io_err(partial, e))?;
-    if progress {
+    if options.progress {
         eprintln!();
     }
     if let Some(t) = total

@@ -12,8 +12,10 @@ mod support;
 
 use alexvgg_import::load_model;
 use alexvgg_inference::preprocess::Preset;
-use alexvgg_inference::weights::{Checksum, WeightsEntry, WeightsError, fetch_into, known};
-use alexvgg_models::{AlexNetVariant, Architecture};
+use alexvgg_inference::weights::{
+    Checksum, FetchOptions, WeightsEntry, WeightsError, fetch_into, fetch_with, known,
+};
+use alexvgg_models::{AlexNetVariant, Architecture, NetworkShape};
 use sha2::{Digest, Sha256};
 use support::{fixture, scratch};
 
@@ -78,6 +80,15 @@ fn serve(body: Vec<u8>, replies: Vec<Reply>) -> (String, Arc<Mutex<Vec<String>>>
     (format!("http://{addr}"), log)
 }
 
+/// The network of the reduced fixtures (`*_w8`, `*_w16`): 10 classes, narrow.
+fn fixture_shape(name: &str, arch: Architecture) -> NetworkShape {
+    let device = alexvgg_inference::device::make_device(Some("cpu"))
+        .unwrap()
+        .1;
+    load_model(&fixture(name), &arch, &device).unwrap().1
+}
+
+/// A test entry for a file of the AlexNet w8 fixture's shape, at most 10 MB.
 fn entry(url: &str, checksum: Option<Checksum>, file: &str, arch: Architecture) -> WeightsEntry {
     WeightsEntry {
         name: format!("test_{}", file.replace('.', "_")),
@@ -86,6 +97,9 @@ fn entry(url: &str, checksum: Option<Checksum>, file: &str, arch: Architecture) 
         url: format!("{url}/{file}"),
         checksum,
         checksum_note: String::new(),
+        size: 10_000_000,
+        size_note: "a test bound".into(),
+        shape: fixture_shape("alexnet_tf_w8.py2.npy", TF),
         licence: "test".into(),
         accuracy: None,
         preset: Preset::Caffe,
@@ -230,6 +244,10 @@ fn corrupt_and_foreign_downloads_are_discarded() {
     );
 }
 
+fn by_size(name: &str, table: &[WeightsEntry]) -> u64 {
+    table.iter().find(|w| w.name == name).unwrap().size
+}
+
 #[test]
 fn the_known_weights_table_is_complete() {
     let table = known();
@@ -247,7 +265,23 @@ fn the_known_weights_table_is_complete() {
             "{}: a checksum, or say how it is checked",
             w.name
         );
+        // downloads are capped at the file's size (or a stated upper bound of it)
+        assert!(
+            (100_000_000..1_000_000_000).contains(&w.size),
+            "{}: size {}",
+            w.name,
+            w.size
+        );
+        assert!(
+            w.size_note.starts_with("exact") || w.size_note.starts_with("an upper bound"),
+            "{}: {}",
+            w.name,
+            w.size_note
+        );
+        // the published weights are the full networks
+        assert_eq!(w.shape, NetworkShape::default(), "{}", w.name);
     }
+    assert_eq!(by_size("alexnet_torchvision", &table), 244_408_911);
     let by_name = |n: &str| table.iter().find(|w| w.name == n).unwrap();
     assert_eq!(by_name("bvlc_alexnet").architecture, TF);
     assert_eq!(
@@ -257,4 +291,159 @@ fn the_known_weights_table_is_complete() {
         ))
     );
     assert_eq!(by_name("vgg16_torchvision").preset, Preset::Torchvision);
+}
+
+/// Serves `connections` connections on loopback, each handed to `handle` on its own thread
+/// after its request head was read; returns the base URL.
+fn serve_with(
+    connections: usize,
+    handle: impl Fn(std::net::TcpStream) + Send + Sync + 'static,
+) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let mut stream = stream.unwrap();
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                handle(stream);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn options(timeout_ms: u64) -> FetchOptions {
+    FetchOptions {
+        progress: false,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+    }
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    let dir = cache("silent");
+    // accepts, reads the request, and says nothing for a minute
+    let url = serve_with(1, |stream| {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        drop(stream);
+    });
+    let e = entry(&url, None, "silent.npy", TF);
+    let started = std::time::Instant::now();
+    match fetch_with(&e, &dir, &options(500)) {
+        Err(WeightsError::Download { reason, .. }) => {
+            assert!(reason.to_lowercase().contains("timeout"), "{reason}")
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    // nothing left behind, the lock included
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+}
+
+#[test]
+fn a_download_is_stopped_at_the_entry_s_size() {
+    let dir = cache("endless");
+    // a server that never stops sending (no length announced)
+    let url = serve_with(1, |mut stream| {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        let block = vec![7u8; 1 << 16];
+        while stream.write_all(&block).is_ok() {}
+    });
+    let mut e = entry(&url, None, "endless.npy", TF);
+    e.size = 300_000;
+    match fetch_with(&e, &dir, &options(5000)) {
+        Err(WeightsError::Download { reason, .. }) => assert!(
+            reason.contains("more than the 300000 bytes") && reason.contains("discarded"),
+            "{reason}"
+        ),
+        other => panic!("expected the download to be stopped, got {other:?}"),
+    }
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+    // a server announcing more than the size: refused before the body is read
+    let url = serve_with(1, |mut stream| {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000000\r\n\r\n");
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    });
+    let mut e = entry(&url, None, "announced.npy", TF);
+    e.size = 300_000;
+    match fetch_with(&e, &dir, &options(5000)) {
+        Err(WeightsError::Download { reason, .. }) => {
+            assert!(reason.contains("announces 4000000000 bytes"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+}
+
+#[test]
+fn a_reduced_network_is_not_installed_as_the_known_weights() {
+    let dir = cache("reduced");
+    let (url, _) = serve(fixture_bytes("alexnet_tf_w8.py2.npy"), vec![Reply::Whole]);
+    // the entry expects the full network, as every published entry does
+    let mut e = entry(&url, None, "bvlc_alexnet.npy", TF);
+    e.shape = NetworkShape::default();
+    match fetch_into(&e, &dir, false) {
+        Err(err @ WeightsError::Structure { .. }) => {
+            let msg = err.to_string();
+            assert!(
+                msg.contains("reduced network") && msg.contains("10 classes"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected a structure error, got {other:?}"),
+    }
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+    // the same file placed in the cache by hand is refused too
+    std::fs::write(
+        dir.join("bvlc_alexnet.npy"),
+        fixture_bytes("alexnet_tf_w8.py2.npy"),
+    )
+    .unwrap();
+    assert!(matches!(
+        fetch_into(&e, &dir, false),
+        Err(WeightsError::Structure { .. })
+    ));
+    assert_eq!(files_in(&dir), ["bvlc_alexnet.npy"], "no burnpack made");
+}
+
+#[test]
+fn a_second_fetch_of_the_same_file_waits_its_turn() {
+    let body = fixture_bytes("alexnet_tf_w8.py2.npy");
+    let dir = cache("lock");
+    // a live process holds the lock (this one): the fetch is refused without downloading
+    let lock = dir.join("l.npy.partial.lock");
+    std::fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    let refused = entry("http://127.0.0.1:9", None, "l.npy", TF);
+    match fetch_into(&refused, &dir, false) {
+        Err(err @ WeightsError::Busy { .. }) => {
+            let msg = err.to_string();
+            assert!(msg.contains(&std::process::id().to_string()), "{msg}");
+        }
+        other => panic!("expected the lock to be respected, got {other:?}"),
+    }
+    assert_eq!(files_in(&dir), ["l.npy.partial.lock"]);
+    // a lock whose process is gone is taken over
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::write(&lock, format!("{dead}\n")).unwrap();
+    let (url, _) = serve(body.clone(), vec![Reply::Whole]);
+    let fetched = fetch_into(&entry(&url, None, "l.npy", TF), &dir, false).unwrap();
+    assert_eq!(std::fs::read(&fetched.original).unwrap(), body);
+    assert_eq!(
+        files_in(&dir),
+        ["l.npy", "test_l_npy.bpk"],
+        "the lock is gone"
+    );
 }

@@ -21,7 +21,7 @@ use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, p
 use crate::lrn::{Lrn, LrnConfig};
 use crate::names;
 use crate::shape::Pad;
-use crate::{ModelError, Observer};
+use crate::{ModelError, Observer, Stopped, emit};
 
 /// Which AlexNet (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -233,8 +233,10 @@ impl AlexNetConfig {
     ///
     /// # Errors
     /// [`ModelError::BadWidth`] when the width divisor leaves a grouped layer with channels
-    /// that do not split evenly, or no channels at all.
+    /// that do not split evenly, or no channels at all; [`ModelError::NoOutputs`] for 0
+    /// classes or a hidden width of 0.
     pub fn try_init(&self, device: &Device) -> Result<AlexNet, ModelError> {
+        crate::check_classifier(self.num_classes, self.hidden)?;
         let spec = self.variant.spec();
         let channels = self.channels();
         let (pk, ps, ppad, pceil) = spec.pool;
@@ -284,7 +286,8 @@ impl AlexNetConfig {
         })
     }
 
-    /// Builds the network; panics only on a width divisor that [`Self::try_init`] rejects.
+    /// Builds the network; panics on a configuration that [`Self::try_init`] rejects (a width
+    /// divisor that leaves no or uneven channels, 0 classes, a hidden width of 0).
     pub fn init(&self, device: &Device) -> AlexNet {
         self.try_init(device)
             .unwrap_or_else(|e| panic!("invalid AlexNet configuration: {e}"))
@@ -334,6 +337,19 @@ impl AlexNet {
         self.head_observed(x, 3, observer)
     }
 
+    /// Runs the network only as far as activation `last`, reporting every activation up to and
+    /// including it (names as in [`forward_observed`](Self::forward_observed)); layers after
+    /// it are not computed, so the input need only fit the layers up to `last`. A name the
+    /// network does not have runs the whole network.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, 3, H, W]`
+    pub fn forward_until(&self, input: Tensor<4>, last: &str, observer: &mut Observer<'_>) {
+        if let Ok(x) = self.features_until(input, Some(last), observer) {
+            let _ = self.head_until(x, 3, Some(last), observer);
+        }
+    }
+
     /// Flattened features, calling `observer` with each convolutional activation.
     ///
     /// # Shapes
@@ -344,36 +360,63 @@ impl AlexNet {
         input: Tensor<4>,
         observer: &mut Observer<'_>,
     ) -> Tensor<2> {
+        let Ok(x) = self.features_until(input, None, observer) else {
+            unreachable!("a pass without a stop runs to the end")
+        };
+        x
+    }
+
+    /// Runs the feature layers, reporting each activation, until the one named `until`.
+    fn features_until(
+        &self,
+        input: Tensor<4>,
+        until: Option<&str>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Tensor<2>, Stopped> {
         let mut x = input; // [batch, 3, H, W]
         for (i, stage) in self.convs.iter().enumerate() {
             let n = i + 1;
             x = relu(stage.conv.forward(x)); // [batch, C_n, H_n, W_n]
-            observer(&names::alexnet_conv(n), &x);
+            emit(observer, until, &names::alexnet_conv(n), &x)?;
             if let Some(lrn) = &stage.lrn {
                 x = lrn.forward(x);
-                observer(&names::alexnet_lrn(n), &x);
+                emit(observer, until, &names::alexnet_lrn(n), &x)?;
             }
             if let Some(pool) = &stage.pool {
                 x = pool.forward(x); // [batch, C_n, H_n / 2, W_n / 2]
-                observer(&names::alexnet_pool(n), &x);
+                emit(observer, until, &names::alexnet_pool(n), &x)?;
             }
         }
         if let Some(avgpool) = &self.avgpool {
             x = avgpool.forward(x); // [batch, C, 6, 6]
-            observer(names::AVGPOOL, &x);
+            emit(observer, until, names::AVGPOOL, &x)?;
         }
-        x.flatten(1, 3) // [batch, C * 6 * 6]
+        Ok(x.flatten(1, 3)) // [batch, C * 6 * 6]
     }
 
     /// Runs the first `depth` fully connected layers (3 = logits).
     fn head_observed(&self, x: Tensor<2>, depth: usize, observer: &mut Observer<'_>) -> Tensor<2> {
+        let Ok(x) = self.head_until(x, depth, None, observer) else {
+            unreachable!("a pass without a stop runs to the end")
+        };
+        x
+    }
+
+    /// Runs the first `depth` fully connected layers until the one named `until`.
+    fn head_until(
+        &self,
+        x: Tensor<2>,
+        depth: usize,
+        until: Option<&str>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Tensor<2>, Stopped> {
         let [fc6, fc7, fc8] = names::FC;
         let layers = [
             (fc6, self.drop6.as_ref(), &self.fc6),
             (fc7, self.drop7.as_ref(), &self.fc7),
             (fc8, self.drop8.as_ref(), &self.fc8),
         ];
-        classifier(layers, x, depth, observer)
+        classifier(layers, x, depth, until, observer)
     }
 
     /// Replaces the classifier head with a freshly initialised `hidden -> num_classes` layer.

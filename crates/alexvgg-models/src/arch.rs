@@ -194,6 +194,49 @@ impl Model {
         }
     }
 
+    /// The names of the activations [`forward_observed`](Self::forward_observed) reports, in
+    /// order (`conv1`, `lrn1`, `pool1`, ... `fc8`; `conv1_1` ... for VGG): a convolution's name
+    /// is its output after ReLU (and BatchNorm), `fc6`/`fc7` are after ReLU, `fc8` the logits.
+    pub fn activation_names(&self) -> Vec<String> {
+        let side = self.input_size();
+        self.layers([3, side, side])
+            .map(|rows| rows.into_iter().skip(1).map(|r| r.name).collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs the network only as far as activation `last` (one of
+    /// [`activation_names`](Self::activation_names)), reporting every activation up to it:
+    /// the layers after it are not computed, so any input the layers up to `last` fit will do.
+    ///
+    /// # Errors
+    /// [`ModelError::UnknownLayer`] for a name the network does not have (listing those it has).
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, 3, H, W]`
+    pub fn forward_until(
+        &self,
+        input: Tensor<4>,
+        last: &str,
+        observer: &mut Observer<'_>,
+    ) -> Result<(), ModelError> {
+        let names = self.activation_names();
+        if !names.iter().any(|n| n == last) {
+            return Err(ModelError::UnknownLayer {
+                network: match self {
+                    Model::AlexNet(_) => "AlexNet".to_string(),
+                    Model::Vgg(_) => "VGG".to_string(),
+                },
+                layer: last.to_string(),
+                known: names.join(", "),
+            });
+        }
+        match self {
+            Model::AlexNet(m) => m.forward_until(input, last, observer),
+            Model::Vgg(m) => m.forward_until(input, last, observer),
+        }
+        Ok(())
+    }
+
     /// fc7 activations (after ReLU).
     ///
     /// # Shapes

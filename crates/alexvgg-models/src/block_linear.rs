@@ -8,7 +8,7 @@ use burn::nn::{Dropout, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::Observer;
+use crate::{Observer, Stopped, emit};
 
 /// Largest weight block, in bytes, for devices whose storage bindings are capped.
 pub const WGPU_BLOCK_BYTES: usize = 128 * 1024 * 1024;
@@ -100,12 +100,13 @@ fn join<const D: usize>(mut parts: Vec<Tensor<D>>, dim: usize) -> Tensor<D> {
 /// # Shapes
 /// - `x`: `[batch, features]`
 /// - output: `[batch, out]` of the last layer run
-pub fn classifier(
+pub(crate) fn classifier(
     layers: [(&str, Option<&Dropout>, &BlockLinear); 3],
     x: Tensor<2>,
     depth: usize,
+    until: Option<&str>,
     observer: &mut Observer<'_>,
-) -> Tensor<2> {
+) -> Result<Tensor<2>, Stopped> {
     let mut x = x; // [batch, features]
     for (i, (name, dropout, fc)) in layers.into_iter().take(depth).enumerate() {
         if let Some(dropout) = dropout {
@@ -116,9 +117,9 @@ pub fn classifier(
             x = relu(x);
         }
         let [b, f] = x.dims();
-        observer(name, &x.clone().reshape([b, f, 1, 1]));
+        emit(observer, until, name, &x.clone().reshape([b, f, 1, 1]))?;
     }
-    x
+    Ok(x)
 }
 
 /// The fewest equal column blocks (dividing `d_out`) whose `[d_in, d_out / n]` f32 weight fits.

@@ -47,6 +47,43 @@ pub fn host_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, ModelE
         .map_err(|e| ModelError::HostValues(format!("{e:?}")))
 }
 
+/// A forward pass that stopped after the activation it was asked to stop at
+/// (see [`Model::forward_until`]).
+#[derive(Debug)]
+pub(crate) struct Stopped;
+
+/// Reports activation `name` to `observer`, then stops the pass if it is `until`.
+pub(crate) fn emit(
+    observer: &mut Observer<'_>,
+    until: Option<&str>,
+    name: &str,
+    x: &Tensor<4>,
+) -> Result<(), Stopped> {
+    observer(name, x);
+    if until == Some(name) {
+        Err(Stopped)
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuses a classifier that could not run: 0 classes, or fc6/fc7 of width 0.
+fn check_classifier(num_classes: usize, hidden: usize) -> Result<(), ModelError> {
+    if num_classes == 0 {
+        return Err(ModelError::NoOutputs {
+            layer: "fc8",
+            setting: "num_classes",
+        });
+    }
+    if hidden == 0 {
+        return Err(ModelError::NoOutputs {
+            layer: "fc6/fc7",
+            setting: "hidden",
+        });
+    }
+    Ok(())
+}
+
 /// A callback that receives every named intermediate activation of a forward pass.
 pub type Observer<'a> = dyn FnMut(&str, &Tensor<4>) + 'a;
 
@@ -92,12 +129,31 @@ pub enum ModelError {
         /// `[C, H, W]` reaching fc6.
         shape: [usize; 3],
     },
+    /// A fully connected layer configured with no outputs (0 classes, or a hidden width of 0):
+    /// it could not run.
+    #[error("{layer} would have no outputs: {setting} must be at least 1")]
+    NoOutputs {
+        /// The layer (`fc8`, or `fc6/fc7`).
+        layer: &'static str,
+        /// The setting that is 0 (`num_classes`, `hidden`).
+        setting: &'static str,
+    },
     /// An unknown architecture name.
     #[error("unknown model '{0}' (known: {1})")]
     UnknownArchitecture(String, String),
     /// An unknown variant name.
     #[error("unknown AlexNet variant '{0}' (expected tf, caffe or torchvision)")]
     UnknownVariant(String),
+    /// A layer name that the network does not have.
+    #[error("{network} has no layer '{layer}' (layers: {known})")]
+    UnknownLayer {
+        /// The network.
+        network: String,
+        /// The name asked for.
+        layer: String,
+        /// The names it has, comma-separated.
+        known: String,
+    },
     /// A tensor's values could not be read back as `f32` (see [`host_values`]); the text is
     /// the tensor reader's description of the failure.
     #[error("{0}")]

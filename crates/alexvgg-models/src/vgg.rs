@@ -17,7 +17,7 @@ use crate::block_linear::{BlockLinear, classifier, weight_block_limit};
 use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, pool_info};
 use crate::names;
 use crate::shape::Pad;
-use crate::{ModelError, Observer};
+use crate::{ModelError, Observer, Stopped, emit};
 
 /// One entry of a VGG configuration table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,8 +210,10 @@ impl VggConfig {
     /// Builds the network with freshly initialised parameters.
     ///
     /// # Errors
-    /// [`ModelError::BadWidth`] when the width divisor leaves a layer without channels.
+    /// [`ModelError::BadWidth`] when the width divisor leaves a layer without channels;
+    /// [`ModelError::NoOutputs`] for 0 classes or a hidden width of 0.
     pub fn try_init(&self, device: &Device) -> Result<Vgg, ModelError> {
+        crate::check_classifier(self.num_classes, self.hidden)?;
         let divisor = self.width_divisor.max(1);
         let mut features: Vec<VggConv> = Vec::new();
         let mut in_c: usize = 3;
@@ -262,7 +264,8 @@ impl VggConfig {
         })
     }
 
-    /// Builds the network; panics only on a width divisor that [`Self::try_init`] rejects.
+    /// Builds the network; panics on a configuration that [`Self::try_init`] rejects (a width
+    /// divisor that leaves no channels, 0 classes, a hidden width of 0).
     pub fn init(&self, device: &Device) -> Vgg {
         self.try_init(device)
             .unwrap_or_else(|e| panic!("invalid VGG configuration: {e}"))
@@ -319,6 +322,19 @@ impl Vgg {
         self.head_observed(x, 3, observer)
     }
 
+    /// Runs the network only as far as activation `last`, reporting every activation up to and
+    /// including it (names as in [`forward_observed`](Self::forward_observed)); layers after
+    /// it are not computed, so the input need only fit the layers up to `last`. A name the
+    /// network does not have runs the whole network.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, 3, H, W]`
+    pub fn forward_until(&self, input: Tensor<4>, last: &str, observer: &mut Observer<'_>) {
+        if let Ok(x) = self.features_until(input, Some(last), observer) {
+            let _ = self.head_until(x, 3, Some(last), observer);
+        }
+    }
+
     /// Flattened features, calling `observer` with each convolutional activation.
     ///
     /// # Shapes
@@ -329,6 +345,19 @@ impl Vgg {
         input: Tensor<4>,
         observer: &mut Observer<'_>,
     ) -> Tensor<2> {
+        let Ok(x) = self.features_until(input, None, observer) else {
+            unreachable!("a pass without a stop runs to the end")
+        };
+        x
+    }
+
+    /// Runs the feature layers, reporting each activation, until the one named `until`.
+    fn features_until(
+        &self,
+        input: Tensor<4>,
+        until: Option<&str>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Tensor<2>, Stopped> {
         let mut x = input; // [batch, 3, H, W]
         for (layer, (conv_name, pool_name)) in self.features.iter().zip(conv_names(&self.features))
         {
@@ -337,25 +366,39 @@ impl Vgg {
                 x = bn.forward(x);
             }
             x = relu(x);
-            observer(&conv_name, &x);
+            emit(observer, until, &conv_name, &x)?;
             if let (Some(pool), Some(name)) = (&layer.pool, pool_name) {
                 x = pool.forward(x); // [batch, C, H / 2, W / 2]
-                observer(&name, &x);
+                emit(observer, until, &name, &x)?;
             }
         }
         x = self.avgpool.forward(x); // [batch, C, 7, 7]
-        observer(names::AVGPOOL, &x);
-        x.flatten(1, 3) // [batch, C * 49]
+        emit(observer, until, names::AVGPOOL, &x)?;
+        Ok(x.flatten(1, 3)) // [batch, C * 49]
     }
 
     fn head_observed(&self, x: Tensor<2>, depth: usize, observer: &mut Observer<'_>) -> Tensor<2> {
+        let Ok(x) = self.head_until(x, depth, None, observer) else {
+            unreachable!("a pass without a stop runs to the end")
+        };
+        x
+    }
+
+    /// Runs the first `depth` fully connected layers until the one named `until`.
+    fn head_until(
+        &self,
+        x: Tensor<2>,
+        depth: usize,
+        until: Option<&str>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Tensor<2>, Stopped> {
         let [fc6, fc7, fc8] = names::FC;
         let layers = [
             (fc6, None, &self.fc6),
             (fc7, Some(&self.drop7), &self.fc7),
             (fc8, Some(&self.drop8), &self.fc8),
         ];
-        classifier(layers, x, depth, observer)
+        classifier(layers, x, depth, until, observer)
     }
 
     /// Replaces the classifier head with a freshly initialised `hidden -> num_classes` layer.

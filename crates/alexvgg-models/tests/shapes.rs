@@ -5,8 +5,8 @@ mod common;
 use std::collections::HashMap;
 
 use alexvgg_models::{
-    AlexNetConfig, AlexNetVariant, Architecture, LayerKind, Model, NetworkShape, Pad, VggDepth,
-    gflops, output_size,
+    AlexNetConfig, AlexNetVariant, Architecture, LayerKind, Model, ModelError, NetworkShape, Pad,
+    VggDepth, gflops, output_size,
 };
 use burn::tensor::Tensor;
 use common::*;
@@ -212,4 +212,41 @@ fn head_replacement_and_fc7_features() {
     let model = model.with_classes(5, &device);
     assert_eq!(model.forward(x).dims(), [2, 5]);
     assert_eq!(model.num_classes(), 5);
+}
+
+#[test]
+fn a_classifier_without_outputs_is_refused() {
+    // 0 classes made a model whose forward pass panicked ("chunk size must be non-zero")
+    let device = cpu();
+    let zero_classes = NetworkShape {
+        num_classes: 0,
+        hidden: 32,
+        width_divisor: 8,
+    };
+    let zero_hidden = NetworkShape {
+        num_classes: 10,
+        hidden: 0,
+        width_divisor: 8,
+    };
+    for arch in [
+        Architecture::AlexNet(AlexNetVariant::Tf),
+        Architecture::Vgg {
+            depth: VggDepth::Vgg11,
+            batch_norm: false,
+        },
+    ] {
+        assert_eq!(
+            arch.init(&zero_classes, &device).err(),
+            Some(ModelError::NoOutputs {
+                layer: "fc8",
+                setting: "num_classes"
+            }),
+            "{arch:?}"
+        );
+        let err = arch.init(&zero_hidden, &device).err().unwrap();
+        assert!(
+            err.to_string().contains("hidden must be at least 1"),
+            "{err}"
+        );
+    }
 }

@@ -56,6 +56,27 @@ pub enum FinetuneError {
     /// Reading the model's outputs back to the host.
     #[error(transparent)]
     HostValues(alexvgg_models::ModelError),
+    /// Training produced a non-finite loss or non-finite weights. The step that produced them
+    /// was not applied or not saved; the last checkpoint written before it is kept.
+    #[error("training diverged{at}: {what}{kept}; try a lower learning rate")]
+    Diverged {
+        /// Where (` at epoch E, step S`), or empty where the caller does not know.
+        at: String,
+        /// What was not finite (`the loss is NaN`...).
+        what: String,
+        /// What was kept (`; stopped there, keeping the last good checkpoint DIR/last.bpk`), or
+        /// empty.
+        kept: String,
+    },
+    /// Settings whose estimated memory exceeds the limit: `setting` names the
+    /// [`RunConfig`](crate::RunConfig) field most responsible (`hidden`, `batch_size`).
+    #[error("{setting}: {reason}")]
+    TooLarge {
+        /// The [`RunConfig`](crate::RunConfig) field.
+        setting: &'static str,
+        /// What it would need and the limit.
+        reason: String,
+    },
 }
 
 impl FinetuneError {

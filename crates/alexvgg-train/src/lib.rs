@@ -6,6 +6,7 @@
 //! - [`data`]: class folders, stratified validation split, parallel decoding and augmentation;
 //! - [`Trainer`]: one model with its optimizer; [`Trainer::step`] is one optimisation step;
 //! - [`run`]: the epoch loop, metrics log and checkpoints of `alexvgg finetune`;
+//! - [`memory`]: training-memory estimates, checked before anything is allocated;
 //! - [`synth`]: `alexvgg make-dataset`'s synthetic classes;
 //! - [`bench`]: timed training steps (`alexvgg bench --train`).
 //!
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod config;
 pub mod data;
 mod error;
+pub mod memory;
 mod output;
 mod run;
 pub mod synth;
@@ -26,5 +28,6 @@ mod trainer;
 
 pub use config::{Freeze, LrSchedule, OptimizerKind, OptimizerSettings, RunConfig};
 pub use error::FinetuneError;
-pub use run::{EpochMetrics, Event, RunSummary, run};
+pub use output::checkpoint_checksum;
+pub use run::{EpochMetrics, Event, RunOptions, RunSummary, run, run_with};
 pub use trainer::{EvalStats, StepStats, Trainer};

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use alexvgg_import::{
-    Metadata, load_module, module_tensors, read_burnpack_with_metadata, write_tensors_with,
+    Metadata, TensorMap, load_module, module_tensors, read_burnpack_with_metadata,
+    write_tensors_with,
 };
 use alexvgg_models::{Architecture, Model, NetworkShape};
 use burn::module::{Module, ModuleVisitor, Param};
@@ -18,10 +19,13 @@ use alexvgg_inference::rng::{derive, permutation};
 use alexvgg_inference::weights::default_preset;
 
 use crate::config::RunConfig;
-use crate::data::{self, Dataset, Mode, Sample};
+use crate::data::{self, Dataset, Mode, Sample, ValSource};
 use crate::error::FinetuneError;
+use crate::memory::{default_max_memory, estimate, gib};
 use crate::output::{
-    BEST, CONFIG, LABELS, LAST, METRICS_CSV, METRICS_JSONL, Manifest, read_manifest, write_atomic,
+    BEST, CONFIG, ImageCounts, LABELS, LAST, META_SHA256, METRICS_CSV, METRICS_JSONL, Manifest,
+    checkpoint_checksum, file_sha256, first_non_finite, is_run_file, is_run_temporary,
+    read_manifest, write_atomic,
 };
 use crate::trainer::Trainer;
 
@@ -29,6 +33,8 @@ use crate::trainer::Trainer;
 const META_PROGRESS: &str = "alexvgg.finetune.progress";
 /// Metadata key naming the optimizer file that belongs to `last.bpk`.
 const META_OPTIMIZER: &str = "alexvgg.finetune.optimizer";
+/// Metadata key of the SHA-256 of that optimizer file.
+const META_OPTIMIZER_SHA256: &str = "alexvgg.finetune.optimizer_sha256";
 
 // Streams of randomness, each derived from the seed and a position.
 const RNG_INIT: u64 = 1;
@@ -136,32 +142,78 @@ pub struct RunSummary {
     pub classes: Vec<String>,
 }
 
+/// How a run treats its output directory, and how much memory its settings may need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Start even where `out` is not empty: in a directory holding another run, or files that
+    /// are not a run's. The files a run writes (`config.json`, `labels.txt`, `best.bpk`,
+    /// `last.bpk`, `optimizer-*.bpk`, `metrics.*` and their temporary files) are removed
+    /// first; other files are left alone. Without it, such a directory is refused.
+    pub overwrite: bool,
+    /// The most memory in bytes that the settings may need by [`crate::memory::estimate`]
+    /// (default: the machine's memory, or 64 GiB where it cannot be read, see
+    /// [`default_max_memory`]); larger settings are refused before anything is allocated.
+    pub max_memory: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            overwrite: false,
+            max_memory: default_max_memory(),
+        }
+    }
+}
+
 /// Runs `config` into `out` on `device`; with `config` `None`, continues the run already in
-/// `out` with its saved settings from its last checkpoint.
+/// `out` with its saved settings from its last checkpoint. [`run_with`] with the default
+/// [`RunOptions`]: a non-empty `out` is refused when starting.
 ///
 /// # Errors
-/// [`FinetuneError`] for bad data folders or settings, unusable weights, an output directory
-/// that already holds another run (when starting), nothing to resume, and failed writes.
+/// See [`run_with`].
 pub fn run(
     config: Option<&RunConfig>,
     out: &Path,
     device: &Device,
     events: &mut dyn FnMut(Event<'_>),
 ) -> Result<RunSummary, FinetuneError> {
+    run_with(config, out, device, &RunOptions::default(), events)
+}
+
+/// [`run`] with options.
+///
+/// Starting, the data and validation folders are recorded in `config.json` as absolute paths
+/// with the number of images found; resuming checks that the folders still hold the run's
+/// classes and image counts, and refuses a `last.bpk` or optimizer file whose checksum does
+/// not match, or a `last.bpk` with NaN or infinite weights. Training stops with
+/// [`FinetuneError::Diverged`] at the first non-finite loss (or non-finite weights at a
+/// checkpoint), without saving that step: the last good checkpoint is kept.
+///
+/// # Errors
+/// [`FinetuneError`] for bad data folders or settings, settings that would need more than
+/// `options.max_memory`, unusable weights, an output directory that is not empty (when
+/// starting, without `options.overwrite`), nothing to resume or a corrupt checkpoint, a
+/// diverged run, and failed writes.
+pub fn run_with(
+    config: Option<&RunConfig>,
+    out: &Path,
+    device: &Device,
+    options: &RunOptions,
+    events: &mut dyn FnMut(Event<'_>),
+) -> Result<RunSummary, FinetuneError> {
     let ad = device.clone().autodiff();
     let (cfg, manifest, model, progress, dataset) = if let Some(config) = config {
-        if out.join(CONFIG).exists() || out.join(LAST).exists() {
-            return Err(FinetuneError::Checkpoint {
-                path: out.to_path_buf(),
-                reason: "already holds a fine-tuning run: pass --resume to continue it, or choose another --out".to_string(),
-            });
-        }
+        check_out(out, options.overwrite)?;
         check_settings(config)?;
         let arch = config.architecture;
         config.freeze.prefixes(&arch)?;
+        let config = absolute(config)?;
         let dataset = data::open(&config.data, &config.val, config.seed)?;
-        let (model, preset, shape) = start_model(config, &arch, dataset.classes.len(), &ad)?;
+        let planned = planned_shape(&config, dataset.classes.len());
+        check_memory(&config, &planned, &dataset, options.max_memory)?;
+        let (model, preset, shape) = start_model(&config, &arch, dataset.classes.len(), &ad)?;
         std::fs::create_dir_all(out).map_err(|e| FinetuneError::io(out, e))?;
+        remove_run_files(out, options.overwrite)?;
         let manifest = Manifest {
             card: ModelCard {
                 architecture: arch,
@@ -172,43 +224,46 @@ pub fn run(
                 version: env!("CARGO_PKG_VERSION").to_string(),
             },
             run: config.clone(),
+            images: Some(ImageCounts {
+                train: dataset.train.len(),
+                val: dataset.val.len(),
+            }),
+            checksums: true,
         };
-        write_atomic(
-            &out.join(LABELS),
-            (dataset.classes.join("\n") + "\n").as_bytes(),
-        )?;
+        // config.json first: from then on the directory is a run that --resume continues
         write_atomic(&out.join(CONFIG), to_json(&manifest, true)?.as_bytes())?;
-        (config.clone(), manifest, model, None, Some(dataset))
+        write_labels(out, &dataset.classes)?;
+        (config, manifest, model, None, dataset)
     } else {
-        let manifest = read_manifest(out).map_err(|_| FinetuneError::Checkpoint {
-            path: out.to_path_buf(),
-            reason: "nothing to resume: no config.json from an earlier run".to_string(),
-        })?;
+        let Some(manifest) = read_manifest(out)? else {
+            return Err(FinetuneError::Checkpoint {
+                path: out.to_path_buf(),
+                reason: "nothing to resume: no config.json from an earlier run".to_string(),
+            });
+        };
         let cfg = manifest.run.clone();
+        // config.json may have been edited: the same checks as when starting
+        check_settings(&cfg)?;
         let arch = cfg.architecture;
-        let (model, progress) = match read_checkpoint(out, &arch, &ad)? {
-            Some(found) => found,
+        let dataset = data::open(&cfg.data, &cfg.val, cfg.seed)?;
+        check_same_data(&cfg, &manifest, &dataset)?;
+        // the network as the model card has it, and as the settings would build it afresh
+        check_memory(&cfg, &manifest.card.shape, &dataset, options.max_memory)?;
+        let planned = planned_shape(&cfg, dataset.classes.len());
+        check_memory(&cfg, &planned, &dataset, options.max_memory)?;
+        if !out.join(LABELS).is_file() {
+            write_labels(out, &manifest.card.classes)?;
+        }
+        let (model, progress) = match read_checkpoint(out, &manifest, &ad)? {
+            Some((model, resumed)) => (model, Some(resumed)),
             None => (
                 start_model(&cfg, &arch, manifest.card.classes.len(), &ad)?.0,
                 None,
             ),
         };
-        (cfg, manifest, model, progress, None)
+        (cfg, manifest, model, progress, dataset)
     };
     let arch = cfg.architecture;
-    let dataset = match dataset {
-        Some(d) => d,
-        None => data::open(&cfg.data, &cfg.val, cfg.seed)?,
-    };
-    if dataset.classes != manifest.card.classes {
-        return Err(FinetuneError::Data {
-            path: cfg.data.clone(),
-            reason: format!(
-                "classes {:?} differ from the run's {:?}",
-                dataset.classes, manifest.card.classes
-            ),
-        });
-    }
     let model = match cfg.dropout {
         Some(p) => model.with_dropout(p),
         None => model,
@@ -268,6 +323,193 @@ fn to_json<T: serde::Serialize>(value: &T, pretty: bool) -> Result<String, Finet
     Ok(json?)
 }
 
+/// Refuses to start in a directory that is not empty, unless `overwrite`: one that holds a
+/// run (resume it instead), a corrupt `config.json` (named), or somebody else's files.
+fn check_out(out: &Path, overwrite: bool) -> Result<(), FinetuneError> {
+    let entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) if out.exists() && !out.is_dir() => {
+            return Err(FinetuneError::Checkpoint {
+                path: out.to_path_buf(),
+                reason: "exists and is not a directory".to_string(),
+            });
+        }
+        Err(e) => return Err(FinetuneError::io(out, e)),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    if overwrite {
+        return Ok(());
+    }
+    let holds_run = "already holds a fine-tuning run: pass --resume to continue it, --overwrite to start a new one in its place, or choose another --out";
+    match read_manifest(out) {
+        Ok(Some(_)) => {
+            return Err(FinetuneError::Checkpoint {
+                path: out.to_path_buf(),
+                reason: holds_run.to_string(),
+            });
+        }
+        Err(FinetuneError::Checkpoint { path, reason }) => {
+            return Err(FinetuneError::Checkpoint {
+                path,
+                reason: format!(
+                    "{reason}; pass --overwrite to start a new run in its place, or choose another --out"
+                ),
+            });
+        }
+        Err(e) => return Err(e),
+        Ok(None) => {}
+    }
+    if out.join(LAST).exists() {
+        return Err(FinetuneError::Checkpoint {
+            path: out.to_path_buf(),
+            reason: holds_run.to_string(),
+        });
+    }
+    let foreign: Vec<&String> = names.iter().filter(|n| !is_run_temporary(n)).collect();
+    if !foreign.is_empty() {
+        let mut list = foreign
+            .iter()
+            .take(3)
+            .map(|n| format!("'{}'", n.escape_debug()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if foreign.len() > 3 {
+            list.push_str(&format!(" and {} more", foreign.len() - 3));
+        }
+        return Err(FinetuneError::Checkpoint {
+            path: out.to_path_buf(),
+            reason: format!(
+                "is not empty ({list}) and holds no fine-tuning run: refusing to overwrite its files; choose a new or empty --out, or pass --overwrite"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Removes the files a run writes from `out` (all of them with `overwrite`, else only the
+/// temporary files a killed run left), so that nothing of an earlier run is resumed.
+fn remove_run_files(out: &Path, overwrite: bool) -> Result<(), FinetuneError> {
+    let entries = std::fs::read_dir(out).map_err(|e| FinetuneError::io(out, e))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = if overwrite {
+            is_run_file(&name)
+        } else {
+            is_run_temporary(&name)
+        };
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(e.path()).map_err(|err| FinetuneError::io(&e.path(), err))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_labels(out: &Path, classes: &[String]) -> Result<(), FinetuneError> {
+    write_atomic(&out.join(LABELS), (classes.join("\n") + "\n").as_bytes())
+}
+
+/// `config` with its data and validation folders as absolute paths (symbolic links resolved),
+/// so that `--resume` from another directory reads the same folders.
+fn absolute(config: &RunConfig) -> Result<RunConfig, FinetuneError> {
+    let canonical = |p: &Path| {
+        std::fs::canonicalize(p).map_err(|e| FinetuneError::Data {
+            path: p.to_path_buf(),
+            reason: e.to_string(),
+        })
+    };
+    let mut c = config.clone();
+    c.data = canonical(&config.data)?;
+    if let ValSource::Dir(dir) = &config.val {
+        c.val = ValSource::Dir(canonical(dir)?);
+    }
+    Ok(c)
+}
+
+/// Resuming: the folders must still hold the run's classes and number of images.
+fn check_same_data(
+    cfg: &RunConfig,
+    manifest: &Manifest,
+    dataset: &Dataset,
+) -> Result<(), FinetuneError> {
+    if dataset.classes != manifest.card.classes {
+        return Err(FinetuneError::Data {
+            path: cfg.data.clone(),
+            reason: format!(
+                "classes {:?} differ from the run's {:?}",
+                dataset.classes, manifest.card.classes
+            ),
+        });
+    }
+    if let Some(run) = manifest.images {
+        let now = ImageCounts {
+            train: dataset.train.len(),
+            val: dataset.val.len(),
+        };
+        if now != run {
+            return Err(FinetuneError::Data {
+                path: cfg.data.clone(),
+                reason: format!(
+                    "now gives {} training and {} validation images, the run started with {} and {}: the folder changed, and resuming would train on other images (restore it, or start a new run)",
+                    now.train, now.val, run.train, run.val
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The shape of the network the settings build (for starting weights: the full-width shape
+/// that most weights have; they fix the real one).
+fn planned_shape(cfg: &RunConfig, classes: usize) -> NetworkShape {
+    NetworkShape {
+        num_classes: classes,
+        hidden: cfg.hidden.unwrap_or(4096),
+        width_divisor: cfg.width_divisor.unwrap_or(1),
+    }
+}
+
+/// Refuses settings whose estimated training memory exceeds `limit` bytes, naming what it
+/// would need; the batch is the larger of the training and validation sets at most.
+fn check_memory(
+    cfg: &RunConfig,
+    shape: &NetworkShape,
+    dataset: &Dataset,
+    limit: u64,
+) -> Result<(), FinetuneError> {
+    let batch = cfg
+        .batch_size
+        .min(dataset.train.len().max(dataset.val.len()));
+    let e = estimate(&cfg.architecture, shape, batch, &cfg.optimizer);
+    if e.bytes() <= u128::from(limit) {
+        return Ok(());
+    }
+    let setting = if e.parameter_bytes > u128::from(limit) {
+        if cfg.weights.is_none() {
+            "hidden"
+        } else {
+            "weights"
+        }
+    } else {
+        "batch_size"
+    };
+    Err(FinetuneError::TooLarge {
+        setting,
+        reason: format!(
+            "training would need about {} of memory ({} parameters with their gradients and optimizer state: {}; a batch of {batch} images: {}), more than the limit of {}",
+            gib(e.bytes()),
+            e.parameters,
+            gib(e.parameter_bytes),
+            gib(e.batch_bytes),
+            gib(u128::from(limit))
+        ),
+    })
+}
+
 fn check_settings(c: &RunConfig) -> Result<(), FinetuneError> {
     let bad =
         |setting: &'static str, reason: String| Err(FinetuneError::Setting { setting, reason });
@@ -286,8 +528,49 @@ fn check_settings(c: &RunConfig) -> Result<(), FinetuneError> {
             format!("must be in [0, 1), got {}", c.optimizer.momentum),
         );
     }
-    if c.optimizer.weight_decay < 0.0 {
+    if !(c.optimizer.weight_decay >= 0.0 && c.optimizer.weight_decay.is_finite()) {
         return bad("weight_decay", "must not be negative".into());
+    }
+    match c.schedule {
+        crate::LrSchedule::Step { gamma, .. } if !(gamma > 0.0 && gamma.is_finite()) => {
+            return bad("lr_gamma", format!("must be positive, got {gamma}"));
+        }
+        crate::LrSchedule::Cosine { min_lr } if !(min_lr >= 0.0 && min_lr.is_finite()) => {
+            return bad("min_lr", format!("must not be negative, got {min_lr}"));
+        }
+        _ => {}
+    }
+    if c.weights.is_some() && (c.hidden.is_some() || c.width_divisor.is_some()) {
+        return bad(
+            if c.hidden.is_some() {
+                "hidden"
+            } else {
+                "width_divisor"
+            },
+            "applies to random initialisation (no starting weights) only: the weights fix the shape"
+                .into(),
+        );
+    }
+    if c.hidden == Some(0) {
+        return bad("hidden", "must be at least 1".into());
+    }
+    if let Some(d) = c.width_divisor {
+        let full = c.architecture.conv1_channels();
+        if d == 0 {
+            return bad(
+                "width_divisor",
+                "must be at least 1 (1 is the full width)".into(),
+            );
+        }
+        if d > full {
+            return bad(
+                "width_divisor",
+                format!(
+                    "{d} leaves no channels: {}'s first convolution has {full}",
+                    c.architecture.describe()
+                ),
+            );
+        }
     }
     if let Some(p) = c.dropout
         && !(0.0..1.0).contains(&p)
@@ -364,23 +647,51 @@ fn start_model(
 /// A checkpoint's progress and the optimizer file that belongs to it.
 type Resumed = (Progress, String);
 
-/// Reads `last.bpk` and its progress, if a checkpoint exists.
+/// Reads `last.bpk` and its progress, if a checkpoint exists: its checksum (and its optimizer
+/// file's) must match, its weights must be finite, and its shape the run's.
 fn read_checkpoint(
     out: &Path,
-    arch: &Architecture,
+    manifest: &Manifest,
     ad: &Device,
-) -> Result<Option<(Model, Option<Resumed>)>, FinetuneError> {
+) -> Result<Option<(Model, Resumed)>, FinetuneError> {
     let path = out.join(LAST);
     if !path.is_file() {
         return Ok(None);
     }
+    let arch = &manifest.card.architecture;
     let (meta, map) = read_burnpack_with_metadata(&path)?;
     let bad = |reason: String| FinetuneError::Checkpoint {
         path: path.clone(),
         reason,
     };
+    match meta.get(META_SHA256) {
+        Some(sum) if *sum != checkpoint_checksum(&meta, &map) => {
+            return Err(bad(
+                "checksum mismatch: the file is corrupt (it changed after the run wrote it); refusing to resume from it"
+                    .into(),
+            ));
+        }
+        None if manifest.checksums => {
+            return Err(bad(
+                "no checksum in its metadata, though this run writes one with every checkpoint: the file was replaced or damaged; refusing to resume from it"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some((name, count)) = first_non_finite(&map) {
+        return Err(bad(format!(
+            "holds non-finite weights ({count} NaN or infinite values in '{name}'); refusing to resume from it (best.bpk is left as it is)"
+        )));
+    }
     let (_, shape) = alexvgg_import::native::describe_metadata(&meta);
     let shape = shape.ok_or_else(|| bad("no network shape in the metadata".into()))?;
+    if shape != manifest.card.shape {
+        return Err(bad(format!(
+            "network shape {shape:?} differs from the run's {:?} in config.json",
+            manifest.card.shape
+        )));
+    }
     let progress: Progress = meta
         .get(META_PROGRESS)
         .and_then(|p| serde_json::from_str(p).ok())
@@ -389,40 +700,113 @@ fn read_checkpoint(
         .get(META_OPTIMIZER)
         .cloned()
         .ok_or_else(|| bad("no optimizer file named in the metadata".into()))?;
+    if !(optimizer.starts_with("optimizer-")
+        && optimizer.ends_with(".bpk")
+        && !optimizer.contains(['/', '\\']))
+    {
+        return Err(bad(format!(
+            "names '{}' as its optimizer file, not an optimizer-N.bpk of the run",
+            optimizer.escape_debug()
+        )));
+    }
+    let optimizer_path = out.join(&optimizer);
+    match meta.get(META_OPTIMIZER_SHA256) {
+        Some(sum) if *sum != file_sha256(&optimizer_path)? => {
+            return Err(FinetuneError::Checkpoint {
+                path: optimizer_path,
+                reason: "checksum mismatch: the file is corrupt (it is not the one last.bpk was written with); refusing to resume from it".into(),
+            });
+        }
+        None if manifest.checksums => {
+            return Err(bad(
+                "no checksum of its optimizer file in its metadata: the file was replaced or damaged; refusing to resume from it"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
     let model = arch.init(&shape, ad)?;
     let model = load_module(model, map, &path.display().to_string(), &arch.describe())?;
-    Ok(Some((model, Some((progress, optimizer)))))
+    Ok(Some((model, (progress, optimizer))))
 }
 
-/// Writes the network as `file` in the output directory, with `meta` beside its shape.
-fn write_model(
+/// The error of a run that diverged at `step` (1-based) of `epoch` (0-based): nothing of that
+/// step is saved, and the message says which checkpoint remains.
+fn diverged(ctx: &Context<'_>, epoch: usize, step: usize, what: String) -> FinetuneError {
+    let last = ctx.out.join(LAST);
+    FinetuneError::Diverged {
+        at: format!(" at epoch {}, step {step}", epoch + 1),
+        what,
+        kept: if last.is_file() {
+            format!(
+                "; stopped there, keeping the last good checkpoint {}",
+                last.display()
+            )
+        } else {
+            "; stopped there, before any checkpoint was written".to_string()
+        },
+    }
+}
+
+/// The network's values, which must all be finite: a diverged network is never evaluated or
+/// saved.
+fn finite_tensors(
     ctx: &Context<'_>,
     trainer: &Trainer,
-    meta: &Metadata,
+    epoch: usize,
+    step: usize,
+) -> Result<TensorMap, FinetuneError> {
+    let tensors = module_tensors(trainer.model())?;
+    if let Some((name, count)) = first_non_finite(&tensors) {
+        return Err(diverged(
+            ctx,
+            epoch,
+            step,
+            format!("{count} values of '{name}' are NaN or infinite after the update"),
+        ));
+    }
+    Ok(tensors)
+}
+
+/// Writes `tensors` as `file` in the output directory, with `meta` and its checksum beside
+/// the network's shape.
+fn write_model(
+    ctx: &Context<'_>,
+    tensors: TensorMap,
+    mut meta: Metadata,
     file: &str,
 ) -> Result<(), FinetuneError> {
+    let sum = checkpoint_checksum(&meta, &tensors);
+    meta.insert(META_SHA256.to_string(), sum);
     Ok(write_tensors_with(
-        module_tensors(trainer.model())?,
+        tensors,
         ctx.arch,
         &ctx.shape,
-        meta,
+        &meta,
         &ctx.out.join(file),
     )?)
 }
 
 /// Writes the optimizer state, then `last.bpk` (the commit point: its metadata holds the
-/// progress and names the optimizer file), then removes older optimizer files.
+/// progress and names the optimizer file with its checksum), then removes older optimizer
+/// files.
 fn checkpoint(
     ctx: &Context<'_>,
     trainer: &Trainer,
+    tensors: TensorMap,
     progress: &Progress,
 ) -> Result<(), FinetuneError> {
     let optimizer_file = format!("optimizer-{:08}.bpk", progress.global_step);
-    trainer.save_optimizer(&ctx.out.join(&optimizer_file))?;
+    let optimizer_path = ctx.out.join(&optimizer_file);
+    trainer.save_optimizer(&optimizer_path)?;
     let mut meta = Metadata::new();
     meta.insert(META_PROGRESS.to_string(), to_json(progress, false)?);
     meta.insert(META_OPTIMIZER.to_string(), optimizer_file.clone());
-    write_model(ctx, trainer, &meta, LAST)?;
+    meta.insert(
+        META_OPTIMIZER_SHA256.to_string(),
+        file_sha256(&optimizer_path)?,
+    );
+    write_model(ctx, tensors, meta, LAST)?;
     if let Ok(entries) = std::fs::read_dir(ctx.out) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -486,7 +870,14 @@ fn train_epoch(
                     cfg.seed,
                     &[RNG_DROPOUT, progress.global_step as u64],
                 ));
-                let stats = trainer.step(batch.inputs, &batch.labels, lr)?;
+                let stats = trainer
+                    .step(batch.inputs, &batch.labels, lr)
+                    .map_err(|e| match e {
+                        FinetuneError::Diverged { what, .. } => {
+                            diverged(ctx, epoch, step + 1, what)
+                        }
+                        e => e,
+                    })?;
                 progress.loss_sum += stats.loss * stats.images as f64;
                 progress.correct += stats.correct;
                 progress.seen += stats.images;
@@ -508,12 +899,14 @@ fn train_epoch(
             {
                 let mut snapshot = progress.clone();
                 snapshot.epoch_seconds += started.elapsed().as_secs_f64();
-                checkpoint(ctx, trainer, &snapshot)?;
+                let tensors = finite_tensors(ctx, trainer, epoch, progress.step)?;
+                checkpoint(ctx, trainer, tensors, &snapshot)?;
             }
             last = Instant::now();
         }
         Ok(())
     })?;
+    let tensors = finite_tensors(ctx, trainer, epoch, progress.step)?;
     // validation
     let eval_model = trainer.eval_model();
     let mut stats = crate::trainer::EvalStats::default();
@@ -529,9 +922,11 @@ fn train_epoch(
     }
     drop(eval_model);
     let n = stats.images.max(1) as f64;
+    // only finite losses compete: a NaN validation loss is never the best
     let prev_best = progress
         .history
         .iter()
+        .filter(|m| m.val_loss.is_finite())
         .map(|m| (m.val_top1, -m.val_loss))
         .fold(None, |acc: Option<(f64, f64)>, x| match acc {
             Some(a) if a >= x => Some(a),
@@ -549,7 +944,8 @@ fn train_epoch(
         seconds: progress.epoch_seconds + started.elapsed().as_secs_f64(),
         best: false,
     };
-    metrics.best = prev_best.is_none_or(|b| (metrics.val_top1, -metrics.val_loss) > b);
+    metrics.best = metrics.val_loss.is_finite()
+        && prev_best.is_none_or(|b| (metrics.val_top1, -metrics.val_loss) > b);
     if metrics.best {
         let mut meta = Metadata::new();
         meta.insert(
@@ -560,7 +956,7 @@ fn train_epoch(
             "alexvgg.finetune.val_top1".to_string(),
             metrics.val_top1.to_string(),
         );
-        write_model(ctx, trainer, &meta, BEST)?;
+        write_model(ctx, tensors.clone(), meta, BEST)?;
     }
     events(Event::Epoch(&metrics));
     progress.history.push(metrics);
@@ -572,7 +968,7 @@ fn train_epoch(
     progress.seen = 0;
     progress.train_seconds = 0.0;
     progress.epoch_seconds = 0.0;
-    checkpoint(ctx, trainer, progress)
+    checkpoint(ctx, trainer, tensors, progress)
 }
 
 /// Rewrites `metrics.jsonl` and `metrics.csv` from the history.
@@ -600,4 +996,132 @@ fn write_metrics(out: &Path, history: &[EpochMetrics]) -> Result<(), FinetuneErr
     }
     write_atomic(&out.join(METRICS_JSONL), jsonl.as_bytes())?;
     write_atomic(&out.join(METRICS_CSV), csv.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Freeze, LrSchedule, OptimizerKind, OptimizerSettings};
+    use crate::data::Sample;
+    use alexvgg_models::AlexNetVariant;
+
+    fn config() -> RunConfig {
+        RunConfig {
+            architecture: Architecture::AlexNet(AlexNetVariant::Tf),
+            weights: None,
+            data: PathBuf::from("data"),
+            val: ValSource::Split(0.25),
+            epochs: 1,
+            batch_size: 32,
+            lr: 1e-3,
+            optimizer: OptimizerSettings {
+                kind: OptimizerKind::Adam,
+                momentum: 0.0,
+                weight_decay: 0.0,
+            },
+            schedule: LrSchedule::Constant,
+            freeze: Freeze::None,
+            seed: 0,
+            augment: None,
+            dropout: None,
+            preprocess: None,
+            hidden: None,
+            width_divisor: None,
+            checkpoint_every: 0,
+        }
+    }
+
+    fn setting_of(c: &RunConfig) -> Option<&'static str> {
+        match check_settings(c) {
+            Ok(()) => None,
+            Err(FinetuneError::Setting { setting, .. }) => Some(setting),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn zero_and_out_of_range_sizes_are_refused() {
+        assert_eq!(setting_of(&config()), None);
+        let with = |f: &dyn Fn(&mut RunConfig)| {
+            let mut c = config();
+            f(&mut c);
+            setting_of(&c)
+        };
+        assert_eq!(with(&|c| c.hidden = Some(0)), Some("hidden"));
+        assert_eq!(with(&|c| c.width_divisor = Some(0)), Some("width_divisor"));
+        assert_eq!(with(&|c| c.width_divisor = Some(97)), Some("width_divisor"));
+        assert_eq!(with(&|c| c.width_divisor = Some(96)), None);
+        assert_eq!(
+            with(&|c| c.optimizer.weight_decay = f64::NAN),
+            Some("weight_decay")
+        );
+        assert_eq!(
+            with(&|c| c.schedule = LrSchedule::Cosine { min_lr: f64::NAN }),
+            Some("min_lr")
+        );
+        assert_eq!(
+            with(&|c| {
+                c.weights = Some("w.npy".into());
+                c.hidden = Some(64);
+            }),
+            Some("hidden")
+        );
+    }
+
+    #[test]
+    fn memory_is_checked_against_the_limit() {
+        let sample = |class| Sample {
+            path: PathBuf::from("x.png"),
+            class,
+        };
+        let dataset = Dataset {
+            classes: vec!["a".into(), "b".into()],
+            train: (0..100).map(|i| sample(i % 2)).collect(),
+            val: vec![sample(0), sample(1)],
+        };
+        let mut c = config();
+        let shape = |hidden| NetworkShape {
+            num_classes: 2,
+            hidden,
+            width_divisor: 1,
+        };
+        check_memory(
+            &c,
+            &shape(4096),
+            &dataset,
+            crate::memory::FALLBACK_MAX_MEMORY,
+        )
+        .unwrap();
+        match check_memory(
+            &c,
+            &shape(10_000_000),
+            &dataset,
+            crate::memory::FALLBACK_MAX_MEMORY,
+        ) {
+            Err(FinetuneError::TooLarge { setting, reason }) => {
+                assert_eq!(setting, "hidden");
+                assert!(
+                    reason.contains("GiB") && reason.contains("64.0 GiB"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // the batch counts at most the images there are
+        c.batch_size = 100_000;
+        check_memory(
+            &c,
+            &shape(4096),
+            &dataset,
+            crate::memory::FALLBACK_MAX_MEMORY,
+        )
+        .unwrap();
+        match check_memory(&c, &shape(4096), &dataset, 1 << 30) {
+            Err(FinetuneError::TooLarge { setting, reason }) => {
+                assert_eq!(setting, "batch_size");
+                assert!(reason.contains("a batch of 100 images"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

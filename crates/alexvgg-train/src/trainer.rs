@@ -185,8 +185,9 @@ impl Trainer {
     /// - `labels`: `[n]` class indices
     ///
     /// # Errors
-    /// [`FinetuneError::HostValues`] when the logits cannot be read back (the model is kept,
-    /// not updated).
+    /// [`FinetuneError::HostValues`] when the logits cannot be read back, and
+    /// [`FinetuneError::Diverged`] when the loss is not finite (NaN or infinite); in both cases
+    /// the model is kept as it was, not updated.
     pub fn step(
         &mut self,
         inputs: Vec<f32>,
@@ -205,6 +206,15 @@ impl Trainer {
         };
         let loss = self.loss.forward(logits, y);
         let loss_value = loss.clone().detach().into_scalar::<f32>() as f64;
+        if !loss_value.is_finite() {
+            // a diverged network: keep it as it was, the caller decides what to do
+            self.model = Some(model);
+            return Err(FinetuneError::Diverged {
+                at: String::new(),
+                what: format!("the loss is {loss_value} (the step was not applied)"),
+                kept: String::new(),
+            });
+        }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         self.model = Some(self.optim.step(lr, model, grads));
         let classes = scores.len() / labels.len().max(1);
@@ -322,12 +332,16 @@ fn build_optimizer(s: &OptimizerSettings) -> ModuleOptimizer {
     }
 }
 
-/// How many rows of `scores` (`classes` wide) have their label among the `k` highest.
+/// How many rows of `scores` (`classes` wide) have their label among the `k` highest. A row
+/// with a NaN or infinite score is no prediction and never counts as right.
 fn count_top_k(scores: &[f32], classes: usize, labels: &[usize], k: usize) -> usize {
     scores
         .chunks(classes.max(1))
         .zip(labels)
         .filter(|(row, l)| {
+            if row.iter().any(|v| !v.is_finite()) {
+                return false;
+            }
             let mine = row[**l];
             // ties count against us: strictly greater scores, or equal ones at lower index
             let above = row
@@ -349,5 +363,25 @@ mod tests {
         assert_eq!(super::count_top_k(&scores, 3, &[1, 2], 2), 2);
         assert_eq!(super::count_top_k(&scores, 3, &[0, 1], 2), 0);
         assert_eq!(super::count_top_k(&scores, 3, &[0, 0], 2), 1);
+    }
+
+    #[test]
+    fn non_finite_scores_never_count_as_right() {
+        // every comparison with NaN is false: these rows used to count as right at any k
+        let nan = f32::NAN;
+        let scores = [
+            nan,
+            nan,
+            nan,
+            /* row 2 */ 0.1,
+            nan,
+            0.3,
+            /* row 3 */ f32::INFINITY,
+            0.0,
+            0.0,
+        ];
+        for k in 1..=3 {
+            assert_eq!(super::count_top_k(&scores, 3, &[1, 2, 0], k), 0, "k = {k}");
+        }
     }
 }

@@ -11,13 +11,17 @@ mod support;
 use std::path::Path;
 use std::time::Instant;
 
-use alexvgg_import::{TensorMap, load_model, module_tensors, read_burnpack, read_for};
+use alexvgg_import::{
+    Metadata, TensorMap, load_model, module_tensors, read_burnpack, read_burnpack_with_metadata,
+    read_for, write_tensors_with,
+};
 use alexvgg_inference::preprocess::Augment;
 use alexvgg_models::{AlexNetVariant, Architecture};
 use alexvgg_train::data::ValSource;
 use alexvgg_train::synth::make_dataset;
 use alexvgg_train::{
-    Freeze, LrSchedule, OptimizerKind, OptimizerSettings, RunConfig, Trainer, run,
+    FinetuneError, Freeze, LrSchedule, OptimizerKind, OptimizerSettings, RunConfig, Trainer,
+    checkpoint_checksum, run,
 };
 use devices::cpu;
 use fixtures::tensors;
@@ -254,4 +258,165 @@ fn vgg_with_batch_norm_fine_tunes_with_frozen_features() {
         assert_eq!(changed, k.starts_with("fc"), "{k} changed = {changed}");
     }
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Every checkpoint left in `out` holds finite values only.
+fn assert_finite_checkpoints(out: &Path) {
+    for f in ["best.bpk", "last.bpk"] {
+        let path = out.join(f);
+        if path.is_file() {
+            let (_, _, map) = read_burnpack(&path).unwrap();
+            for (k, t) in map.iter() {
+                assert!(
+                    t.data.iter().all(|v| v.is_finite()),
+                    "{f}: {k} is not finite"
+                );
+            }
+        }
+    }
+}
+
+fn sgd(lr: f64, cfg: &mut RunConfig) {
+    cfg.lr = lr;
+    cfg.optimizer = OptimizerSettings {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        weight_decay: 0.0,
+    };
+    cfg.batch_size = 4;
+    cfg.augment = None;
+}
+
+#[test]
+fn a_diverging_run_stops_and_never_saves_non_finite_weights() {
+    let dir = scratch("diverge");
+    make_dataset(&dir.join("data"), 2, 8, 32, 4).unwrap();
+    let mut cfg = config(&dir.join("data"), None);
+    sgd(1e6, &mut cfg);
+    cfg.epochs = 3;
+    cfg.checkpoint_every = 1;
+    let out = dir.join("out");
+    let mut epochs = Vec::new();
+    let err = run(Some(&cfg), &out, &cpu(), &mut |e| {
+        if let alexvgg_train::Event::Epoch(m) = e {
+            epochs.push(m.clone());
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(err, FinetuneError::Diverged { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("diverged at epoch") && text.contains("lower learning rate"),
+        "{text}"
+    );
+    // no epoch with a non-finite loss counted as accurate or became the best
+    for m in &epochs {
+        assert!(
+            m.val_loss.is_finite() || (!m.best && m.val_top1 == 0.0),
+            "{m:?}"
+        );
+    }
+    assert_finite_checkpoints(&out);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn resume_refuses_corrupt_or_non_finite_checkpoints() {
+    let dir = scratch("corrupt");
+    make_dataset(&dir.join("data"), 2, 8, 32, 4).unwrap();
+    let mut cfg = config(&dir.join("data"), None);
+    sgd(0.01, &mut cfg);
+    cfg.epochs = 1;
+    let out = dir.join("out");
+    run(Some(&cfg), &out, &cpu(), &mut |_| {}).unwrap();
+    // one more epoch to go, as if the run had been interrupted
+    let manifest = out.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    v["run"]["epochs"] = 2.into();
+    std::fs::write(&manifest, serde_json::to_string(&v).unwrap()).unwrap();
+    let (last, best) = (out.join("last.bpk"), out.join("best.bpk"));
+    let good = std::fs::read(&last).unwrap();
+    let best_bytes = std::fs::read(&best).unwrap();
+    let resume = || {
+        run(None, &out, &cpu(), &mut |_| {})
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+
+    // a bit flip in the weights
+    let mut flipped = good.clone();
+    let at = flipped.len() * 3 / 4;
+    flipped[at] ^= 0x10;
+    std::fs::write(&last, &flipped).unwrap();
+    let err = resume();
+    assert!(
+        err.contains("last.bpk") && err.contains("checksum"),
+        "{err}"
+    );
+
+    // NaN weights, with a checksum that matches them
+    let (meta, mut map) = read_burnpack_with_metadata(&good_file(&dir, &good)).unwrap();
+    for t in map.values_mut() {
+        t.data.iter_mut().for_each(|v| *v = f32::NAN);
+    }
+    let mut meta: Metadata = meta
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("alexvgg.finetune.") && k != "alexvgg.finetune.sha256")
+        .collect();
+    let sum = checkpoint_checksum(&meta, &map);
+    meta.insert("alexvgg.finetune.sha256".into(), sum);
+    let (arch, shape, _) = read_burnpack(&last_good(&dir)).unwrap();
+    write_tensors_with(map, &arch.unwrap(), &shape.unwrap(), &meta, &last).unwrap();
+    let err = resume();
+    assert!(
+        err.contains("last.bpk") && err.contains("non-finite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&best).unwrap(),
+        best_bytes,
+        "best.bpk changed"
+    );
+
+    // a bit flip in the optimizer state
+    std::fs::write(&last, &good).unwrap();
+    let optimizer = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("optimizer-")
+        })
+        .unwrap();
+    let opt_good = std::fs::read(&optimizer).unwrap();
+    let mut opt_bad = opt_good.clone();
+    let at = opt_bad.len() - 3;
+    opt_bad[at] ^= 0x01;
+    std::fs::write(&optimizer, &opt_bad).unwrap();
+    let err = resume();
+    assert!(
+        err.contains("optimizer-") && err.contains("checksum"),
+        "{err}"
+    );
+
+    // restored, it resumes
+    std::fs::write(&optimizer, &opt_good).unwrap();
+    let summary = run(None, &out, &cpu(), &mut |_| {}).unwrap();
+    assert_eq!(summary.history.len(), 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A copy of the good `last.bpk` bytes as a file of its own.
+fn good_file(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
+    let path = last_good(dir);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn last_good(dir: &Path) -> std::path::PathBuf {
+    dir.join("last-good.bpk")
 }

@@ -63,16 +63,7 @@ pub(super) fn decode_array(
     fortran: bool,
     what: &str,
 ) -> Result<RawTensor, ImportError> {
-    let size = match dtype {
-        Dtype::Float { size, .. } => *size,
-        Dtype::Object => {
-            return Err(ImportError::corrupt(
-                what,
-                "object array where numbers were expected",
-            ));
-        }
-    };
-    let little = matches!(dtype, Dtype::Float { little: true, .. });
+    let size = item_size(dtype, what)?;
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count.and_then(|c| c.checked_mul(size)) != Some(raw.len()) {
         return Err(ImportError::corrupt(
@@ -84,32 +75,73 @@ pub(super) fn decode_array(
             ),
         ));
     }
-    let data: Vec<f32> = match (size, little) {
-        (2, true) => raw
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        (2, false) => raw
-            .chunks_exact(2)
-            .map(|c| half::f16::from_be_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        (4, true) => raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        (4, false) => raw
-            .chunks_exact(4)
-            .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        (_, true) => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(to8(c)) as f32)
-            .collect(),
-        (_, false) => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_be_bytes(to8(c)) as f32)
-            .collect(),
+    let mut data = Vec::with_capacity(raw.len() / size);
+    decode_into(raw, dtype, &mut data);
+    assemble(data, dtype, shape, fortran, what)
+}
+
+/// Bytes per element of a numeric dtype.
+///
+/// # Errors
+/// [`ImportError::Corrupt`] for object arrays.
+pub(super) fn item_size(dtype: &Dtype, what: &str) -> Result<usize, ImportError> {
+    match dtype {
+        Dtype::Float { size, .. } => Ok(*size),
+        Dtype::Object => Err(ImportError::corrupt(
+            what,
+            "object array where numbers were expected",
+        )),
+    }
+}
+
+/// Appends the values of `raw` (whole elements of `dtype`; a trailing partial element is
+/// ignored) to `out`. Object dtypes append nothing.
+pub(super) fn decode_into(raw: &[u8], dtype: &Dtype, out: &mut Vec<f32>) {
+    let Dtype::Float { size, little } = *dtype else {
+        return;
     };
+    match (size, little) {
+        (2, true) => out.extend(
+            raw.chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        (2, false) => out.extend(
+            raw.chunks_exact(2)
+                .map(|c| half::f16::from_be_bytes([c[0], c[1]]).to_f32()),
+        ),
+        (4, true) => out.extend(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        (4, false) => out.extend(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        (_, true) => out.extend(
+            raw.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(to8(c)) as f32),
+        ),
+        (_, false) => out.extend(
+            raw.chunks_exact(8)
+                .map(|c| f64::from_be_bytes(to8(c)) as f32),
+        ),
+    }
+}
+
+/// The tensor of decoded values `data` (in file order) of an array of `shape`: C order kept,
+/// Fortran order turned into C order, the file's element type recorded.
+///
+/// # Errors
+/// [`ImportError::Corrupt`] when `data` does not fill `shape`.
+pub(super) fn assemble(
+    data: Vec<f32>,
+    dtype: &Dtype,
+    shape: Vec<usize>,
+    fortran: bool,
+    what: &str,
+) -> Result<RawTensor, ImportError> {
+    let size = item_size(dtype, what)?;
+    let little = matches!(dtype, Dtype::Float { little: true, .. });
     let kind = match size {
         2 => FloatKind::F16,
         4 => FloatKind::F32,

@@ -15,4 +15,4 @@ mod pickle;
 
 pub use dtype::Dtype;
 pub use npy::{NpyContent, parse_npy, parse_npz, read_npy, read_npz, weight_dict};
-pub use pickle::{Array, Global, Value, unpickle};
+pub use pickle::{Array, Global, MAX_DEPTH, MAX_OPS, Value, unpickle};

@@ -1,9 +1,10 @@
 //! `.npy` files: plain numeric arrays and pickled object arrays such as `bvlc_alexnet.npy`;
 //! `.npz` archives of them.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::dtype::{Dtype, decode_array};
+use super::dtype::{Dtype, assemble, decode_array, decode_into, item_size};
 use super::pickle::{Array, Value, unpickle};
 use crate::{ImportError, RawTensor, TensorMap};
 
@@ -101,12 +102,27 @@ fn key_text(v: &Value) -> Option<String> {
     }
 }
 
-fn numeric(v: &Value, what: &str) -> Result<RawTensor, ImportError> {
+/// The numeric array `v`, copied out. Each array may serve one parameter only (`seen` holds
+/// those already taken): a pickle that names one array for many layers (a few bytes each
+/// through the memo) would otherwise multiply its memory.
+fn numeric(
+    v: &Value,
+    what: &str,
+    seen: &mut std::collections::HashSet<*const ()>,
+) -> Result<RawTensor, ImportError> {
     match v {
-        Value::Array(a) => match &*a.borrow() {
-            Array::Numeric(t) => Ok(t.clone()),
-            _ => Err(ImportError::corrupt(what, "expected a numeric array")),
-        },
+        Value::Array(a) => {
+            if !seen.insert(std::rc::Rc::as_ptr(a) as *const ()) {
+                return Err(ImportError::corrupt(
+                    what,
+                    "array already used by another parameter (each weight is its own array)",
+                ));
+            }
+            match &*a.borrow() {
+                Array::Numeric(t) => Ok(t.clone()),
+                _ => Err(ImportError::corrupt(what, "expected a numeric array")),
+            }
+        }
         _ => Err(ImportError::corrupt(what, "expected an array")),
     }
 }
@@ -138,10 +154,15 @@ pub fn weight_dict(value: &Value, what: &str) -> Result<TensorMap, ImportError> 
         ));
     };
     let mut map = TensorMap::new();
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in entries.borrow().iter() {
         let layer =
             key_text(k).ok_or_else(|| ImportError::corrupt(what, "dict key is not a string"))?;
         let at = format!("{what}: layer '{layer}'");
+        if map.contains_key(&format!("{layer}_W")) {
+            return Err(ImportError::corrupt(&at, "layer appears twice"));
+        }
+        let mut numeric = |v: &Value, at: &str| numeric(v, at, &mut seen);
         let (w, b) = match v {
             Value::List(l) => {
                 let l = l.borrow();
@@ -228,83 +249,194 @@ pub fn parse_npz(bytes: &[u8], what: &str) -> Result<TensorMap, ImportError> {
     npz_from(std::io::Cursor::new(bytes), what)
 }
 
-fn npz_from<R: std::io::Read + std::io::Seek>(
-    reader: R,
-    what: &str,
-) -> Result<TensorMap, ImportError> {
-    let mut zip =
-        zip::ZipArchive::new(reader).map_err(|e| ImportError::corrupt(what, e.to_string()))?;
+/// Largest ratio of uncompressed to compressed size that DEFLATE can reach (258-byte matches
+/// coded in about 2 bits): a member declaring more is lying about its size.
+const DEFLATE_MAX_RATIO: u64 = 1032;
+
+/// Bytes of an `.npz` member's data read at a time (a multiple of every element size).
+const CHUNK: usize = 1 << 16;
+
+/// Values of an `.npz` member reserved before its data has been seen (4 MB).
+const FIRST_VALUES: usize = 1 << 20;
+
+/// Reserves room for `more` values, as an error rather than an abort when memory runs out.
+fn reserve(data: &mut Vec<f32>, more: usize, shape: &[usize], at: &str) -> Result<(), ImportError> {
+    data.try_reserve_exact(more).map_err(|_| {
+        ImportError::corrupt(
+            at,
+            format!(
+                "array of shape {shape:?} needs {} bytes of memory, which cannot be allocated",
+                shape.iter().fold(4usize, |a, &d| a.saturating_mul(d))
+            ),
+        )
+    })
+}
+
+fn npz_from<R: Read + Seek>(reader: R, what: &str) -> Result<TensorMap, ImportError> {
+    let corrupt = |e: zip::result::ZipError| ImportError::corrupt(what, e.to_string());
+    let zip = zip::ZipArchive::new(reader).map_err(corrupt)?;
+    // The zip reader keeps one entry per name (the last); a second member of the same name
+    // would silently replace the first, so look at the central directory itself.
+    let cd_start = zip.central_directory_start();
+    let mut reader = zip.into_inner();
+    if let Some(name) = duplicate_member(&mut reader, cd_start)
+        .map_err(|e| ImportError::corrupt(what, e.to_string()))?
+    {
+        return Err(ImportError::corrupt(
+            what,
+            format!("member '{name}' appears twice (an .npz holds each array once)"),
+        ));
+    }
+    reader
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| ImportError::corrupt(what, e.to_string()))?;
+    let mut zip = zip::ZipArchive::new(reader).map_err(corrupt)?;
     let mut map = TensorMap::new();
     for i in 0..zip.len() {
-        let mut member = zip
-            .by_index(i)
-            .map_err(|e| ImportError::corrupt(what, e.to_string()))?;
+        let mut member = zip.by_index(i).map_err(corrupt)?;
         let name = member.name().to_string();
         let at = format!("{what}: member '{name}'");
+        let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+        if map.contains_key(&key) {
+            return Err(ImportError::corrupt(
+                &at,
+                format!("a second member holds array '{key}' (an .npz holds each array once)"),
+            ));
+        }
         let declared = member.size();
+        let compressed = member.compressed_size();
+        let most = match member.compression() {
+            zip::CompressionMethod::Stored => compressed,
+            _ => compressed
+                .saturating_mul(DEFLATE_MAX_RATIO)
+                .saturating_add(1024),
+        };
+        if declared > most {
+            return Err(ImportError::corrupt(
+                &at,
+                format!(
+                    "declares {declared} bytes, more than its {compressed} compressed bytes can hold"
+                ),
+            ));
+        }
         let t = read_member(&mut member, declared, &at)?;
-        map.insert(name.trim_end_matches(".npy").to_string(), t);
+        map.insert(key, t);
     }
     Ok(map)
 }
 
-/// Reads one `.npy` member of an archive. A little-endian, C-order float32 array (every array
-/// of the weight files in the wild) goes straight into its final buffer, so a 411 MB fc6 costs
-/// 411 MB and not twice that; other layouts are read whole and parsed.
-fn read_member(
-    member: &mut impl std::io::Read,
-    declared: u64,
-    at: &str,
-) -> Result<RawTensor, ImportError> {
+/// The first name that two entries of the zip's central directory (at `cd_start`) share.
+fn duplicate_member<R: Read + Seek>(
+    reader: &mut R,
+    cd_start: u64,
+) -> std::io::Result<Option<String>> {
+    reader.seek(SeekFrom::Start(cd_start))?;
+    let mut reader = std::io::BufReader::new(reader);
+    let mut seen = std::collections::HashSet::new();
+    let mut header = [0u8; 46];
+    loop {
+        match reader.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        if header[..4] != *b"PK\x01\x02" {
+            break; // end of the central directory
+        }
+        let field = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]) as usize;
+        let mut name = vec![0u8; field(28)];
+        reader.read_exact(&mut name)?;
+        let skip = (field(30) + field(32)) as i64;
+        reader.seek_relative(skip)?;
+        if !seen.insert(name.clone()) {
+            return Ok(Some(String::from_utf8_lossy(&name).into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads one `.npy` member of an archive, never more than its header declares: the array's
+/// bytes (shape x element size, within the member's declared size) are read in chunks and
+/// decoded as they come, straight into the final buffer (a 411 MB fc6 costs 411 MB), and the
+/// member must end there.
+fn read_member(member: &mut impl Read, declared: u64, at: &str) -> Result<RawTensor, ImportError> {
     let corrupt = |e: std::io::Error| ImportError::corrupt(at, e.to_string());
     let mut prefix = [0u8; 10];
     member.read_exact(&mut prefix).map_err(corrupt)?;
     if &prefix[..6] != b"\x93NUMPY" || prefix[6] != 1 {
         return Err(ImportError::corrupt(at, "not a version 1 .npy member"));
     }
-    let mut header = vec![0u8; u16::from_le_bytes([prefix[8], prefix[9]]) as usize];
+    let header_len = u16::from_le_bytes([prefix[8], prefix[9]]) as usize;
+    let head_len = (prefix.len() + header_len) as u64;
+    if head_len > declared {
+        return Err(ImportError::corrupt(
+            at,
+            format!("header of {header_len} bytes does not fit in the member's {declared} bytes"),
+        ));
+    }
+    let mut header = vec![0u8; header_len];
     member.read_exact(&mut header).map_err(corrupt)?;
     let text =
         std::str::from_utf8(&header).map_err(|_| ImportError::corrupt(at, "header is not text"))?;
-    let descr =
-        header_field(text, "descr").map(|d| d.trim_matches(|c| c == '\'' || c == '"').to_string());
+    let descr = header_field(text, "descr")
+        .ok_or_else(|| ImportError::corrupt(at, "header lacks 'descr'"))?
+        .trim_matches(|c| c == '\'' || c == '"');
     let fortran = header_field(text, "fortran_order").is_some_and(|v| v == "True");
     let shape =
         parse_shape(text).ok_or_else(|| ImportError::corrupt(at, "header has no valid 'shape'"))?;
-    if !matches!(descr.as_deref(), Some("<f4" | "f4" | "=f4"))
-        || fortran
-        || cfg!(target_endian = "big")
-    {
-        // rebuild the member's bytes for the general parser
-        let mut bytes = prefix.to_vec();
-        bytes.extend_from_slice(&header);
-        member.read_to_end(&mut bytes).map_err(corrupt)?;
-        return match parse_npy(&bytes, at)? {
-            NpyContent::Array(t) => Ok(t),
-            NpyContent::Object(_) => Err(ImportError::Unsupported {
-                what: at.to_string(),
-                reason: "object array inside an .npz".into(),
-            }),
-        };
+    let dtype = Dtype::parse(descr).map_err(|e| ImportError::Unsupported {
+        what: at.to_string(),
+        reason: e,
+    })?;
+    if dtype == Dtype::Object {
+        return Err(ImportError::Unsupported {
+            what: at.to_string(),
+            reason: "object array inside an .npz".into(),
+        });
     }
+    let size = item_size(&dtype, at)?;
     let count = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| ImportError::corrupt(at, "shape overflows"))?;
-    if (count as u64).saturating_mul(4) > declared {
+    let body = count.saturating_mul(size) as u64;
+    if body > declared - head_len {
         return Err(ImportError::corrupt(
             at,
             format!(
-                "array of shape {shape:?} needs {} bytes, the member holds {declared}",
-                count.saturating_mul(4)
+                "array of shape {shape:?} needs {body} bytes, the member holds {}",
+                declared - head_len
             ),
         ));
     }
-    let mut data = vec![0f32; count];
-    member
-        .read_exact(bytemuck::cast_slice_mut(&mut data))
-        .map_err(|e| {
+    // Room for the first values only until data arrives: a header may promise far more than
+    // the member holds. The rest is reserved once, when the first part has come (a large
+    // reallocation moves pages without copying them), so a 411 MB fc6 still costs 411 MB.
+    let mut data: Vec<f32> = Vec::new();
+    reserve(&mut data, count.min(FIRST_VALUES), &shape, at)?;
+    let mut chunk = vec![0u8; CHUNK.min(body as usize)];
+    let mut left = body as usize;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        member.read_exact(&mut chunk[..n]).map_err(|e| {
             ImportError::corrupt(at, format!("array of shape {shape:?} is truncated: {e}"))
         })?;
-    RawTensor::new(at, shape, data)
+        if data.len() + n / size > data.capacity() {
+            let rest = count - data.len();
+            reserve(&mut data, rest, &shape, at)?;
+        }
+        decode_into(&chunk[..n], &dtype, &mut data);
+        left -= n;
+    }
+    // What the member may still hold (numpy writes nothing after the array): reading it to its
+    // end also verifies the zip checksum. Never more than declared, plus one byte to see a lie.
+    let rest = declared - head_len - body;
+    let extra = std::io::copy(&mut member.take(rest + 1), &mut std::io::sink()).map_err(corrupt)?;
+    if extra > rest {
+        return Err(ImportError::corrupt(
+            at,
+            format!("holds more data than the {declared} bytes it declares"),
+        ));
+    }
+    assemble(data, &dtype, shape, fortran, at)
 }

@@ -6,6 +6,14 @@
 //! bytes) and protocols 3-5 as current numpy writes them (BINBYTES, FRAME, MEMOIZE,
 //! STACK_GLOBAL, `numpy._core.multiarray`). Globals come from an allow-list; any other is an
 //! error naming it. Nothing is ever executed.
+//!
+//! Hostile input is bounded: containers nest at most [`MAX_DEPTH`] levels (deeper values would
+//! overflow the stack when dropped or printed), a stream runs at most [`MAX_OPS`] opcodes (each
+//! costs at most a few dozen bytes of memory beyond the bytes it carries), and every check is
+//! O(1) per opcode. Cycles (a container stored into itself, directly or not) are refused without
+//! walking anything: a container may only be modified while it is not yet stored inside
+//! another, which is how every pickler writes containers (filled, then used), and a container
+//! that is not inside another can only be reached from itself.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,6 +21,15 @@ use std::rc::Rc;
 
 use super::dtype::{Dtype, decode_array};
 use crate::{ImportError, RawTensor};
+
+/// Deepest nesting of containers (lists, tuples, dicts, object arrays) a pickle may build,
+/// as burn's `.pth` reader allows. Weight dicts nest about five levels.
+pub const MAX_DEPTH: usize = 1000;
+
+/// Most opcodes one pickle may run. Weight files need a few hundred (array data is one opcode
+/// however large); the cap bounds the memory of a stream of tiny values (`]` x 30 million
+/// would build 30 million lists).
+pub const MAX_OPS: usize = 1_000_000;
 
 /// A value on the pickle stack.
 #[derive(Clone, Debug)]
@@ -146,16 +163,137 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The nesting depth of every container built so far, and whether it is stored inside another
+/// container yet, keyed by the address of its shared allocation. Each container is registered
+/// when it is created, so an address reused after a container was freed gets a fresh entry.
+///
+/// This is what makes the cycle check O(1): only containers not yet stored anywhere may be
+/// modified, and nothing but the container itself can reach such a container.
+#[derive(Default)]
+struct Containers {
+    meta: HashMap<usize, Meta>,
+}
+
+#[derive(Clone, Copy)]
+struct Meta {
+    depth: usize,
+    stored: bool,
+}
+
+/// Identity of a container (list, dict, tuple or array), `None` for leaves.
+fn container_addr(v: &Value) -> Option<usize> {
+    match v {
+        Value::List(l) => Some(Rc::as_ptr(l) as *const () as usize),
+        Value::Dict(d) => Some(Rc::as_ptr(d) as *const () as usize),
+        Value::Tuple(t) => Some(Rc::as_ptr(t) as *const () as usize),
+        Value::Array(a) => Some(Rc::as_ptr(a) as *const () as usize),
+        _ => None,
+    }
+}
+
+impl Containers {
+    fn too_deep(r: &Reader<'_>) -> ImportError {
+        r.err(format!(
+            "containers nested deeper than {MAX_DEPTH} levels (not weight data)"
+        ))
+    }
+
+    /// Marks `children` as stored (they may no longer change) and returns one more than their
+    /// deepest nesting.
+    fn adopt<'v>(
+        &mut self,
+        children: impl IntoIterator<Item = &'v Value>,
+        r: &Reader<'_>,
+    ) -> Result<usize, ImportError> {
+        let mut depth = 1;
+        for c in children {
+            if let Some(a) = container_addr(c) {
+                let m = self.meta.entry(a).or_insert(Meta {
+                    depth: 1,
+                    stored: false,
+                });
+                m.stored = true;
+                depth = depth.max(m.depth + 1);
+            }
+        }
+        if depth > MAX_DEPTH {
+            return Err(Self::too_deep(r));
+        }
+        Ok(depth)
+    }
+
+    /// Registers a container just built from `children` (a leaf is left alone).
+    fn created<'v>(
+        &mut self,
+        v: &Value,
+        children: impl IntoIterator<Item = &'v Value>,
+        r: &Reader<'_>,
+    ) -> Result<(), ImportError> {
+        if let Some(a) = container_addr(v) {
+            let depth = self.adopt(children, r)?;
+            self.meta.insert(
+                a,
+                Meta {
+                    depth,
+                    stored: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks that `values` may be stored into `target` (no cycle, not too deep), and records
+    /// it. `target` must not be stored anywhere yet, and no value may be `target` itself.
+    fn store_into<'v>(
+        &mut self,
+        target: &Value,
+        values: impl IntoIterator<Item = &'v Value>,
+        r: &Reader<'_>,
+    ) -> Result<(), ImportError> {
+        let Some(t) = container_addr(target) else {
+            return Ok(());
+        };
+        let current = self.meta.get(&t).copied().unwrap_or(Meta {
+            depth: 1,
+            stored: false,
+        });
+        if current.stored {
+            return Err(r.err(
+                "container modified after being stored inside another \
+                 (recursive containers are not weight data)",
+            ));
+        }
+        let values: Vec<&Value> = values.into_iter().collect();
+        if values.iter().any(|v| container_addr(v) == Some(t)) {
+            return Err(
+                r.err("recursive container (a value that contains itself) is not weight data")
+            );
+        }
+        let depth = self.adopt(values, r)?.max(current.depth);
+        self.meta.insert(
+            t,
+            Meta {
+                depth,
+                stored: false,
+            },
+        );
+        Ok(())
+    }
+}
+
 /// Reads one pickled object (the whole stream up to STOP).
 ///
 /// # Errors
 /// [`ImportError::ForbiddenGlobal`] for globals outside the allow-list,
-/// [`ImportError::Corrupt`] for truncated or malformed streams and unsupported opcodes.
+/// [`ImportError::Corrupt`] for truncated or malformed streams, unsupported opcodes, recursive
+/// containers, nesting deeper than [`MAX_DEPTH`] and streams longer than [`MAX_OPS`] opcodes.
 pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
     let mut r = Reader { data, pos: 0, file };
     let mut stack: Vec<Value> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
+    let mut containers = Containers::default();
+    let mut ops = 0usize;
 
     macro_rules! pop {
         () => {
@@ -171,8 +309,22 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
             stack.split_off(m)
         }};
     }
+    // Pushes a container built from `children` after registering it.
+    macro_rules! push_built {
+        ($value:expr, $children:expr) => {{
+            let value = $value;
+            containers.created(&value, $children, &r)?;
+            stack.push(value);
+        }};
+    }
 
     loop {
+        ops += 1;
+        if ops > MAX_OPS {
+            return Err(r.err(format!(
+                "more than {MAX_OPS} opcodes (weight pickles need a few hundred)"
+            )));
+        }
         let op = r.u8()?;
         match op {
             0x80 => {
@@ -186,10 +338,10 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
             }
             b'.' => return stack.pop().ok_or_else(|| r.err("empty stack at STOP")),
             b'(' => marks.push(stack.len()),
-            b')' => stack.push(Value::Tuple(Rc::from(Vec::new()))),
+            b')' => push_built!(Value::Tuple(Rc::from(Vec::new())), []),
             b't' => {
                 let items = pop_mark!();
-                stack.push(Value::Tuple(Rc::from(items)));
+                push_built!(Value::Tuple(Rc::from(items.clone())), &items);
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
@@ -197,57 +349,57 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
                     return Err(r.err("stack underflow in TUPLEn"));
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(Rc::from(items)));
+                push_built!(Value::Tuple(Rc::from(items.clone())), &items);
             }
-            b']' => stack.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+            b']' => push_built!(Value::List(Rc::new(RefCell::new(Vec::new()))), []),
             b'l' => {
                 let items = pop_mark!();
-                stack.push(Value::List(Rc::new(RefCell::new(items))));
+                push_built!(Value::List(Rc::new(RefCell::new(items.clone()))), &items);
             }
             b'a' => {
                 let v = pop!();
-                if let Some(c) = stack.last() {
-                    check_acyclic(c, [&v], &r)?;
-                }
                 match stack.last() {
-                    Some(Value::List(l)) => l.borrow_mut().push(v),
+                    Some(target @ Value::List(l)) => {
+                        containers.store_into(target, [&v], &r)?;
+                        l.borrow_mut().push(v);
+                    }
                     _ => return Err(r.err("APPEND to a non-list")),
                 }
             }
             b'e' => {
                 let items = pop_mark!();
-                if let Some(c) = stack.last() {
-                    check_acyclic(c, &items, &r)?;
-                }
                 match stack.last() {
-                    Some(Value::List(l)) => l.borrow_mut().extend(items),
+                    Some(target @ Value::List(l)) => {
+                        containers.store_into(target, &items, &r)?;
+                        l.borrow_mut().extend(items);
+                    }
                     _ => return Err(r.err("APPENDS to a non-list")),
                 }
             }
-            b'}' => stack.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+            b'}' => push_built!(Value::Dict(Rc::new(RefCell::new(Vec::new()))), []),
             b'd' => {
                 let items = pop_mark!();
-                stack.push(Value::Dict(Rc::new(RefCell::new(pairs(items, &r)?))));
+                let value = Value::Dict(Rc::new(RefCell::new(pairs(items.clone(), &r)?)));
+                push_built!(value, &items);
             }
             b's' => {
                 let v = pop!();
                 let k = pop!();
-                if let Some(c) = stack.last() {
-                    check_acyclic(c, [&k, &v], &r)?;
-                }
                 match stack.last() {
-                    Some(Value::Dict(d)) => d.borrow_mut().push((k, v)),
+                    Some(target @ Value::Dict(d)) => {
+                        containers.store_into(target, [&k, &v], &r)?;
+                        d.borrow_mut().push((k, v));
+                    }
                     _ => return Err(r.err("SETITEM on a non-dict")),
                 }
             }
             b'u' => {
                 let items = pop_mark!();
-                let items = pairs(items, &r)?;
-                if let Some(c) = stack.last() {
-                    check_acyclic(c, items.iter().flat_map(|(k, v)| [k, v]), &r)?;
-                }
                 match stack.last() {
-                    Some(Value::Dict(d)) => d.borrow_mut().extend(items),
+                    Some(target @ Value::Dict(d)) => {
+                        containers.store_into(target, &items, &r)?;
+                        d.borrow_mut().extend(pairs(items, &r)?);
+                    }
                     _ => return Err(r.err("SETITEMS on a non-dict")),
                 }
             }
@@ -392,72 +544,16 @@ pub fn unpickle(data: &[u8], file: &str) -> Result<Value, ImportError> {
                     Value::Tuple(t) => t,
                     _ => return Err(r.err("REDUCE arguments are not a tuple")),
                 };
-                stack.push(call(callable, &args, &r)?);
+                push_built!(call(callable, &args, &r)?, []);
             }
             b'b' => {
                 let state = pop!();
                 let target = stack.last().ok_or_else(|| r.err("BUILD on empty stack"))?;
-                build(target, state, &r)?;
+                build(target, state, &r, &mut containers)?;
             }
             other => return Err(r.err(format!("unsupported opcode 0x{other:02x}"))),
         }
     }
-}
-
-/// Identity of a shared container, for cycle checks.
-fn container_ptr(v: &Value) -> Option<*const ()> {
-    match v {
-        Value::List(l) => Some(Rc::as_ptr(l) as *const ()),
-        Value::Dict(d) => Some(Rc::as_ptr(d) as *const ()),
-        Value::Array(a) => Some(Rc::as_ptr(a) as *const ()),
-        _ => None,
-    }
-}
-
-/// Whether `target` can be reached from `from` through lists, dicts, tuples and object arrays.
-/// Storing such a value into `target` would make an `Rc` cycle (a leak, and a recursion hazard
-/// for readers): weight files never do it, so it is refused.
-fn reaches(from: &Value, target: *const (), budget: &mut usize) -> bool {
-    if *budget == 0 {
-        return true; // too deep or too large to prove acyclic: refuse
-    }
-    *budget -= 1;
-    if container_ptr(from) == Some(target) {
-        return true;
-    }
-    match from {
-        Value::List(l) => l.borrow().iter().any(|v| reaches(v, target, budget)),
-        Value::Dict(d) => d
-            .borrow()
-            .iter()
-            .any(|(k, v)| reaches(k, target, budget) || reaches(v, target, budget)),
-        Value::Tuple(t) => t.iter().any(|v| reaches(v, target, budget)),
-        Value::Array(a) => match &*a.borrow() {
-            Array::Object(_, items) => items.iter().any(|v| reaches(v, target, budget)),
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// Refuses to store `values` into `container` when that would close a cycle.
-fn check_acyclic<'v>(
-    container: &Value,
-    values: impl IntoIterator<Item = &'v Value>,
-    r: &Reader<'_>,
-) -> Result<(), ImportError> {
-    let Some(target) = container_ptr(container) else {
-        return Ok(());
-    };
-    for v in values {
-        let mut budget = 100_000;
-        if reaches(v, target, &mut budget) {
-            return Err(
-                r.err("recursive container (a value that contains itself) is not weight data")
-            );
-        }
-    }
-    Ok(())
 }
 
 fn text(b: &[u8], r: &Reader<'_>) -> Result<Value, ImportError> {
@@ -512,7 +608,12 @@ fn call(callable: Value, args: &[Value], r: &Reader<'_>) -> Result<Value, Import
     }
 }
 
-fn build(target: &Value, state: Value, r: &Reader<'_>) -> Result<(), ImportError> {
+fn build(
+    target: &Value,
+    state: Value,
+    r: &Reader<'_>,
+    containers: &mut Containers,
+) -> Result<(), ImportError> {
     match target {
         // dtype state: (version, byteorder, subarray, names, fields, elsize, alignment, flags)
         Value::Dtype(d) => {
@@ -551,10 +652,11 @@ fn build(target: &Value, state: Value, r: &Reader<'_>) -> Result<(), ImportError
             let fortran = matches!(t[3], Value::Bool(true) | Value::Int(1));
             let array = match (&t[4], dtype) {
                 (Value::List(items), Dtype::Object) => {
-                    check_acyclic(target, items.borrow().iter(), r)?;
+                    containers.store_into(target, items.borrow().iter(), r)?;
                     Array::Object(shape, items.borrow().clone())
                 }
                 (Value::Bytes(raw), dtype) => {
+                    containers.store_into(target, [], r)?;
                     Array::Numeric(decode_array(raw, &dtype, shape, fortran, r.file)?)
                 }
                 _ => return Err(r.err("array data does not match its dtype")),
