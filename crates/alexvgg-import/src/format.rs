@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use alexvgg_models::{Architecture, Model, NetworkShape, names};
+use alexvgg_models::{Architecture, Model, NetworkShape, names, params};
 use burn::tensor::Device;
 
 use crate::{ImportError, TensorMap, from_tf, from_torch};
@@ -227,7 +227,7 @@ pub fn infer_shape(
     map: &TensorMap,
     file: &str,
 ) -> Result<NetworkShape, ImportError> {
-    let conv1 = format!("{}.weight", names::layers(arch)[0].params);
+    let conv1 = format!("{}.weight", params::layers(arch)[0].params);
     let [_, fc7, fc8] = names::FC.map(|fc| format!("{fc}.weight"));
     let dim = |key: &str, axis: usize| map.get(key).and_then(|t| t.shape.get(axis).copied());
     let fail = |what: &str| ImportError::Mismatch {

@@ -7,12 +7,12 @@
 //! rows in NHWC flatten order `(h, w, c)`.
 
 use alexvgg_models::AlexNetVariant;
-use alexvgg_models::names::{self, ParamLayer};
+use alexvgg_models::params::{self, ParamLayer};
 
 use crate::{ImportError, RawTensor, TensorMap};
 
 pub use alexvgg_models::Architecture as Target;
-pub use alexvgg_models::names::param_layers;
+pub use alexvgg_models::params::param_layers;
 
 /// A layout change: the tensor, and how to name it in errors (`file: tensor 'conv1_W'`).
 type Transform = fn(RawTensor, &str) -> Result<RawTensor, ImportError>;
@@ -175,7 +175,7 @@ pub fn from_torch(
     let (conv_indices, fc_indices) = match target {
         Target::AlexNet(_) => (vec![0, 3, 6, 8, 10], [1, 4, 6]),
         Target::Vgg { depth, .. } => (
-            names::vgg_table_convs(depth.table())
+            params::vgg_table_convs(depth.table())
                 .iter()
                 .map(|c| c.torchvision_index(batch_norm))
                 .collect(),
@@ -188,7 +188,7 @@ pub fn from_torch(
         path,
         params,
         fc: is_fc,
-    } in names::layers(target)
+    } in params::layers(target)
     {
         let source = match (torchvision, is_fc) {
             (false, _) => name.clone(),
@@ -277,7 +277,7 @@ pub fn from_tf(mut src: TensorMap, target: &Target, file: &str) -> Result<Tensor
     };
     let mut dst = TensorMap::new();
     let mut missing = Vec::new();
-    for ParamLayer { name, params, .. } in names::layers(target) {
+    for ParamLayer { name, params, .. } in params::layers(target) {
         let weight = format!("{params}.weight");
         match name.as_str() {
             "fc6" => take(
@@ -393,7 +393,7 @@ pub fn guess_network(src: &TensorMap) -> Option<NetworkFamily> {
 /// for a burn module path and burn shape; `None` for parameters TensorFlow files do not have
 /// (BatchNorm).
 pub fn tf_name(arch: &Target, path: &str, shape: &[usize]) -> Option<(String, Vec<usize>)> {
-    for ParamLayer { name, params, .. } in names::layers(arch) {
+    for ParamLayer { name, params, .. } in params::layers(arch) {
         if path == format!("{params}.weight") {
             let tf_shape = match shape {
                 [o, i, kh, kw] => vec![*kh, *kw, *i, *o],

@@ -6,7 +6,7 @@
 //! for them is an error that points to activation maps instead.
 
 use alexvgg_import::{ImportError, module_tensors};
-use alexvgg_models::names::layers;
+use alexvgg_models::params::layers;
 use alexvgg_models::{Architecture, Model};
 use image::{Rgb, RgbImage};
 

@@ -21,6 +21,7 @@ pub mod block_linear;
 pub mod info;
 pub mod lrn;
 pub mod names;
+pub mod params;
 pub mod shape;
 pub mod vgg;
 

@@ -154,16 +154,7 @@ pub(crate) fn first_non_finite(tensors: &TensorMap) -> Option<(&str, usize)> {
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FinetuneError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    std::fs::write(&tmp, bytes).map_err(|e| FinetuneError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        FinetuneError::io(path, e)
-    })
+    Ok(alexvgg_import::write_bytes_atomic(path, bytes)?)
 }
 
 #[cfg(test)]
