@@ -28,7 +28,11 @@ fn members(mut data: &[u8]) -> Vec<Member> {
     while data.len() >= 8 && out.len() < 8 {
         let flags = data[0];
         let name = format!("k{}", data[1] % 4);
-        let name = if flags & 4 != 0 { name } else { format!("{name}.npy") };
+        let name = if flags & 4 != 0 {
+            name
+        } else {
+            format!("{name}.npy")
+        };
         let declared = u32::from_le_bytes([data[2], data[3], data[4], data[5]]);
         let len = (u16::from_le_bytes([data[6], data[7]]) as usize).min(data.len() - 8);
         let content = expand::run(&data[8..8 + len], MEMBER_CAP);
@@ -87,8 +91,12 @@ fn build(members: &[Member]) -> Option<Vec<u8>> {
         let name_len = u16_at(&bytes, at + 28);
         let local = u32_at(&bytes, at + 42);
         let next = at + 46 + name_len + u16_at(&bytes, at + 30) + u16_at(&bytes, at + 32);
-        bytes.get_mut(at + 46..at + 46 + name_len)?.copy_from_slice(m.name.as_bytes());
-        bytes.get_mut(local + 30..local + 30 + name_len)?.copy_from_slice(m.name.as_bytes());
+        bytes
+            .get_mut(at + 46..at + 46 + name_len)?
+            .copy_from_slice(m.name.as_bytes());
+        bytes
+            .get_mut(local + 30..local + 30 + name_len)?
+            .copy_from_slice(m.name.as_bytes());
         if let Some(size) = m.declared {
             bytes[at + 24..at + 28].copy_from_slice(&size.to_le_bytes());
             bytes[local + 22..local + 26].copy_from_slice(&size.to_le_bytes());
