@@ -15,23 +15,6 @@ fn image(name: &str) -> PathBuf {
     fixture("images").join(name)
 }
 
-fn alexvgg(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
-        .args(args)
-        .env(
-            "ALEXVGG_CACHE",
-            std::env::temp_dir().join("alexvgg-test-cache-empty"),
-        )
-        .env("ALEXVGG_MIRROR", "http://127.0.0.1:9/")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn cli_classifies_a_folder_reports_bad_files_and_exits_non_zero() {
     let weights = fixture("alexnet_tf_w8.py2.npy");
@@ -488,13 +471,8 @@ fn jpeg(side: u16) -> Vec<u8> {
 /// longer than `secs` (a hang). Returns the exit code and stderr.
 fn alexvgg_with(args: &[&str], stdout: std::process::Stdio, secs: u64) -> (i32, String) {
     use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
+    let mut child = command()
         .args(args)
-        .env(
-            "ALEXVGG_CACHE",
-            std::env::temp_dir().join("alexvgg-test-cache-empty"),
-        )
-        .env("ALEXVGG_MIRROR", "http://127.0.0.1:9/")
         .stdout(stdout)
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -3,22 +3,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use alexvgg::import::{read_npy, read_safetensors};
 use common::*;
-
-fn alexvgg(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn features_are_written_as_npy_or_safetensors_with_the_paths_beside() {

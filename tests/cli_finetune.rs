@@ -5,36 +5,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use alexvgg::finetune::synth::make_dataset;
 use alexvgg::import::read_burnpack;
 use common::*;
 
 /// Runs the binary in `cwd` (the test's own directory when `None`): exit code, stdout, stderr.
-fn alexvgg_in(cwd: Option<&Path>, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_alexvgg"));
-    cmd.args(args)
-        .env(
-            "ALEXVGG_CACHE",
-            std::env::temp_dir().join("alexvgg-test-cache-empty"),
-        )
-        .env("ALEXVGG_MIRROR", "http://127.0.0.1:9/");
-    if let Some(dir) = cwd {
-        cmd.current_dir(dir);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn alexvgg(args: &[&str]) -> (i32, String, String) {
-    alexvgg_in(None, args)
-}
-
 /// A small, fast run: reduced AlexNet, 2 epochs of 3 steps on `make_dataset(_, 2, 8, ...)`.
 fn finetune_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
