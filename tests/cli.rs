@@ -934,3 +934,38 @@ fn fetch_gives_up_on_a_server_that_never_answers() {
     );
     std::fs::remove_dir_all(cache).unwrap();
 }
+
+#[test]
+fn weights_run_in_another_alexnet_variant_are_named_with_a_warning() {
+    let caffe = fixture("alexnet_caffe_w8.caffemodel");
+    let npy = fixture("alexnet_tf_w8.py2.npy");
+    let labels = fixture("labels10.txt");
+    let image = fixture("images").join("cat_rgb.png");
+    let run = |w: &std::path::Path, variant: &str| {
+        alexvgg(&[
+            "classify",
+            "--model",
+            "alexnet",
+            "--variant",
+            variant,
+            "--weights",
+            w.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+            "--top-k",
+            "1",
+            image.to_str().unwrap(),
+        ])
+    };
+    for (w, own, other) in [(&caffe, "caffe", "tf"), (&npy, "tf", "caffe")] {
+        let (code, _, err) = run(w, other);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.contains("warning:") && err.contains(&format!("--variant {own}")),
+            "{err}"
+        );
+        let (code, _, err) = run(w, own);
+        assert_eq!(code, 0, "{err}");
+        assert!(!err.contains("warning:"), "{err}");
+    }
+}

@@ -90,6 +90,9 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         PretrainedError::NoDefault(_) => anyhow::anyhow!("{e}: pass --weights FILE"),
         e => e.into(),
     })?;
+    if let Some(note) = p.variant_note() {
+        eprintln!("warning: {}", printable(&note));
+    }
     let classes = p.labels(a.labels.as_deref()).map_err(|e| match e {
         PretrainedError::UnknownClasses { .. } => anyhow::anyhow!("{e}: pass --labels FILE"),
         e => e.into(),

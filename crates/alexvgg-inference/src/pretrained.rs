@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use alexvgg_import::{Format, ImportError, load_model};
-use alexvgg_models::{Architecture, Model, NetworkShape};
+use alexvgg_models::{AlexNetVariant, Architecture, Model, NetworkShape};
 use burn::tensor::Device;
 
 use crate::finetuned::{FinetunedError, open_finetuned};
@@ -183,6 +183,23 @@ impl Pretrained {
             });
         }
         Ok(classes)
+    }
+
+    /// A caution when the file's format belongs to another AlexNet than the one it runs as: a
+    /// `.caffemodel` holds the Caffe network's weights (conv1 55x55, ceil pools), an `.npy` the
+    /// note's TensorFlow graph's (SAME padding, conv1 57x57). The parameters have the same
+    /// shapes, so either loads into the other network, but the activations differ.
+    pub fn variant_note(&self) -> Option<String> {
+        let (own, asked) = match (self.format, self.arch) {
+            (Format::Caffemodel, Architecture::AlexNet(AlexNetVariant::Tf)) => ("caffe", "tf"),
+            (Format::Npy, Architecture::AlexNet(AlexNetVariant::Caffe)) => ("tf", "caffe"),
+            _ => return None,
+        };
+        Some(format!(
+            "{} ({}) holds the weights of AlexNet's {own} variant; they run here in the {asked}              variant's network, whose padding and pooling differ (use --variant {own} for the              original network)",
+            self.path.display(),
+            self.format.name()
+        ))
     }
 
     /// A name for reports: the known weights' name, else the file.
