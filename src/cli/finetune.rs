@@ -215,7 +215,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let (backend, dev) = make_device(a.device.device.as_deref())?;
     let terminal = std::io::stderr().is_terminal();
     let mut epochs_total = 0;
-    let mut failed_json = None;
+    // the first failure to write an epoch's line (a closed pipe ends the output quietly)
+    let mut failed_output: Option<anyhow::Error> = None;
     let mut events = |e: Event<'_>| match e {
         Event::Started {
             epochs,
@@ -256,13 +257,15 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             if terminal {
                 eprint!("\r");
             }
-            if a.json {
-                match serde_json::to_string(m) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => failed_json = Some(e),
-                }
+            let written = if a.json {
+                serde_json::to_string(m)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|line| super::write_stdout(format_args!("{line}\n")))
             } else {
-                print_epoch(m);
+                print_epoch(m)
+            };
+            if let Err(e) = written {
+                failed_output.get_or_insert(e);
             }
         }
     };
@@ -284,8 +287,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             e => e.into(),
         })
         .with_context(|| format!("fine-tuning into {}", a.out.display()))?;
-    if let Some(e) = failed_json {
-        return Err(e.into());
+    if let Some(e) = failed_output {
+        return Err(e);
     }
     let best = summary
         .history
@@ -303,9 +306,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_epoch(m: &EpochMetrics) {
-    println!(
-        "epoch {:>3}  train loss {:.4} top-1 {:5.1}%  val loss {:.4} top-1 {:5.1}% top-5 {:5.1}%  {:7.1} images/s  lr {:.2e}  {:6.1} s{}",
+fn print_epoch(m: &EpochMetrics) -> Result<()> {
+    super::write_stdout(format_args!(
+        "epoch {:>3}  train loss {:.4} top-1 {:5.1}%  val loss {:.4} top-1 {:5.1}% top-5 {:5.1}%  {:7.1} images/s  lr {:.2e}  {:6.1} s{}\n",
         m.epoch,
         m.train_loss,
         100.0 * m.train_top1,
@@ -316,5 +319,5 @@ fn print_epoch(m: &EpochMetrics) {
         m.lr,
         m.seconds,
         if m.best { "  best" } else { "" }
-    );
+    ))
 }
