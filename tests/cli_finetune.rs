@@ -10,8 +10,7 @@ use alexvgg::finetune::synth::make_dataset;
 use alexvgg::import::read_burnpack;
 use common::*;
 
-/// Runs the binary in `cwd` (the test's own directory when `None`): exit code, stdout, stderr.
-/// A small, fast run: reduced AlexNet, 2 epochs of 3 steps on `make_dataset(_, 2, 8, ...)`.
+/// A small, fast run: reduced AlexNet, 1 epoch of 3 steps on `make_dataset(_, 2, 8, ...)`.
 fn finetune_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
         "finetune",

@@ -39,8 +39,9 @@ pub enum TargetError {
     },
 }
 
-/// What kind of file system object `meta` describes (without following a symlink).
-fn kind(meta: &std::fs::Metadata) -> &'static str {
+/// What kind of file system object `meta` describes (a symlink only when `meta` did not
+/// follow it), for messages about files that are not regular ones.
+pub(crate) fn kind(meta: &std::fs::Metadata) -> &'static str {
     let t = meta.file_type();
     if t.is_symlink() {
         return "a symbolic link";

@@ -172,31 +172,6 @@ pub enum ImageError {
     },
 }
 
-/// What kind of file system object `meta` describes, for messages.
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    let t = meta.file_type();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-        if t.is_block_device() || t.is_char_device() {
-            return "a device";
-        }
-    }
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_file() {
-        "a regular file"
-    } else {
-        "not a regular file"
-    }
-}
-
 /// [`load_image_with`] the limits of [`ImageLimits::from_env`].
 ///
 /// # Errors
@@ -227,7 +202,7 @@ pub fn load_image_with(path: &Path, limits: &ImageLimits) -> Result<DynamicImage
     if !meta.is_file() {
         return Err(refused(format!(
             "it is {}, not a regular file",
-            file_kind(&meta)
+            crate::files::kind(&meta)
         )));
     }
     // some decoders read the whole file first; no encoding needs more than 8 bytes a pixel
@@ -246,7 +221,7 @@ pub fn load_image_with(path: &Path, limits: &ImageLimits) -> Result<DynamicImage
         Ok(m) => {
             return Err(refused(format!(
                 "it is {}, not a regular file",
-                file_kind(&m)
+                crate::files::kind(&m)
             )));
         }
         Err(e) => return Err(err(e.to_string())),
