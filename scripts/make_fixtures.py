@@ -14,7 +14,8 @@ Networks are reduced in width (same kernels, strides, groups, padding, LRN and i
 layouts (conv OIHW, linear [out, in], fc6 columns in (c, h, w) order); activations as NCHW.
 
 Usage (from the repository root, Python with torch, tensorflow-cpu, safetensors, numpy):
-    python scripts/make_fixtures.py
+    python scripts/make_fixtures.py            # every fixture
+    python scripts/make_fixtures.py explain    # only tests/fixtures/explain.safetensors
 """
 import io
 import os
@@ -471,6 +472,16 @@ def caffemodels():
                        os.path.join(OUT, "alexnet_caffe_w8.caffemodel"))
     caffemodel_vgg16(load_file(os.path.join(OUT, "vgg16_w16.safetensors")),
                      os.path.join(OUT, "vgg16_w16.v1.caffemodel"))
+    caffe_release_of_tf_alexnet()
+
+
+def caffe_release_of_tf_alexnet():
+    """The note's AlexNet weights (alexnet_tf_w8.py2.npy) written as the Caffe release they
+    were converted from (bvlc_alexnet.npy is bvlc_alexnet.caffemodel through caffe-tensorflow):
+    the same seeded weights both ways, for the fetch fallback's identical-tensors test. The
+    PyTorch-layout tensors are Caffe's layout (OIHW, [out, in], fc6 columns (c, h, w))."""
+    caffemodel_alexnet(load_file(os.path.join(OUT, "alexnet_tf_w8.safetensors")),
+                       os.path.join(OUT, "alexnet_tf_w8.caffemodel"))
 
 
 def frossard_npz(st, path):
@@ -621,6 +632,133 @@ def end_to_end(tf_alexnet):
     save_file(out, os.path.join(OUT, "end_to_end.safetensors"))
 
 
+# ---------------------------------------------------------------------------------------------
+# Grad-CAM and saliency (`alexvgg explain`): the maps of the note's AlexNet through TensorFlow's
+# GradientTape, and of VGG16 through PyTorch's autograd, from the fixture weights and inputs.
+# Written alone by `python scripts/make_fixtures.py explain` (no other fixture is touched).
+
+EXPLAIN_CLASS = 3  # the class explained besides each image's top-1
+
+
+def normalized_maps(m):
+    """Each [h, w] map divided by its maximum; all zeros when the maximum is not positive."""
+    top = m.max(axis=(1, 2), keepdims=True)
+    return f32(np.where(top > 0, m / np.where(top > 0, top, 1.0), 0.0))
+
+
+def grad_cam_maps(a, g):
+    """relu(sum_k mean_ij(dS/dA_k) * A_k) per image, normalized; a, g: NCHW."""
+    a, g = a.astype(np.float64), g.astype(np.float64)
+    weights = g.mean(axis=(2, 3), keepdims=True)
+    return normalized_maps(np.maximum((weights * a).sum(axis=1), 0.0))
+
+
+def saliency_maps(g):
+    """max over channels of |dS/dx| per image, normalized; g: NCHW."""
+    return normalized_maps(np.abs(g.astype(np.float64)).max(axis=1))
+
+
+def chosen(logits, target):
+    """Each image's explained class: its top-1, or `target` for all."""
+    return np.argmax(logits, axis=1) if target == "top1" else np.full(len(logits), target)
+
+
+def softmax_at(logits, classes):
+    p = torch.softmax(torch.from_numpy(f32(logits)).double(), 1).numpy()
+    return f32(p[np.arange(len(classes)), classes])
+
+
+def tf_alexnet_tensors(w, x_nhwc, watch):
+    """The note's graph as tf_alexnet_forward builds it, keeping every named tensor (NHWC);
+    each passes through `watch(name, tensor)` as it is made (a GradientTape watches it there)."""
+    lrn = lambda t: tf.nn.local_response_normalization(t, depth_radius=2, alpha=2e-05, beta=0.75, bias=1.0)
+    pool = lambda t: tf.nn.max_pool(t, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="VALID")
+    t = {}
+    put = lambda name, v: t.__setitem__(name, watch(name, v)) or t[name]
+    x = put("input", x_nhwc)
+    x = put("conv1", tf.nn.relu(tf_conv(x, *w["conv1"], 4)))
+    x = put("pool1", pool(put("lrn1", lrn(x))))
+    x = put("conv2", tf.nn.relu(tf_conv(x, *w["conv2"], 1, group=2)))
+    x = put("pool2", pool(put("lrn2", lrn(x))))
+    x = put("conv3", tf.nn.relu(tf_conv(x, *w["conv3"], 1)))
+    x = put("conv4", tf.nn.relu(tf_conv(x, *w["conv4"], 1, group=2)))
+    x = put("conv5", tf.nn.relu(tf_conv(x, *w["conv5"], 1, group=2)))
+    x = put("pool5", pool(x))
+    flat = tf.reshape(x, [-1, int(np.prod(x.get_shape()[1:]))])  # NHWC flatten
+    fc6 = tf.nn.relu(tf.compat.v1.nn.xw_plus_b(flat, *w["fc6"]))
+    fc7 = tf.nn.relu(tf.compat.v1.nn.xw_plus_b(fc6, *w["fc7"]))
+    t["fc8"] = tf.compat.v1.nn.xw_plus_b(fc7, *w["fc8"])
+    return t
+
+
+def tf_alexnet_explain(w, x_nchw, layer, target):
+    """(map, classes, probabilities) of Grad-CAM at `layer`, or of saliency for layer "input"."""
+    with tf.GradientTape() as tape:
+        def watch(name, v):
+            if name == layer:
+                tape.watch(v)
+            return v
+        t = tf_alexnet_tensors(w, tf.constant(x_nchw.transpose(0, 2, 3, 1)), watch)
+        logits = t["fc8"].numpy()
+        classes = chosen(logits, target)
+        score = tf.reduce_sum(t["fc8"] * tf.one_hot(classes, logits.shape[1], dtype=tf.float32))
+    g = tape.gradient(score, t[layer]).numpy().transpose(0, 3, 1, 2)
+    a = t[layer].numpy().transpose(0, 3, 1, 2)
+    maps = saliency_maps(g) if layer == "input" else grad_cam_maps(a, g)
+    return maps, classes, softmax_at(logits, classes)
+
+
+def torch_vgg_explain(m, x_nchw, cut, target):
+    """(map, classes, probabilities) of Grad-CAM at the output of m.features[:cut] (after a
+    ReLU or a pool), or of saliency for cut 0, through autograd from a leaf there."""
+    with torch.no_grad():
+        a = m.features[:cut](torch.from_numpy(x_nchw))
+    a = a.clone().requires_grad_(True)
+    logits = m.classifier(torch.flatten(m.avgpool(m.features[cut:](a)), 1))
+    classes = chosen(logits.detach().numpy(), target)
+    score = (logits * F.one_hot(torch.from_numpy(classes).long(), logits.shape[1])).sum()
+    score.backward()
+    g, a = a.grad.numpy(), a.detach().numpy()
+    maps = saliency_maps(g) if cut == 0 else grad_cam_maps(a, g)
+    return maps, classes, softmax_at(logits.detach().numpy(), classes)
+
+
+def explain_maps():
+    """tests/fixtures/explain.safetensors: for each case `NET.METHOD.LAYER.TARGET`, the maps
+    [N, h, w] (float32, each divided by its maximum), `...classes` (the classes explained) and
+    `...probability` (their softmax probabilities). Grad-CAM on the 2-image batch; saliency,
+    which is input-sized, on the first image only."""
+    out = {}
+
+    def put(key, result):
+        maps, classes, probs = result
+        out[key] = maps
+        out[f"{key}.classes"] = f32(classes)
+        out[f"{key}.probability"] = probs
+
+    inputs = load_file(os.path.join(OUT, "inputs.safetensors"))
+    x227, x224 = f32(inputs["input227"]), f32(inputs["input224"])
+    # the note's AlexNet, TensorFlow layout, from its .npy ({name: [W, b]})
+    d = np.load(os.path.join(OUT, "alexnet_tf_w8.py3.npy"), allow_pickle=True).item()
+    w = {k: (f32(v[0]), f32(v[1])) for k, v in d.items()}
+    put("alexnet_tf.gradcam.conv5.top1", tf_alexnet_explain(w, x227, "conv5", "top1"))
+    put(f"alexnet_tf.gradcam.conv5.{EXPLAIN_CLASS}", tf_alexnet_explain(w, x227, "conv5", EXPLAIN_CLASS))
+    put("alexnet_tf.gradcam.pool2.top1", tf_alexnet_explain(w, x227, "pool2", "top1"))
+    put("alexnet_tf.saliency.input.top1", tf_alexnet_explain(w, x227[:1], "input", "top1"))
+    # VGG16 in PyTorch: features[:30] ends with conv5_3's ReLU, features[:17] with pool3
+    vgg16 = torchvision_vgg(16, False, 16)
+    vgg16.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(os.path.join(OUT, "vgg16_w16.safetensors")).items()})
+    vgg16.eval()
+    put("vgg16.gradcam.conv5_3.top1", torch_vgg_explain(vgg16, x224, 30, "top1"))
+    put(f"vgg16.gradcam.conv5_3.{EXPLAIN_CLASS}", torch_vgg_explain(vgg16, x224, 30, EXPLAIN_CLASS))
+    put("vgg16.gradcam.pool3.top1", torch_vgg_explain(vgg16, x224, 17, "top1"))
+    put(f"vgg16.saliency.input.{EXPLAIN_CLASS}", torch_vgg_explain(vgg16, x224[:1], 0, EXPLAIN_CLASS))
+    save_file(out, os.path.join(OUT, "explain.safetensors"))
+    for k, v in out.items():
+        if not k.endswith((".classes", ".probability")):
+            print(f"{k}: {list(v.shape)}, classes {out[k + '.classes']}, zero maps {int((v.max(axis=(1, 2)) == 0).sum())}")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     tf.config.experimental.enable_op_determinism()
@@ -638,5 +776,15 @@ def main():
     print(f"tensorflow {tf.__version__}, torch {torch.__version__}", file=sys.stderr)
 
 
+# generators that can run alone: `python scripts/make_fixtures.py NAME...`
+ALONE = {"explain": explain_maps}
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:]:
+        unknown = [n for n in sys.argv[1:] if n not in ALONE]
+        if unknown:
+            sys.exit(f"unknown generators {unknown}; these run alone: {sorted(ALONE)}")
+        for name in sys.argv[1:]:
+            ALONE[name]()
+    else:
+        main()

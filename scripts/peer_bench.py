@@ -97,6 +97,10 @@ def main():
     ap.add_argument("--device", default="cpu", help="alexvgg's --device")
     ap.add_argument("--torch-device", default="cpu", help="PyTorch device (cpu or cuda)")
     ap.add_argument("--train", action="store_true", help="time training steps")
+    ap.add_argument("--freeze", default="none", choices=["none", "features"],
+                    help="with --train: `features` freezes the convolutional part (PyTorch: "
+                         "requires_grad_(False) on it; alexvgg: --freeze features, whose frozen "
+                         "front runs forward only on the CPU engine with --engine auto)")
     ap.add_argument("--rounds", type=int, default=2,
                     help="measure everything this many times, interleaved; keep each best")
     ap.add_argument("--engines", default="auto,burn",
@@ -113,13 +117,13 @@ def main():
     for name in [m for _ in range(args.rounds) for m in args.models.split(",")]:
         make, side, flags = MODELS[name]
         model = make().eval()
-        engines = ["burn"] if args.train else args.engines.split(",")
+        engines = train_engines(args) if args.train else args.engines.split(",")
         ours = {}  # (engine, batch) -> (best ms, GFLOP/s at best)
         for engine in engines:
             out = subprocess.run(
                 [args.binary, "bench", *flags, "--device", args.device, "--batch-size", args.batch,
                  "--iters", str(args.iters), "--json", "--engine", engine,
-                 *(["--train"] if args.train else [])],
+                 *(["--train", "--freeze", args.freeze] if args.train else [])],
                 check=True, capture_output=True, text=True,
                 env={**os.environ, "RAYON_NUM_THREADS": str(args.threads)},
             ).stdout
@@ -128,7 +132,13 @@ def main():
                 ours[engine, r["batch"]] = (r["best_ms"], r["gflops_per_s"] * r["median_ms"] / r["best_ms"])
         if not with_ort:
             model = model.to(dev).train(args.train)
-            opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+            if args.freeze == "features":
+                # the convolutional part: `features.*` (torchvision) or conv1..conv5 (LRN AlexNets)
+                for pname, param in model.named_parameters():
+                    if pname.startswith("features.") or pname.startswith("conv"):
+                        param.requires_grad_(False)
+            trained = [q for q in model.parameters() if q.requires_grad]
+            opt = torch.optim.SGD(trained, lr=1e-4, momentum=0.9, weight_decay=5e-4)
             for b in batches:
                 x = torch.randn(b, 3, side, side, device=dev)
                 y = torch.randint(0, 1000, (b,), device=dev)
@@ -169,11 +179,11 @@ def main():
             pt, ox = min(pt, p0), min(ox, o0)
         merged[name, b] = (name, b, times, pt, ox)
     rows = list(merged.values())
-    what = "training step" if args.train else "inference"
+    what = f"training step (freeze {args.freeze})" if args.train else "inference"
     print(f"{what}: threads={args.threads}, best of {args.iters} x {args.rounds} rounds, alexvgg --device {args.device}, "
           f"torch {torch.__version__} on {args.torch_device}, onnxruntime {ort.__version__}"
           f"{'' if with_ort else ' (not run)'}")
-    engines = ["burn"] if args.train else args.engines.split(",")
+    engines = train_engines(args) if args.train else args.engines.split(",")
     head = "".join(f"{'alexvgg ' + e + ' ms':>20}" for e in engines)
     print(f"{'model':<22}{'batch':>6}{head}{'torch ms':>10}{'ort ms':>9}{'ours/torch':>12}{'ours/ort':>10}"
           f"{'ours GFLOP/s':>14}{'ours img/s':>12}")
@@ -182,6 +192,12 @@ def main():
         cols = "".join(f"{t:>20.1f}" for t, _ in times)
         print(f"{name:<22}{b:>6}{cols}{pt:>10.1f}{ox:>9.1f}{o / pt:>12.2f}{o / ox:>10.2f}"
               f"{gflops:>14.1f}{b * 1e3 / o:>12.1f}")
+
+def train_engines(args):
+    """alexvgg engines timed for training: the plain burn path, and with frozen layers also
+    `auto` (the frozen front forward only on the CPU engine), which is then 'ours'."""
+    return ["auto", "burn"] if args.freeze != "none" else ["burn"]
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use cli::bench::{BenchArgs, BenchLrnArgs};
 use cli::classify::ClassifyArgs;
 use cli::convert::ConvertArgs;
+use cli::explain::ExplainArgs;
 use cli::features::FeaturesArgs;
 use cli::fetch::FetchArgs;
 use cli::finetune::FinetuneArgs;
@@ -17,6 +18,7 @@ use cli::inspect::InspectArgs;
 use cli::layers::LayersArgs;
 use cli::make_dataset::MakeDatasetArgs;
 use cli::params::ParamsArgs;
+use cli::plot::PlotArgs;
 use cli::visualize::VisualizeArgs;
 
 /// AlexNet (LRN, grouped convolutions) and VGG on burn, with the original weights.
@@ -39,6 +41,9 @@ enum Command {
     Features(Box<FeaturesArgs>),
     /// Pictures: the first layer's filters, or one image's activation maps at a layer.
     Visualize(VisualizeArgs),
+    /// Why the network chose a class: Grad-CAM or saliency maps over the images (PNG), and
+    /// the raw maps (`.npy`).
+    Explain(Box<ExplainArgs>),
     /// Time forward passes on a device.
     Bench(BenchArgs),
     /// Time local response normalization: ours (one pass), burn's, and 2r+1 slices, by radius.
@@ -48,6 +53,8 @@ enum Command {
     /// Fine-tune on an image folder (one sub-folder per class): new head, frozen layers,
     /// augmentation, checkpoints, metrics; `--resume` continues an interrupted run.
     Finetune(Box<FinetuneArgs>),
+    /// Redraw a fine-tuning run's training curves (loss and top-1 per epoch) as a PNG.
+    Plot(PlotArgs),
     /// Write a synthetic image folder (classes of distinct shapes, textures and colours).
     MakeDataset(MakeDatasetArgs),
     /// Download known weights into the cache (resuming an interrupted download), verify them
@@ -77,10 +84,12 @@ fn main() -> ExitCode {
         Command::Classify(a) => cli::classify::run(a),
         Command::Features(a) => cli::features::run(*a),
         Command::Visualize(a) => cli::visualize::run(a),
+        Command::Explain(a) => cli::explain::run(*a),
         Command::Bench(a) => cli::bench::run(a),
         Command::BenchLrn(a) => cli::bench::run_lrn(a),
         Command::Convert(a) => cli::convert::run(a),
         Command::Finetune(a) => cli::finetune::run(*a),
+        Command::Plot(a) => cli::plot::run(a),
         Command::MakeDataset(a) => cli::make_dataset::run(a),
         Command::Fetch(a) => cli::fetch::run(a),
         Command::Inspect(a) => cli::inspect::run(a),

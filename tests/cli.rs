@@ -970,3 +970,85 @@ fn weights_run_in_another_alexnet_variant_are_named_with_a_warning() {
         assert!(!err.contains("warning:"), "{err}");
     }
 }
+
+#[test]
+fn a_truncated_jpeg_is_classified_with_a_warning_naming_it() {
+    let dir = scratch("truncated-jpeg");
+    let whole = std::fs::read(image("cat_exif6.jpg")).unwrap();
+    assert!(
+        whole.ends_with(&[0xFF, 0xD9]),
+        "the fixture is a complete JPEG"
+    );
+    let intact = dir.join("intact.jpg");
+    let cut = dir.join("cut.jpg");
+    std::fs::write(&intact, &whole).unwrap();
+    std::fs::write(&cut, &whole[..whole.len() * 3 / 5]).unwrap();
+    let weights = fixture("alexnet_tf_w8.py2.npy");
+    let labels = fixture("labels10.txt");
+    let (weights, labels) = (weights.to_str().unwrap(), labels.to_str().unwrap());
+    let warning = format!(
+        "warning: {} looks truncated: its missing part decodes grey",
+        cut.display()
+    );
+    for file in [&cut, &intact] {
+        let f = file.to_str().unwrap();
+        let (code, out, err) = alexvgg(&[
+            "classify",
+            "--weights",
+            weights,
+            "--labels",
+            labels,
+            "--top-k",
+            "1",
+            f,
+        ]);
+        assert_eq!(code, 0, "still classified: {err}");
+        assert!(out.contains(f), "{out}");
+        assert_eq!(err.contains(&warning), file == &cut, "{err}");
+        assert!(file == &cut || !err.contains("truncated"), "{err}");
+        let npy = dir.join("fc7.npy");
+        let (code, _, err) = alexvgg(&[
+            "features",
+            "--weights",
+            weights,
+            "--layer",
+            "fc7",
+            "--out",
+            npy.to_str().unwrap(),
+            f,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(err.contains(&warning), file == &cut, "{err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn fetch_names_every_source_it_tried_and_the_ways_on() {
+    let cache = scratch("fetch-all-fail");
+    let out = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
+        .args(["fetch", "bvlc_alexnet"])
+        .env("ALEXVGG_CACHE", &cache)
+        .env("ALEXVGG_MIRROR", "http://127.0.0.1:9/")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for needle in [
+        "downloading bvlc_alexnet from http://127.0.0.1:9/bvlc_alexnet.npy",
+        // the note's .npy falls back to the Caffe release of the same weights
+        "falling back to bvlc_alexnet_caffe",
+        "tried 2 sources",
+        "1. http://127.0.0.1:9/bvlc_alexnet.npy (bvlc_alexnet.npy)",
+        "2. http://127.0.0.1:9/bvlc_alexnet.caffemodel (bvlc_alexnet.caffemodel)",
+        "--weights PATH",
+        "ALEXVGG_MIRROR",
+    ] {
+        assert!(err.contains(needle), "{needle}:\n{err}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::fs::remove_dir_all(cache);
+}

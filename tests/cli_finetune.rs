@@ -377,3 +377,170 @@ fn a_corrupt_config_json_is_reported_as_corrupt() {
     assert!(start_err.contains("--overwrite"), "{start_err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `alexvgg classify --weights RUN IMAGE` (one image of the run's own dataset).
+fn classify_run(run: &str, image: &str) -> (i32, String, String) {
+    alexvgg(&["classify", "--weights", run, "--top-k", "1", image])
+}
+
+#[test]
+fn classify_refuses_a_fine_tuned_checkpoint_whose_checksum_does_not_match() {
+    let dir = scratch("cli-best-checksum");
+    let data = dir.join("data");
+    make_dataset(&data, 2, 8, 32, 4).unwrap();
+    let (d, o) = (s(&data), s(&dir.join("out")));
+    let (code, _, err) = alexvgg(&finetune_args(&d, &o));
+    assert_eq!(code, 0, "{err}");
+    let image = s(&data.join("red_disc/0000.png"));
+    let (code, out, err) = classify_run(&o, &image);
+    assert_eq!(code, 0, "the unmodified run classifies: {err}");
+    assert!(out.contains("0000.png"), "{out}");
+
+    let best = dir.join("out/best.bpk");
+    let good = std::fs::read(&best).unwrap();
+    // one flipped bit in a weight (the tensors fill the end of the file)
+    let mut flipped = good.clone();
+    let at = flipped.len() * 3 / 4;
+    flipped[at] ^= 0x04;
+    std::fs::write(&best, &flipped).unwrap();
+    let best_bpk = s(&best);
+    for weights in [o.as_str(), best_bpk.as_str()] {
+        let (code, out, err) = classify_run(weights, &image);
+        assert_eq!(code, 1, "{out}\n{err}");
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.contains(&best_bpk) && err.contains("is corrupt: checksum mismatch"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
+    // the same weights rewritten without their checksum: the run stores one, so this is
+    // not its checkpoint any more
+    std::fs::write(&best, &good).unwrap();
+    let (meta, map) = alexvgg::import::read_burnpack_with_metadata(&best).unwrap();
+    let (arch, shape, _) = read_burnpack(&best).unwrap();
+    let meta: alexvgg::import::Metadata = meta
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("alexvgg.finetune.") && k != "alexvgg.finetune.sha256")
+        .collect();
+    alexvgg::import::write_tensors_with(map, &arch.unwrap(), &shape.unwrap(), &meta, &best)
+        .unwrap();
+    let (code, _, err) = classify_run(&o, &image);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&best_bpk) && err.contains("corrupt: no checksum"),
+        "{err}"
+    );
+
+    // restored, the run classifies again
+    std::fs::write(&best, &good).unwrap();
+    let (code, _, err) = classify_run(&o, &image);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Pixels of exactly `color` in the left or right half of `img`.
+fn pixels_of(img: &image::RgbImage, color: [u8; 3], right: bool) -> usize {
+    let half = img.width() / 2;
+    img.enumerate_pixels()
+        .filter(|(x, _, p)| (*x >= half) == right && p.0 == color)
+        .count()
+}
+
+/// `path` is a curves picture of the expected size with both series in both panels.
+fn assert_curves(path: &Path) {
+    use alexvgg::inference::plot::{HEIGHT, TRAIN_COLOR, VAL_COLOR, WIDTH};
+    let img = image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
+    assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
+    for color in [TRAIN_COLOR, VAL_COLOR] {
+        for right in [false, true] {
+            let n = pixels_of(&img, color, right);
+            // the legend's sample alone has ~100; the markers add more
+            assert!(n > 120, "{}: {n} pixels of {color:?}", path.display());
+        }
+    }
+}
+
+#[test]
+fn finetune_draws_its_curves_and_plot_redraws_them() {
+    let dir = scratch("cli-curves");
+    let data = dir.join("data");
+    make_dataset(&data, 2, 8, 32, 4).unwrap();
+    let run = dir.join("out");
+    let (d, o) = (s(&data), s(&run));
+    let (code, _, err) = alexvgg(&finetune_args(&d, &o));
+    assert_eq!(code, 0, "{err}");
+    let curves = run.join("curves.png");
+    // one epoch: points only
+    assert_curves(&curves);
+    assert!(!run.join(".curves.png.partial").exists());
+
+    // redrawn from metrics.jsonl, to the same picture
+    let drawn = std::fs::read(&curves).unwrap();
+    std::fs::remove_file(&curves).unwrap();
+    let (code, out, err) = alexvgg(&["plot", &o]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("curves.png"), "{out}");
+    assert_eq!(std::fs::read(&curves).unwrap(), drawn, "the same picture");
+    let elsewhere = dir.join("elsewhere.png");
+    let (code, _, err) = alexvgg(&["plot", &o, "--out", &s(&elsewhere)]);
+    assert_eq!(code, 0, "{err}");
+    assert_curves(&elsewhere);
+
+    // several epochs, a NaN validation loss among them: lines, with a gap
+    let metrics = run.join("metrics.jsonl");
+    let first = std::fs::read_to_string(&metrics).unwrap();
+    let mut line: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    let mut many = String::new();
+    for epoch in 1..=12 {
+        line["epoch"] = epoch.into();
+        line["train_loss"] = (2.0 / f64::from(epoch)).into();
+        line["val_top1"] = (f64::from(epoch) / 12.0).into();
+        line["val_loss"] = if epoch == 5 {
+            serde_json::Value::Null
+        } else {
+            (1.5 / f64::from(epoch)).into()
+        };
+        many.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(&metrics, &many).unwrap();
+    let (code, _, err) = alexvgg(&["plot", &o, "--out", &s(&elsewhere)]);
+    assert_eq!(code, 0, "{err}");
+    assert_curves(&elsewhere);
+
+    // errors: exit 1, naming the problem, nothing written
+    let target = dir.join("never.png");
+    let never = s(&target);
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, _, err) = alexvgg(&["plot", &s(&empty), "--out", &never]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a fine-tuning run directory"), "{err}");
+    std::fs::write(&metrics, format!("{}{{\"epoch\": 13, \"train_lo", many)).unwrap();
+    let (code, _, err) = alexvgg(&["plot", &o, "--out", &never]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("metrics.jsonl: corrupt metrics at line 13"),
+        "{err}"
+    );
+    std::fs::write(&metrics, many.replace("\"epoch\":3,", "\"epoch\":4,")).unwrap();
+    let (code, _, err) = alexvgg(&["plot", &o, "--out", &never]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("corrupt metrics at line 3"), "{err}");
+    std::fs::remove_file(&metrics).unwrap();
+    let (code, _, err) = alexvgg(&["plot", &o, "--out", &never]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no metrics to plot"), "{err}");
+    assert!(!target.exists());
+    assert!(!dir.join(".never.png.partial").exists());
+    // a directory in the picture's place is not replaced
+    std::fs::write(&metrics, &first).unwrap();
+    let (code, _, err) = alexvgg(&["plot", &o, "--out", &s(&empty)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(empty.is_dir());
+    std::fs::remove_dir_all(dir).unwrap();
+}

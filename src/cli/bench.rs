@@ -9,9 +9,11 @@ use alexvgg_inference::device::{describe, make_device};
 use alexvgg_inference::memory::{bytes_per_image, check_batch};
 use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
 use alexvgg_models::{NetworkShape, gflops};
+use alexvgg_train::Freeze;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::finetune::parse_freeze;
 use super::{DeviceArgs, ModelArgs, choice};
 
 /// Time forward passes (or training steps) on a device.
@@ -36,6 +38,11 @@ pub struct BenchArgs {
     /// Time training steps (forward, loss, backward, SGD update) instead of inference.
     #[arg(long)]
     train: bool,
+    /// With --train: frozen layers, as `finetune --freeze` (none, features, up-to:LAYER).
+    /// With `--engine auto` the frozen front of the network runs forward only on the CPU
+    /// engine; `--engine burn` keeps every layer under autodiff.
+    #[arg(long, default_value = "none", value_parser = parse_freeze)]
+    freeze: Freeze,
     /// Inference engine: auto (the alexvgg-cpu kernels on CPU backends, burn on wgpu), burn, kernels.
     #[arg(long, default_value = "auto", value_parser = choice::<EngineKind>())]
     engine: EngineKind,
@@ -43,7 +50,8 @@ pub struct BenchArgs {
     /// stride-1 3x3), winograd-small (2x2 tiles), direct (everywhere).
     #[arg(long, default_value = "auto", value_parser = choice::<ConvChoice>())]
     conv: ConvChoice,
-    /// Also print the median time of each layer (first batch size only).
+    /// Also print the median time of each layer (first batch size only), with the kernel that
+    /// computes it on the CPU engine (family and SIMD variant).
     #[arg(long)]
     per_layer: bool,
     /// Print JSON lines.
@@ -58,7 +66,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bail!("--train times random weights; leave out --weights");
     }
     if a.train && a.engine == EngineKind::Kernels {
-        bail!("--train runs burn's autodiff; --engine kernels is inference only");
+        bail!(
+            "--train runs burn's autodiff (the frozen layers on the CPU engine with --engine auto); --engine kernels is inference only"
+        );
+    }
+    if !a.train && a.freeze != Freeze::None {
+        bail!("--freeze is for --train");
+    }
+    if a.train {
+        a.freeze
+            .prefixes(&arch)
+            .map_err(|e| anyhow::anyhow!("--freeze: {e}"))?;
     }
     if a.batch_size.contains(&0) {
         bail!("--batch-size values must be at least 1");
@@ -94,6 +112,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
         eprintln!("compiled for the CPU engine in {secs:.3} s");
     }
     let device_name = format!("{}, {}", describe(backend, &dev), runner.describe());
+    // The CPU and the engine's SIMD level (`ALEXVGG_SIMD` overrides it); on standard error with
+    // --json, whose standard output is one JSON result per line.
+    let cpu = alexvgg_cpu::CpuInfo::detect();
+    if a.json {
+        eprintln!("{cpu}");
+    } else {
+        outln!("{cpu}");
+    }
     let (what, unit) = if a.train {
         ("training", "steps")
     } else {
@@ -131,7 +157,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     for &batch in &a.batch_size {
         let r = if a.train {
-            alexvgg_train::bench::bench_train(&arch, &dev, &spec, batch)?
+            alexvgg_train::bench::bench_train(&arch, &dev, &spec, batch, &a.freeze, a.engine)?
         } else {
             bench::bench_forward(&runner, &spec, batch)?
         };
@@ -140,7 +166,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.per_layer {
         let batch = a.batch_size.first().copied().unwrap_or(1);
         let rows = bench::per_layer_ms(&runner, side, batch, a.warmup, a.iters)?;
-        print_layers(&rows, batch, a.json)?;
+        let kernels = runner.layer_kernels().unwrap_or_default();
+        print_layers(&rows, &kernels, batch, a.json)?;
     }
     Ok(())
 }
@@ -162,11 +189,23 @@ fn print_result(r: &BenchResult, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_layers(rows: &[(String, f64)], batch: usize, json: bool) -> Result<()> {
+/// Prints each layer's median time, with its CPU engine kernel where `kernels` names one (an
+/// empty list for burn, whose backend chooses).
+fn print_layers(
+    rows: &[(String, f64)],
+    kernels: &[alexvgg_cpu::LayerKernel],
+    batch: usize,
+    json: bool,
+) -> Result<()> {
     let total: f64 = rows.iter().map(|(_, ms)| ms).sum();
+    let kernel = |layer: &str| kernels.iter().find(|k| k.layer == layer);
     if json {
         for (layer, ms) in rows {
-            let row = serde_json::json!({"layer": layer, "batch": batch, "median_ms": ms});
+            let mut row = serde_json::json!({"layer": layer, "batch": batch, "median_ms": ms});
+            if let Some(k) = kernel(layer) {
+                row["family"] = k.family.into();
+                row["kernel"] = k.description.clone().into();
+            }
             outln!("{row}");
         }
         return Ok(());
@@ -174,7 +213,10 @@ fn print_layers(rows: &[(String, f64)], batch: usize, json: bool) -> Result<()> 
     outln!("per layer, batch {batch} (median ms, share of {total:.1} ms):");
     for (layer, ms) in rows {
         let share = 100.0 * ms / total.max(1e-9);
-        outln!("  {layer:<8} {ms:>9.2} {share:>6.1}%");
+        match kernel(layer) {
+            Some(k) => outln!("  {layer:<8} {ms:>9.2} {share:>6.1}%  {}", k.description),
+            None => outln!("  {layer:<8} {ms:>9.2} {share:>6.1}%"),
+        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use alexvgg_inference::classify::{collect_images, prepare_with, probabilities, top_k};
+use alexvgg_inference::classify::{collect_images, prepare_checked, probabilities, top_k};
 use alexvgg_inference::device::{describe, make_device};
 use alexvgg_inference::labels::read_labels;
 use alexvgg_inference::memory::{bytes_per_image, check_batch};
@@ -108,11 +108,17 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
     for chunk in images.chunks(a.batch_size) {
         let mut ok_paths = Vec::new();
         let mut ok_images = Vec::new();
-        for (path, r) in chunk.iter().zip(prepare_with(chunk, preset, side, &limits)) {
+        for (path, r) in chunk
+            .iter()
+            .zip(prepare_checked(chunk, preset, side, &limits))
+        {
             match r {
                 Ok(img) => {
+                    for w in &img.warnings {
+                        eprintln!("warning: {}", printable(&w.to_string()));
+                    }
                     ok_paths.push(path);
-                    ok_images.push(img);
+                    ok_images.push(img.input);
                 }
                 Err(e) => {
                     failed += 1;

@@ -5,16 +5,16 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use alexvgg_import::{write_bytes_atomic, write_npy, write_safetensors_f32};
-use alexvgg_inference::classify::{collect_images, prepare};
+use alexvgg_inference::classify::{collect_images, prepare_checked};
 use alexvgg_inference::device::{describe, make_device};
 use alexvgg_inference::features::{SpatialPool, check_input, extract};
-use alexvgg_inference::preprocess::Preset;
+use alexvgg_inference::preprocess::{ImageLimits, Preset};
 use alexvgg_inference::pretrained::{Pretrained, PretrainedError};
 use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{Choice, DeviceArgs, ModelArgs, choice};
+use super::{Choice, DeviceArgs, ModelArgs, choice, printable};
 
 impl Choice for SpatialPool {
     fn all() -> Vec<Self> {
@@ -106,6 +106,7 @@ pub fn run(a: FeaturesArgs) -> Result<()> {
     if images.is_empty() {
         bail!("no images found in {:?}", a.inputs);
     }
+    let limits = ImageLimits::from_env();
     let started = std::time::Instant::now();
     let progress = images.len() > a.batch_size && std::io::stderr().is_terminal();
     let mut rows: Vec<(Vec<usize>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); layers.len()];
@@ -113,9 +114,17 @@ pub fn run(a: FeaturesArgs) -> Result<()> {
     let (mut done, mut failed) = (0usize, 0usize);
     for chunk in images.chunks(a.batch_size) {
         let mut ok = Vec::new();
-        for (path, r) in chunk.iter().zip(prepare(chunk, preset, side)) {
+        for (path, r) in chunk
+            .iter()
+            .zip(prepare_checked(chunk, preset, side, &limits))
+        {
             match r {
-                Ok(img) => ok.push((path, img)),
+                Ok(img) => {
+                    for w in &img.warnings {
+                        eprintln!("warning: {}", printable(&w.to_string()));
+                    }
+                    ok.push((path, img.input));
+                }
                 Err(e) => {
                     failed += 1;
                     eprintln!("error: {e}");

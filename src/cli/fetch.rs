@@ -32,8 +32,14 @@ pub fn run(a: FetchArgs) -> Result<()> {
         let name = &entry.name;
         let f = weights::fetch(entry, std::io::stderr().is_terminal())
             .with_context(|| format!("fetching {name}"))?;
+        let from = match (&f.source, &f.via) {
+            (Some(url), None) => format!(" (downloaded from {url})"),
+            (Some(url), Some(via)) => format!(" (the fallback {via}, downloaded from {url})"),
+            (None, Some(via)) => format!(" (the fallback {via}, from the cache)"),
+            (None, None) => " (already in the cache)".to_string(),
+        };
         outln!(
-            "{name}: {}{}",
+            "{name}: {}{}{from}",
             f.original.display(),
             f.native
                 .map(|n| format!(", converted to {}", n.display()))
@@ -48,19 +54,43 @@ fn list() -> Result<()> {
         let acc = w
             .accuracy
             .map_or("-".to_string(), |(t1, t5)| format!("{t1}/{t5}"));
-        let sum = match &w.checksum {
+        let mut sum = match &w.checksum {
             Some(Checksum::Sha256Prefix(h)) => format!("sha256 {h}..."),
             Some(Checksum::Sha256(h)) => format!("sha256 {h}"),
             Some(Checksum::Sha1(h)) => format!("sha1 {h}"),
-            None => "none published (checked by structure)".to_string(),
+            None => "none published".to_string(),
         };
-        outln!(
-            "{:<20} {:<20} top-1/5 {:<14} {:<12} {}\n{:<20} {}\n{:<20} checksum: {sum}; size: {}{} bytes; licence: {}",
+        match &w.recorded_sha256 {
+            Some(h) => sum.push_str(&format!(", recorded sha256 {h}")),
+            None if w.checksum.is_none() => {
+                sum.push_str(", none recorded (checked by structure; mirrors refused)")
+            }
+            None => {}
+        }
+        let sources: String = w
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "{:<20} {} {}\n",
+                    "",
+                    if i == 0 { "source:" } else { "mirror:" },
+                    s.url
+                )
+            })
+            .collect();
+        let fallback = w
+            .fallback
+            .as_ref()
+            .map(|f| format!("{:<20} fallback: {f} ({})\n", "", w.fallback_note))
+            .unwrap_or_default();
+        out!(
+            "{:<20} {:<20} top-1/5 {:<14} {:<12}\n{sources}{fallback}{:<20} {}\n{:<20} checksum: {sum}; size: {}{} bytes; licence: {}\n",
             w.name,
             w.architecture.name(),
             acc,
             w.preset.name(),
-            w.url,
             "",
             w.source,
             "",

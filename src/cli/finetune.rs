@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use alexvgg_inference::device::{describe, make_device};
 use alexvgg_inference::preprocess::{Augment, Preset};
+use alexvgg_inference::runner::EngineKind;
 use alexvgg_inference::weights::default_for;
 use alexvgg_train::data::ValSource;
 use alexvgg_train::memory::default_max_memory;
@@ -125,12 +126,18 @@ pub struct FinetuneArgs {
     max_memory_gib: Option<u64>,
     #[command(flatten)]
     device: DeviceArgs,
+    /// What runs the frozen layers at the front of the network: auto (forward only, outside
+    /// autodiff: the alexvgg-cpu kernels on CPU backends, burn's inference form on wgpu) or
+    /// burn (every layer under autodiff, as before; for A/B). Networks with BatchNorm and
+    /// freezes reaching into the classifier always run under autodiff.
+    #[arg(long, default_value = "auto", value_parser = choice::<EngineKind>())]
+    engine: EngineKind,
     /// Print each epoch's metrics as a JSON line on stdout.
     #[arg(long)]
     json: bool,
 }
 
-fn parse_freeze(s: &str) -> Result<Freeze, String> {
+pub(super) fn parse_freeze(s: &str) -> Result<Freeze, String> {
     Freeze::parse(s).map_err(|e| match e {
         FinetuneError::Setting { reason, .. } => reason,
         e => e.to_string(),
@@ -225,6 +232,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             classes,
             trainable,
             frozen,
+            frozen_prefix,
             resumed,
         } => {
             epochs_total = epochs;
@@ -233,6 +241,11 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
                 classes.len(),
                 describe(backend, &dev)
             );
+            if let Some((layer, runner)) = frozen_prefix {
+                eprintln!(
+                    "the frozen layers up to {layer} run forward only ({runner}, no autodiff); --engine burn keeps them under autodiff"
+                );
+            }
             if let Some((epoch, step)) = resumed {
                 eprintln!("resuming at epoch {epoch}, step {step}");
             }
@@ -274,6 +287,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         max_memory: a
             .max_memory_gib
             .map_or_else(default_max_memory, |g| g.saturating_mul(1 << 30)),
+        engine: a.engine,
     };
     let summary = run_finetune(config.as_ref(), &a.out, &dev, &options, &mut events)
         .map_err(|e| match e {

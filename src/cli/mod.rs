@@ -27,6 +27,7 @@ macro_rules! outln {
 pub mod bench;
 pub mod classify;
 pub mod convert;
+pub mod explain;
 pub mod features;
 pub mod fetch;
 pub mod finetune;
@@ -34,6 +35,7 @@ pub mod inspect;
 pub mod layers;
 pub mod make_dataset;
 pub mod params;
+pub mod plot;
 pub mod visualize;
 
 use alexvgg_inference::preprocess::Preset;

@@ -4,25 +4,46 @@
 //! An im2col + GEMM convolution writes the patch matrix (for conv1, 363 values per output pixel,
 //! each input value copied up to 9 times), and the GEMM then packs that matrix once more before
 //! multiplying it. The direct kernel reads the patches where they lie: the input is padded once
-//! (so every window is inside it), and a register tile of [`PIXELS`] output pixels by
-//! [`BLOCK`] output channels (12 256-bit accumulators) walks the window row by row, broadcasting
-//! one input value per pixel against one row of a weight block laid out `[kdim][BLOCK]`. Bias is
-//! the accumulators' start value and ReLU is applied at the store.
+//! (so every window is inside it), and a register tile of output pixels by [`BLOCK`] output
+//! channels walks the window row by row, broadcasting one input value per pixel against one row
+//! of a weight block laid out `[kdim][BLOCK]`. Bias is the accumulators' start value and ReLU is
+//! applied at the store.
 //!
-//! The kernel needs AVX2 and FMA; [`DirectConv::available`] says whether the running CPU has
-//! them (the engine keeps im2col otherwise).
+//! The register tile has one variant per [`Simd`] level ([`tile_pixels`] pixels each): AVX2 +
+//! FMA ([`PIXELS`] pixels x two 256-bit vectors, 12 accumulators), AVX-512 ([`PIXELS_512`]
+//! pixels x one 512-bit vector) and portable Rust (the compiler's vectors for the baseline; the
+//! engine prefers im2col + the `gemm` crate at that level).
 
 use rayon::prelude::*;
 
 use crate::kernels::{ConvGeometry, Nhwc, pack_patches};
 use crate::pool::Pool;
+use crate::simd::{Kernel, Simd};
 
-/// Output channels per register tile (two 256-bit vectors).
+/// Output channels per register tile (two 256-bit vectors, one 512-bit vector).
 pub const BLOCK: usize = 16;
-/// Output pixels per register tile.
+/// Output pixels per register tile of the AVX2 and portable variants.
 pub const PIXELS: usize = 6;
-/// Output pixels per task.
-const TASK_PIXELS: usize = PIXELS * 16;
+/// Output pixels per register tile of the AVX-512 variant.
+pub const PIXELS_512: usize = 8;
+/// Whether the AVX-512 register tiles cover two weight blocks (32 output channels) at once.
+const AVX512_PAIRS: bool = true;
+/// Most output pixels per register tile of any variant.
+const MAX_PIXELS: usize = if PIXELS_512 > PIXELS {
+    PIXELS_512
+} else {
+    PIXELS
+};
+/// Register tiles per task.
+const TASK_TILES: usize = 16;
+
+/// Output pixels per register tile of `simd`'s variant.
+pub fn tile_pixels(simd: Simd) -> usize {
+    match simd {
+        Simd::Avx512 => PIXELS_512,
+        Simd::Avx2 | Simd::Portable => PIXELS,
+    }
+}
 
 /// Convolution weights in the direct kernel's layout: per group and block of [`BLOCK`] output
 /// channels, a `[kh * kw * cin_g][BLOCK]` matrix whose rows follow the NHWC patch order
@@ -41,15 +62,19 @@ pub struct DirectConv {
     weight: Vec<f32>,
     /// One bias per output channel.
     bias: Vec<f32>,
+    /// The register tiles' variant.
+    simd: Simd,
 }
 
 impl DirectConv {
-    /// Whether the running CPU can run the direct kernel (AVX2 and FMA on x86-64).
+    /// Whether the running CPU has a vector variant of the register tiles (AVX2 and FMA on
+    /// x86-64; the portable variant runs anywhere, slower than im2col + GEMM).
     pub fn available() -> bool {
-        cfg!(target_arch = "x86_64") && crate::simd::has_avx2_fma()
+        Simd::current().vector_kernels()
     }
 
-    /// Packs a burn/PyTorch `[cout, cin / groups, kh, kw]` weight.
+    /// Packs a burn/PyTorch `[cout, cin / groups, kh, kw]` weight; the register tiles are the
+    /// variant [`Simd::current`] runs.
     ///
     /// # Panics
     /// When the sizes disagree.
@@ -69,7 +94,20 @@ impl DirectConv {
             groups,
             weight: packed,
             bias,
+            simd: Simd::current().for_kernel(Kernel::Tiles),
         }
+    }
+
+    /// The same weights running the register tiles of `simd` exactly (lowered to what the CPU
+    /// supports); tests and measurements use this to force a variant.
+    pub fn with_simd(mut self, simd: Simd) -> Self {
+        self.simd = simd.min(Simd::best());
+        self
+    }
+
+    /// The register tiles' variant.
+    pub fn simd(&self) -> Simd {
+        self.simd
     }
 }
 
@@ -108,7 +146,7 @@ fn padded(x: &Nhwc, g: &ConvGeometry, pool: &Pool) -> Option<Nhwc> {
 /// - output: `[batch, OH, OW, cout]` with `OH, OW` from `geometry`
 ///
 /// # Panics
-/// When the CPU lacks AVX2/FMA (see [`DirectConv::available`]) or the channels disagree.
+/// When the channels disagree.
 pub fn conv2d_direct(
     x: &Nhwc,
     w: &DirectConv,
@@ -116,10 +154,6 @@ pub fn conv2d_direct(
     relu: bool,
     pool: &Pool,
 ) -> Nhwc {
-    assert!(
-        DirectConv::available(),
-        "direct convolution needs AVX2 and FMA"
-    );
     assert_eq!(x.channels, w.in_channels, "conv input channels");
     let [oh, ow] = geometry.output;
     let pixels = x.batch * oh * ow;
@@ -132,8 +166,9 @@ pub fn conv2d_direct(
     let mut out = pool.overwrite(pixels * cout);
     // Equal tasks, a multiple of the thread count, so that no core idles at the end.
     let threads = rayon::current_num_threads().max(1);
-    let tasks = pixels.div_ceil(TASK_PIXELS).next_multiple_of(threads);
-    let task_px = pixels.div_ceil(tasks).next_multiple_of(PIXELS).max(PIXELS);
+    let tile = tile_pixels(w.simd);
+    let tasks = pixels.div_ceil(tile * TASK_TILES).next_multiple_of(threads);
+    let task_px = pixels.div_ceil(tasks).next_multiple_of(tile).max(tile);
     out.par_chunks_mut(task_px * cout)
         .enumerate()
         .for_each(|(t, dst)| {
@@ -186,23 +221,35 @@ fn task(
         run_stride: c,
     };
     // A weight block (kdim x 16 values: 23 KB for conv1, 221 KB for a 3x3 layer with 384 input
-    // channels) stays in L2 while the task's pixels pass it.
-    for b in 0..blocks {
-        let weight = &w.weight[(g * blocks + b) * kdim * BLOCK..][..kdim * BLOCK];
-        let channels = BLOCK.min(cout_g - b * BLOCK);
-        let mut bias = [0.0f32; BLOCK];
+    // channels; two of them at a time for AVX-512) stays in L2 while the task's pixels pass it.
+    let block = |b: usize| &w.weight[(g * blocks + b) * kdim * BLOCK..][..kdim * BLOCK];
+    let tile_px = tile_pixels(w.simd);
+    let mut b = 0;
+    while b < blocks {
+        let nb = block_step(w.simd).min(blocks - b);
+        let weights = [block(b), block(b + nb - 1)];
+        let channels = (nb * BLOCK).min(cout_g - b * BLOCK);
+        let mut bias = [0.0f32; 2 * BLOCK];
         bias[..channels].copy_from_slice(&w.bias[g * cout_g + b * BLOCK..][..channels]);
+        let mut tile = [[0.0f32; 2 * BLOCK]; MAX_PIXELS];
         let mut p = 0;
         while p < count {
-            let n = PIXELS.min(count - p);
-            let mut offsets = [0usize; PIXELS];
-            for (j, o) in offsets.iter_mut().enumerate() {
+            let n = tile_px.min(count - p);
+            let mut offsets = [0usize; MAX_PIXELS];
+            for (j, o) in offsets.iter_mut().take(tile_px).enumerate() {
                 // Missing pixels of a short tile repeat the last one; their sums are dropped.
                 *o = corner(first + p + j.min(n - 1));
             }
-            // SAFETY: the CPU has AVX2 and FMA (asserted by the caller); every window lies inside
-            // `x` (padded by the caller) and `weight` holds `kdim` rows of BLOCK values.
-            let tile = unsafe { tile_avx2(&x.data, &offsets, &shape, weight, &bias) };
+            let live = (&offsets[..tile_px], n);
+            run_tile(
+                w.simd,
+                &x.data,
+                live,
+                &shape,
+                (weights, nb),
+                &bias,
+                &mut tile,
+            );
             for (j, sums) in tile.iter().take(n).enumerate() {
                 let row = &mut dst[(p + j) * cout + g * cout_g + b * BLOCK..][..channels];
                 for (o, &v) in row.iter_mut().zip(sums) {
@@ -211,6 +258,17 @@ fn task(
             }
             p += n;
         }
+        b += nb;
+    }
+}
+
+/// Weight blocks one register tile of `simd`'s variant covers: two for AVX-512 (32 output
+/// channels, two 512-bit vectors per pixel), one otherwise.
+fn block_step(simd: Simd) -> usize {
+    if simd == Simd::Avx512 && AVX512_PAIRS {
+        2
+    } else {
+        1
     }
 }
 
@@ -230,11 +288,13 @@ pub struct Rows<'a> {
 
 /// `dst[r * ld + c0 + o] = sum_i rows[r][i] * blocks[o / BLOCK][i][o % BLOCK]` for
 /// `o < channels`: a product whose right side is packed in blocks of [`BLOCK`] columns
-/// (`[blocks][len][BLOCK]`, zeros past `channels`), by the direct convolution's register tiles.
+/// (`[blocks][len][BLOCK]`, zeros past `channels`), by the direct convolution's register tiles
+/// of `simd`'s variant.
 ///
 /// # Panics
-/// When the CPU lacks AVX2/FMA or a view does not fit its slice.
+/// When a view does not fit its slice.
 pub fn rows_times_blocks(
+    simd: Simd,
     rows: &Rows<'_>,
     blocks: &[f32],
     dst: &mut [f32],
@@ -242,10 +302,6 @@ pub fn rows_times_blocks(
     c0: usize,
     channels: usize,
 ) {
-    assert!(
-        DirectConv::available(),
-        "the register-tile kernel needs AVX2 and FMA"
-    );
     let n_blocks = channels.div_ceil(BLOCK);
     assert!(
         blocks.len() >= n_blocks * rows.len * BLOCK,
@@ -258,23 +314,37 @@ pub fn rows_times_blocks(
         run_len: rows.len,
         run_stride: 0,
     };
-    let zero = [0.0f32; BLOCK];
-    for b in 0..n_blocks {
-        let weight = &blocks[b * rows.len * BLOCK..][..rows.len * BLOCK];
-        let width = BLOCK.min(channels - b * BLOCK);
+    let zero = [0.0f32; 2 * BLOCK];
+    let simd = simd.min(Simd::best());
+    let tile_px = tile_pixels(simd);
+    let block = |b: usize| &blocks[b * rows.len * BLOCK..][..rows.len * BLOCK];
+    let mut b = 0;
+    while b < n_blocks {
+        let nb = block_step(simd).min(n_blocks - b);
+        let weights = [block(b), block(b + nb - 1)];
+        let width = (nb * BLOCK).min(channels - b * BLOCK);
+        let mut tile = [[0.0f32; 2 * BLOCK]; MAX_PIXELS];
         let mut r = 0;
         while r < rows.count {
-            let n = PIXELS.min(rows.count - r);
-            let offsets: [usize; PIXELS] =
+            let n = tile_px.min(rows.count - r);
+            let offsets: [usize; MAX_PIXELS] =
                 std::array::from_fn(|j| rows.first + (r + j.min(n - 1)) * rows.stride);
-            // SAFETY: AVX2 and FMA are present (asserted above); `tile_avx2` checks every row
-            // against `rows.data` and the block against `weight`.
-            let tile = unsafe { tile_avx2(rows.data, &offsets, &shape, weight, &zero) };
+            let live = (&offsets[..tile_px], n);
+            run_tile(
+                simd,
+                rows.data,
+                live,
+                &shape,
+                (weights, nb),
+                &zero,
+                &mut tile,
+            );
             for (j, sums) in tile.iter().take(n).enumerate() {
                 dst[(r + j) * ld + c0 + b * BLOCK..][..width].copy_from_slice(&sums[..width]);
             }
             r += n;
         }
+        b += nb;
     }
 }
 
@@ -288,12 +358,120 @@ struct Window {
     run_stride: usize,
 }
 
-/// One register tile: [`PIXELS`] windows (corners at `offsets` in `x`) times a weight block,
-/// plus `bias`.
+/// Register tiles' sums: per pixel, the channels of up to two blocks (the first
+/// [`tile_pixels`] rows are used).
+type TileSums = [[f32; 2 * BLOCK]; MAX_PIXELS];
+
+/// One register tile of `simd`'s variant (lowered to what the CPU supports) into `out`: the
+/// windows with corners at `offsets.0` (`tile_pixels(simd)` of them, the first `offsets.1`
+/// needed) in `x` times `weights.1` (1 or 2) weight blocks `weights.0`, plus `bias`
+/// (`weights.1 * BLOCK` values used). The AVX-512 variant computes [`PIXELS`] windows instead of [`PIXELS_512`]
+/// when that covers the needed ones (short last tiles of a row: Winograd's tile rows have 7-14
+/// tiles at AlexNet's sizes); the other variants take a second block as a second tile.
+///
+/// # Panics
+/// When `offsets` does not hold `tile_pixels(simd)` corners, a window leaves `x`, or a weight
+/// block is shorter than the window's `rows * runs * run_len` rows of [`BLOCK`] values.
+fn run_tile(
+    simd: Simd,
+    x: &[f32],
+    (offsets, live): (&[usize], usize),
+    shape: &Window,
+    (weights, nb): ([&[f32]; 2], usize),
+    bias: &[f32; 2 * BLOCK],
+    out: &mut TileSums,
+) {
+    let simd = simd.min(Simd::best());
+    assert_eq!(offsets.len(), tile_pixels(simd), "register tile size");
+    assert!(nb == 1 || nb == 2, "one or two weight blocks");
+    let span =
+        (shape.rows - 1) * shape.row_stride + (shape.runs - 1) * shape.run_stride + shape.run_len;
+    assert!(
+        offsets.iter().all(|&o| o + span <= x.len()),
+        "window outside the input"
+    );
+    let rows = shape.rows * shape.runs * shape.run_len;
+    assert!(
+        weights.iter().all(|w| w.len() >= rows * BLOCK),
+        "weight block"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 {
+        // SAFETY (the three calls): the CPU has AVX-512 F, AVX2 and FMA (`simd` was lowered to
+        // `Simd::best`); every window and the weight blocks were checked above.
+        unsafe {
+            if nb == 2 && live <= PIXELS {
+                let o: &[usize; PIXELS] = offsets[..PIXELS].try_into().expect("tile size");
+                tile_avx512_pair::<PIXELS>(x, o, shape, weights, bias, out);
+            } else if nb == 2 {
+                let o: &[usize; PIXELS_512] = offsets.try_into().expect("tile size");
+                tile_avx512_pair::<PIXELS_512>(x, o, shape, weights, bias, out);
+            } else if live <= PIXELS {
+                let o: &[usize; PIXELS] = offsets[..PIXELS].try_into().expect("tile size");
+                tile_avx512::<PIXELS>(x, o, shape, weights[0], bias, out);
+            } else {
+                let o: &[usize; PIXELS_512] = offsets.try_into().expect("tile size");
+                tile_avx512::<PIXELS_512>(x, o, shape, weights[0], bias, out);
+            }
+        }
+        return;
+    }
+    let offsets: &[usize; PIXELS] = offsets.try_into().expect("tile size");
+    for (half, weight) in weights.iter().take(nb).enumerate() {
+        let bias: &[f32; BLOCK] = bias[half * BLOCK..][..BLOCK].try_into().expect("bias");
+        let col = half * BLOCK;
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => {
+                // SAFETY: the CPU has AVX2 and FMA (`simd` was lowered to `Simd::best`); every
+                // window and the weight block were checked above.
+                unsafe { tile_avx2(x, offsets, shape, weight, bias, (out, col)) };
+            }
+            _ => tile_portable(x, offsets, shape, weight, bias, (out, col)),
+        }
+    }
+}
+
+/// [`run_tile`] in plain Rust: [`PIXELS`] windows, one block, into `out`'s columns
+/// `col..col + BLOCK`.
+fn tile_portable(
+    x: &[f32],
+    offsets: &[usize; PIXELS],
+    shape: &Window,
+    weight: &[f32],
+    bias: &[f32; BLOCK],
+    (out, col): (&mut TileSums, usize),
+) {
+    let mut acc = [*bias; PIXELS];
+    let mut rows = weight.chunks_exact(BLOCK);
+    for ky in 0..shape.rows {
+        for run in 0..shape.runs {
+            let start = ky * shape.row_stride + run * shape.run_stride;
+            for i in 0..shape.run_len {
+                let w: &[f32; BLOCK] = rows
+                    .next()
+                    .and_then(|r| r.try_into().ok())
+                    .expect("weight block");
+                for (a, &o) in acc.iter_mut().zip(offsets) {
+                    let v = x[o + start + i];
+                    for (s, &wv) in a.iter_mut().zip(w) {
+                        *s += v * wv;
+                    }
+                }
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(&acc) {
+        o[col..col + BLOCK].copy_from_slice(a);
+    }
+}
+
+/// [`run_tile`] with AVX2 + FMA: [`PIXELS`] windows x two 256-bit vectors (one block), into
+/// `out`'s columns `col..col + BLOCK`.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; each window must lie inside `x`, and `weight` must hold
-/// `rows * runs * run_len` rows of [`BLOCK`] values.
+/// The CPU must support AVX2 and FMA; each window must lie inside `x`, `weight` must hold
+/// `rows * runs * run_len` rows of [`BLOCK`] values, and `col + BLOCK <= 2 * BLOCK`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(
@@ -302,19 +480,10 @@ unsafe fn tile_avx2(
     shape: &Window,
     weight: &[f32],
     bias: &[f32; BLOCK],
-) -> [[f32; BLOCK]; PIXELS] {
+    (out, col): (&mut TileSums, usize),
+) {
     use std::arch::x86_64::*;
-    let span =
-        (shape.rows - 1) * shape.row_stride + (shape.runs - 1) * shape.run_stride + shape.run_len;
-    assert!(
-        offsets.iter().all(|&o| o + span <= x.len()),
-        "window outside the input"
-    );
-    assert!(
-        weight.len() >= shape.rows * shape.runs * shape.run_len * BLOCK,
-        "weight block"
-    );
-    // SAFETY (whole body): the asserts above bound every load below.
+    // SAFETY (whole body): the caller guarantees that every load below is in bounds.
     unsafe {
         let b0 = _mm256_loadu_ps(bias.as_ptr());
         let b1 = _mm256_loadu_ps(bias.as_ptr().add(8));
@@ -338,25 +507,100 @@ unsafe fn tile_avx2(
                 }
             }
         }
-        let mut out = [[0.0f32; BLOCK]; PIXELS];
         for (o, a) in out.iter_mut().zip(acc) {
+            let o = &mut o[col..col + BLOCK];
             _mm256_storeu_ps(o.as_mut_ptr(), a[0]);
             _mm256_storeu_ps(o.as_mut_ptr().add(8), a[1]);
         }
-        out
     }
 }
 
-/// Stand-in off x86-64, never called ([`DirectConv::available`] is false there).
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_avx2(
-    _: &[f32],
-    _: &[usize; PIXELS],
-    _: &Window,
-    _: &[f32],
-    _: &[f32; BLOCK],
-) -> [[f32; BLOCK]; PIXELS] {
-    unreachable!("direct convolution needs x86-64 with AVX2")
+/// [`run_tile`] with AVX-512: `P` windows x one block (one 512-bit vector; `P <= MAX_PIXELS`).
+///
+/// # Safety
+/// The CPU must support AVX-512 F, AVX2 and FMA; each window must lie inside `x`, and `weight`
+/// must hold `rows * runs * run_len` rows of [`BLOCK`] values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tile_avx512<const P: usize>(
+    x: &[f32],
+    offsets: &[usize; P],
+    shape: &Window,
+    weight: &[f32],
+    bias: &[f32; 2 * BLOCK],
+    out: &mut TileSums,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY (whole body): the caller guarantees that every load below is in bounds.
+    unsafe {
+        let mut acc = [_mm512_loadu_ps(bias.as_ptr()); P];
+        let base = x.as_ptr();
+        let mut wp = weight.as_ptr();
+        for ky in 0..shape.rows {
+            for run in 0..shape.runs {
+                let start = ky * shape.row_stride + run * shape.run_stride;
+                let ptrs: [*const f32; P] = std::array::from_fn(|j| base.add(offsets[j] + start));
+                for i in 0..shape.run_len {
+                    let w = _mm512_loadu_ps(wp);
+                    for (a, p) in acc.iter_mut().zip(&ptrs) {
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*p.add(i)), w, *a);
+                    }
+                    wp = wp.add(BLOCK);
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            _mm512_storeu_ps(o.as_mut_ptr(), a);
+        }
+    }
+}
+
+/// [`run_tile`] with AVX-512: `P` windows x two blocks (two 512-bit vectors, `2 * P`
+/// accumulators; `P <= MAX_PIXELS`): each broadcast input value serves 32 output channels.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, AVX2 and FMA; each window must lie inside `x`, and both
+/// weight blocks must hold `rows * runs * run_len` rows of [`BLOCK`] values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tile_avx512_pair<const P: usize>(
+    x: &[f32],
+    offsets: &[usize; P],
+    shape: &Window,
+    weights: [&[f32]; 2],
+    bias: &[f32; 2 * BLOCK],
+    out: &mut TileSums,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY (whole body): the caller guarantees that every load below is in bounds.
+    unsafe {
+        let b0 = _mm512_loadu_ps(bias.as_ptr());
+        let b1 = _mm512_loadu_ps(bias.as_ptr().add(BLOCK));
+        let mut acc = [[b0, b1]; P];
+        let base = x.as_ptr();
+        let (mut w0p, mut w1p) = (weights[0].as_ptr(), weights[1].as_ptr());
+        for ky in 0..shape.rows {
+            for run in 0..shape.runs {
+                let start = ky * shape.row_stride + run * shape.run_stride;
+                let ptrs: [*const f32; P] = std::array::from_fn(|j| base.add(offsets[j] + start));
+                for i in 0..shape.run_len {
+                    let w0 = _mm512_loadu_ps(w0p);
+                    let w1 = _mm512_loadu_ps(w1p);
+                    for (a, p) in acc.iter_mut().zip(&ptrs) {
+                        let v = _mm512_set1_ps(*p.add(i));
+                        a[0] = _mm512_fmadd_ps(v, w0, a[0]);
+                        a[1] = _mm512_fmadd_ps(v, w1, a[1]);
+                    }
+                    w0p = w0p.add(BLOCK);
+                    w1p = w1p.add(BLOCK);
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            _mm512_storeu_ps(o.as_mut_ptr(), a[0]);
+            _mm512_storeu_ps(o.as_mut_ptr().add(BLOCK), a[1]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -371,10 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn direct_matches_im2col() {
-        if !DirectConv::available() {
-            return;
-        }
+    fn direct_matches_im2col_at_every_level() {
         // (batch, h, w, cin, cout, k, stride, padding [t, l, b, r], groups)
         let cases = [
             (1, 31, 29, 3, 20, 11, 4, [2, 3, 4, 1], 1),
@@ -399,7 +640,10 @@ mod tests {
             let bias = values(cout, 2);
             let pool = Pool::new();
             let x = Nhwc::from_nchw(&values(batch * cin * h * w, 3), [batch, cin, h, w], &pool);
-            for relu in [false, true] {
+            for (relu, simd) in [false, true]
+                .into_iter()
+                .flat_map(|r| Simd::supported_levels().into_iter().map(move |s| (r, s)))
+            {
                 let want = conv2d(
                     &x,
                     &PackedConv::from_oihw(&weight, dims, groups, bias.clone()),
@@ -407,16 +651,64 @@ mod tests {
                     relu,
                     &pool,
                 );
-                let got = conv2d_direct(
-                    &x,
-                    &DirectConv::from_oihw(&weight, dims, groups, bias.clone()),
-                    &geometry,
-                    relu,
-                    &pool,
-                );
+                let direct = DirectConv::from_oihw(&weight, dims, groups, bias.clone());
+                let got = conv2d_direct(&x, &direct.with_simd(simd), &geometry, relu, &pool);
                 assert_eq!((got.height, got.width, got.channels), (oh, ow, cout));
                 for (i, (a, b)) in got.data.iter().zip(&want.data).enumerate() {
-                    assert!((a - b).abs() < 1e-4, "case {h}x{w} k{k}: [{i}] {a} vs {b}");
+                    assert!(
+                        (a - b).abs() < 1e-4,
+                        "{simd} case {h}x{w} k{k}: [{i}] {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_times_blocks_matches_the_naive_product_at_every_level() {
+        // (row count, row length, channels): short last tiles, a partial last block
+        for (count, len, channels) in [
+            (1, 5, 16usize),
+            (13, 7, 20),
+            (25, 33, 48),
+            (6, 1, 3),
+            (7, 9, 80),
+        ] {
+            let stride = len + 3;
+            let data = values(2 + count * stride, 4);
+            let n_blocks = channels.div_ceil(BLOCK);
+            let mut blocks = values(n_blocks * len * BLOCK, 5);
+            // zeros past `channels`, as the packed layouts have
+            for (i, v) in blocks.iter_mut().enumerate() {
+                if (i / (len * BLOCK)) * BLOCK + i % BLOCK >= channels {
+                    *v = 0.0;
+                }
+            }
+            let (ld, c0) = (channels + 4, 2);
+            for simd in Simd::supported_levels() {
+                let rows = Rows {
+                    data: &data,
+                    first: 2,
+                    stride,
+                    count,
+                    len,
+                };
+                let mut dst = vec![f32::NAN; count * ld];
+                rows_times_blocks(simd, &rows, &blocks, &mut dst, ld, c0, channels);
+                for r in 0..count {
+                    for o in 0..channels {
+                        let want: f32 = (0..len)
+                            .map(|i| {
+                                data[2 + r * stride + i]
+                                    * blocks[((o / BLOCK) * len + i) * BLOCK + o % BLOCK]
+                            })
+                            .sum();
+                        let got = dst[r * ld + c0 + o];
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "{simd} [{r},{o}] {got} vs {want}"
+                        );
+                    }
                 }
             }
         }

@@ -139,6 +139,28 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>, c: &mut
     }
 }
 
+/// The instructions the `gemm` crate's kernels use on the running CPU, for reports: it
+/// dispatches on its own, to AVX2 + FMA kernels where x86-64 has FMA (its AVX-512 kernels need its
+/// `x86-v4` feature, which this crate leaves off), NEON on aarch64, scalar code elsewhere.
+pub fn crate_simd() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("fma") {
+            "avx2"
+        } else {
+            "scalar"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "neon"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
 /// Width of the column blocks for `threads` workers: a multiple of 16, about two blocks per
 /// worker so that uneven blocks balance.
 fn column_block(n: usize, threads: usize) -> usize {

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use crate::gemm::{MatRef, sgemm, sgemm_serial};
 use crate::multiversion;
 use crate::pool::Pool;
+use crate::simd::Simd;
 
 /// An activation in channels-last layout: element `(n, y, x, c)` at `((n * h + y) * w + x) * c`.
 #[derive(Clone, Debug, PartialEq)]
@@ -330,12 +331,13 @@ pub fn bias_relu(rows: &mut [f32], bias: &[f32], relu: bool) {
 /// A max-pool window's geometry for one input size (padding counts as minus infinity).
 pub type PoolGeometry = ConvGeometry;
 
-/// Max pooling over `geometry`'s windows, each clipped to the image.
+/// Max pooling over `geometry`'s windows, each clipped to the image; the element-wise body of
+/// `simd`'s variant.
 ///
 /// # Shapes
 /// - `x`: `[batch, H, W, C]`
 /// - output: `[batch, OH, OW, C]`
-pub fn max_pool2d(x: &Nhwc, geometry: &PoolGeometry, pool: &Pool) -> Nhwc {
+pub fn max_pool2d(x: &Nhwc, geometry: &PoolGeometry, simd: Simd, pool: &Pool) -> Nhwc {
     let [oh, ow] = geometry.output;
     let [kh, kw] = geometry.kernel;
     let [sh, sw] = geometry.stride;
@@ -354,7 +356,8 @@ pub fn max_pool2d(x: &Nhwc, geometry: &PoolGeometry, pool: &Pool) -> Nhwc {
                 let x0 = (ox * sw) as isize - left as isize;
                 let xs = x0.max(0) as usize..((x0 + kw as isize).min(w as isize)).max(0) as usize;
                 for iy in ys.clone() {
-                    max_into(px, &image[(iy * w + xs.start) * c..(iy * w + xs.end) * c]);
+                    let row = &image[(iy * w + xs.start) * c..(iy * w + xs.end) * c];
+                    max_into(simd, px, row);
                 }
             }
         });
@@ -362,12 +365,21 @@ pub fn max_pool2d(x: &Nhwc, geometry: &PoolGeometry, pool: &Pool) -> Nhwc {
 }
 
 /// Local response normalization across channels (TensorFlow's parameters):
-/// `y = x / (bias + alpha * sum_{|j - c| <= radius} x_j^2)^beta`.
+/// `y = x / (bias + alpha * sum_{|j - c| <= radius} x_j^2)^beta`; the element-wise body of
+/// `simd`'s variant.
 ///
 /// # Shapes
 /// - `x`: `[batch, H, W, C]`
 /// - output: same
-pub fn lrn(x: &Nhwc, radius: usize, bias: f32, alpha: f32, beta: f32, pool: &Pool) -> Nhwc {
+pub fn lrn(
+    x: &Nhwc,
+    radius: usize,
+    bias: f32,
+    alpha: f32,
+    beta: f32,
+    simd: Simd,
+    pool: &Pool,
+) -> Nhwc {
     let c = x.channels;
     let mut out = pool.overwrite(x.data.len());
     let params = LrnParams {
@@ -380,7 +392,7 @@ pub fn lrn(x: &Nhwc, radius: usize, bias: f32, alpha: f32, beta: f32, pool: &Poo
         .zip(x.data.par_chunks(c * 64))
         .for_each_init(
             || vec![0.0f32; 2 * (c + 2 * radius)],
-            |scratch, (dst, src)| lrn_pixels(src, dst, c, &params, scratch),
+            |scratch, (dst, src)| lrn_pixels(simd, src, dst, c, &params, scratch),
         );
     x.output(out, [x.height, x.width], c)
 }
@@ -467,6 +479,93 @@ multiversion! {
         for src in pixels.chunks_exact(acc.len()) {
             for (m, &v) in acc.iter_mut().zip(src) {
                 *m = m.max(v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104729) % 211) as f32 / 21.0 - 5.0)
+            .collect()
+    }
+
+    fn map(batch: usize, h: usize, w: usize, c: usize) -> Nhwc {
+        Nhwc {
+            data: values(batch * h * w * c, 1),
+            batch,
+            height: h,
+            width: w,
+            channels: c,
+        }
+    }
+
+    #[test]
+    fn lrn_matches_the_formula_at_every_level() {
+        let x = map(2, 5, 3, 37);
+        for simd in Simd::supported_levels() {
+            // beta 0.75 has its own branch
+            for (radius, bias, alpha, beta) in [(2, 1.0, 2e-3, 0.75), (5, 2.0, 1e-4, 0.6)] {
+                let y = lrn(&x, radius, bias, alpha, beta, simd, &Pool::new());
+                for (p, (out, px)) in y
+                    .data
+                    .chunks(x.channels)
+                    .zip(x.data.chunks(x.channels))
+                    .enumerate()
+                {
+                    for c in 0..x.channels {
+                        let lo = c.saturating_sub(radius);
+                        let hi = (c + radius).min(x.channels - 1);
+                        let sum: f64 = px[lo..=hi].iter().map(|&v| (v as f64).powi(2)).sum();
+                        let want =
+                            px[c] as f64 / (bias as f64 + alpha as f64 * sum).powf(beta as f64);
+                        let got = out[c] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4 * want.abs().max(1.0),
+                            "{simd} r{radius} pixel {p} channel {c}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_matches_the_naive_maximum_at_every_level() {
+        let x = map(2, 9, 8, 21);
+        // 3x3 stride 2 with padding on the top and left, clipped at the bottom and right
+        let g = ConvGeometry {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1, 1, 1],
+            output: [5, 4],
+        };
+        for simd in Simd::supported_levels() {
+            let y = max_pool2d(&x, &g, simd, &Pool::new());
+            for n in 0..2 {
+                for oy in 0..5 {
+                    for ox in 0..4 {
+                        for c in 0..21 {
+                            let mut want = f32::NEG_INFINITY;
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (iy, ix) =
+                                        ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
+                                    if (0..9).contains(&iy) && (0..8).contains(&ix) {
+                                        let at = ((n * 9 + iy as usize) * 8 + ix as usize) * 21 + c;
+                                        want = want.max(x.data[at]);
+                                    }
+                                }
+                            }
+                            let got = y.data[((n * 5 + oy) * 4 + ox) * 21 + c];
+                            assert_eq!(got, want, "{simd} ({n},{oy},{ox},{c})");
+                        }
+                    }
+                }
             }
         }
     }

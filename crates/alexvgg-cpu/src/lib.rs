@@ -9,6 +9,11 @@
 //! ReLU fused, fully connected layers streaming their weights and skipping rows whose inputs
 //! are zero ([`linear`]), and the work split across the rayon pool by us (see [`gemm`]).
 //!
+//! The hand-written kernels come in portable, AVX2 and AVX-512 variants, one [`Simd`] level
+//! chosen at run time for the whole engine (detected once; `ALEXVGG_SIMD=portable|avx2|avx512`
+//! overrides it, [`EngineOptions::simd`] per engine; see [`simd`]), and
+//! [`Engine::layer_kernels`] says which kernel and variant computes each layer.
+//!
 //! The model code stays backend-agnostic; this is a separate, inference-only path with the same
 //! parity tests as the burn model (`tests/engine.rs` at the workspace root).
 //!
@@ -34,4 +39,5 @@ pub mod pool;
 pub mod simd;
 pub mod winograd;
 
-pub use plan::{Activation, ConvAlgorithm, Engine, EngineError, EngineOptions};
+pub use plan::{Activation, ConvAlgorithm, Engine, EngineError, EngineOptions, LayerKernel};
+pub use simd::{CpuInfo, Simd};

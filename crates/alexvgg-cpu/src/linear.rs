@@ -19,6 +19,7 @@
 use rayon::prelude::*;
 
 use crate::pool::Pool;
+use crate::simd::{Kernel, Simd};
 
 /// Images multiplied together against each weight row.
 pub const ROWS: usize = 8;
@@ -37,10 +38,13 @@ pub struct LinearWeights {
     weight: Vec<f32>,
     /// One bias per output.
     pub bias: Vec<f32>,
+    /// The variant of the weight-stream kernel that runs.
+    simd: Simd,
 }
 
 impl LinearWeights {
-    /// Takes a `[d_in, d_out]` row-major weight as it is (no copy).
+    /// Takes a `[d_in, d_out]` row-major weight as it is (no copy); its kernel variant is the
+    /// one [`Simd::current`] runs.
     ///
     /// # Panics
     /// When the sizes disagree.
@@ -52,13 +56,28 @@ impl LinearWeights {
             d_out,
             weight,
             bias,
+            simd: Simd::current().for_kernel(Kernel::Linear),
         }
+    }
+
+    /// The same layer running the kernel variant of `simd` exactly (lowered to what the CPU
+    /// supports); tests and measurements use this to force a variant.
+    pub fn with_simd(mut self, simd: Simd) -> Self {
+        self.simd = simd.min(Simd::best());
+        self
+    }
+
+    /// The kernel variant this layer runs.
+    pub fn simd(&self) -> Simd {
+        self.simd
     }
 }
 
 /// `y[r * ld + c] += sum_k x[k][r] * w[k][c0 + c]` (`c < cols`) over the weight rows `rows`, for
-/// the `R` images of a group: `x` is `[d_in][R]` (images innermost).
+/// the `R` images of a group: `x` is `[d_in][R]` (images innermost); `simd`'s variant (lowered
+/// to what the CPU supports).
 fn rows_update<const R: usize>(
+    simd: Simd,
     rows: &[u32],
     x: &[f32],
     w: &LinearWeights,
@@ -77,12 +96,23 @@ fn rows_update<const R: usize>(
         "row outside the layer"
     );
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        // SAFETY: AVX2 and FMA are present (checked just above); rows, columns and inputs were
-        // checked against the slices above.
-        unsafe { rows_update_avx2::<R>(rows, x, w, [c0, cols], y, ld) };
-        return;
+    match simd.min(Simd::best()) {
+        Simd::Avx512 => {
+            // SAFETY: the CPU has AVX-512 F and AVX2 + FMA (`Simd::best` is Avx512); rows,
+            // columns and inputs were checked against the slices above.
+            unsafe { rows_update_avx512::<R>(rows, x, w, [c0, cols], y, ld) };
+            return;
+        }
+        Simd::Avx2 => {
+            // SAFETY: AVX2 and FMA are present (`Simd::best` is at least Avx2); rows, columns
+            // and inputs were checked against the slices above.
+            unsafe { rows_update_avx2::<R>(rows, x, w, [c0, cols], y, ld) };
+            return;
+        }
+        Simd::Portable => {}
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     rows_update_portable::<R>(rows, x, w, [c0, cols], y, ld);
 }
 
@@ -174,6 +204,78 @@ unsafe fn rows_update_avx2<const R: usize>(
     }
 }
 
+/// [`rows_update`] with AVX-512: as [`rows_update_avx2`] with 16-column vectors, the last
+/// partial vector of each row by masked loads and stores.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; the slices as for [`rows_update_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn rows_update_avx512<const R: usize>(
+    rows: &[u32],
+    x: &[f32],
+    w: &LinearWeights,
+    [c0, cols]: [usize; 2],
+    y: &mut [f32],
+    ld: usize,
+) {
+    use std::arch::x86_64::*;
+    let yp = y.as_mut_ptr();
+    let tail = cols % 16;
+    let vec_cols = cols - tail;
+    let mask: __mmask16 = ((1u32 << tail) - 1) as __mmask16;
+    // SAFETY (whole body): as in `rows_update_avx2`; the masked loads and stores touch only
+    // the `tail` columns below `cols`.
+    unsafe {
+        for group in rows.chunks(STREAMS) {
+            let ks: [usize; STREAMS] =
+                std::array::from_fn(|i| group[i.min(group.len() - 1)] as usize);
+            let zeros = [0.0f32; R];
+            let xp: [*const f32; STREAMS] = std::array::from_fn(|i| {
+                if i < group.len() {
+                    x.as_ptr().add(ks[i] * R)
+                } else {
+                    zeros.as_ptr()
+                }
+            });
+            let wp: [*const f32; STREAMS] =
+                std::array::from_fn(|i| w.weight.as_ptr().add(ks[i] * w.d_out + c0));
+            let mut j = 0;
+            while j < vec_cols {
+                let w0 = _mm512_loadu_ps(wp[0].add(j));
+                let w1 = _mm512_loadu_ps(wp[1].add(j));
+                let w2 = _mm512_loadu_ps(wp[2].add(j));
+                let w3 = _mm512_loadu_ps(wp[3].add(j));
+                for r in 0..R {
+                    let at = yp.add(r * ld + j);
+                    let mut a = _mm512_loadu_ps(at);
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(*xp[0].add(r)), w0, a);
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(*xp[1].add(r)), w1, a);
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(*xp[2].add(r)), w2, a);
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(*xp[3].add(r)), w3, a);
+                    _mm512_storeu_ps(at, a);
+                }
+                j += 16;
+            }
+            if tail > 0 {
+                let w0 = _mm512_maskz_loadu_ps(mask, wp[0].add(j));
+                let w1 = _mm512_maskz_loadu_ps(mask, wp[1].add(j));
+                let w2 = _mm512_maskz_loadu_ps(mask, wp[2].add(j));
+                let w3 = _mm512_maskz_loadu_ps(mask, wp[3].add(j));
+                for r in 0..R {
+                    let at = yp.add(r * ld + j);
+                    let mut a = _mm512_maskz_loadu_ps(mask, at);
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(*xp[0].add(r)), w0, a);
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(*xp[1].add(r)), w1, a);
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(*xp[2].add(r)), w2, a);
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(*xp[3].add(r)), w3, a);
+                    _mm512_mask_storeu_ps(at, mask, a);
+                }
+            }
+        }
+    }
+}
+
 /// A zeroed buffer for `rows` rows of `cols` sums, and where they start in it and their
 /// stride: rows `cols` rounded up plus 64 bytes apart, and the start 2 KB (mod 4 KB) away from
 /// `anchor` (the first weight the kernel reads). Sums and weights otherwise tend to share their
@@ -214,7 +316,7 @@ pub fn linear(x: &[f32], batch: usize, w: &LinearWeights, relu: bool, pool: &Poo
             .par_chunks(per_task)
             .map(|part| {
                 let (mut buf, at, ld) = sums_buffer(pool, 1, d_out, w.weight.as_ptr());
-                rows_update::<1>(part, x, w, [0, d_out], &mut buf[at..], ld);
+                rows_update::<1>(w.simd, part, x, w, [0, d_out], &mut buf[at..], ld);
                 (buf, at)
             })
             .collect();
@@ -246,7 +348,7 @@ pub fn linear(x: &[f32], batch: usize, w: &LinearWeights, relu: bool, pool: &Poo
                     let width = cols.min(d_out - c0);
                     let anchor = w.weight[c0..].as_ptr();
                     let (mut buf, at, ld) = sums_buffer(pool, ROWS, width, anchor);
-                    rows_update::<ROWS>(&rows, &xt, w, [c0, width], &mut buf[at..], ld);
+                    rows_update::<ROWS>(w.simd, &rows, &xt, w, [c0, width], &mut buf[at..], ld);
                     (c0, width, buf, at, ld)
                 })
                 .collect();
@@ -273,69 +375,109 @@ pub fn linear(x: &[f32], batch: usize, w: &LinearWeights, relu: bool, pool: &Poo
 mod tests {
     use super::*;
 
-    #[test]
-    fn portable_rows_update_matches_the_dispatched_one() {
-        // this machine runs the AVX2 kernel; the plain one serves other CPUs
+    /// `y + sum_k x[k][r] * w[k][c0 + c]` computed plainly.
+    fn naive_update<const R: usize>(
+        rows: &[u32],
+        x: &[f32],
+        w: &[f32],
+        d_out: usize,
+        [c0, cols]: [usize; 2],
+        y: &mut [f32],
+        ld: usize,
+    ) {
+        for r in 0..R {
+            for c in 0..cols {
+                let mut v = y[r * ld + c] as f64;
+                for &k in rows {
+                    let k = k as usize;
+                    v += x[k * R + r] as f64 * w[k * d_out + c0 + c] as f64;
+                }
+                y[r * ld + c] = v as f32;
+            }
+        }
+    }
+
+    fn check_rows_update<const R: usize>(simd: Simd) {
         let (d_in, d_out) = (23, 45);
         let w: Vec<f32> = (0..d_in * d_out)
             .map(|i| ((i * 31) % 17) as f32 - 8.0)
             .collect();
-        let layer = LinearWeights::from_in_out(w, d_in, d_out, vec![0.0; d_out]);
-        let x: Vec<f32> = (0..d_in * ROWS)
-            .map(|i| ((i * 7) % 5) as f32 - 2.0)
-            .collect();
-        let rows: Vec<u32> = (0..d_in as u32).filter(|k| k % 4 != 2).collect();
-        let (c0, cols, ld) = (3, 37, 48);
-        let mut want = vec![0.5; (ROWS - 1) * ld + cols];
-        let mut got = want.clone();
-        rows_update::<ROWS>(&rows, &x, &layer, [c0, cols], &mut want, ld);
-        rows_update_portable::<ROWS>(&rows, &x, &layer, [c0, cols], &mut got, ld);
-        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert!((a - b).abs() < 1e-3, "[{i}] {a} vs {b}");
+        let layer = LinearWeights::from_in_out(w.clone(), d_in, d_out, vec![0.0; d_out]);
+        let x: Vec<f32> = (0..d_in * R).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+        // row counts that leave every remainder of the four streams; column spans with and
+        // without a partial last vector (8 and 16 wide)
+        for n_rows in [1, 2, 3, 4, 5, 7, 18] {
+            let rows: Vec<u32> = (0..d_in as u32)
+                .filter(|k| k % 4 != 2)
+                .take(n_rows)
+                .collect();
+            for (c0, cols, ld) in [(3, 37, 48), (0, 45, 45), (5, 16, 16), (1, 8, 20), (2, 3, 3)] {
+                let mut want = vec![0.5; (R - 1) * ld + cols];
+                let mut got = want.clone();
+                naive_update::<R>(&rows, &x, &w, d_out, [c0, cols], &mut want, ld);
+                rows_update::<R>(simd, &rows, &x, &layer, [c0, cols], &mut got, ld);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() < 1e-3,
+                        "{simd} R={R} rows {n_rows} cols {c0}+{cols}: [{i}] {a} vs {b}"
+                    );
+                }
+            }
         }
-        assert!(got.iter().any(|&v| v != 0.5), "nothing was summed");
+    }
+
+    #[test]
+    fn rows_update_matches_the_naive_sum_at_every_level() {
+        for simd in Simd::supported_levels() {
+            check_rows_update::<1>(simd);
+            check_rows_update::<ROWS>(simd);
+        }
     }
 
     #[test]
     fn linear_matches_the_naive_product_with_and_without_zero_inputs() {
-        for (batch, d_in, d_out) in [
-            (1, 37, 21),
-            (3, 64, 8),
-            (8, 5, 17),
-            (11, 100, 40),
-            (1, 4, 3),
-            (2, 9, 1000),
-            (17, 30, 12),
-        ] {
-            let w: Vec<f32> = (0..d_in * d_out)
-                .map(|i| ((i * 7919) % 97) as f32 / 48.0 - 1.0)
-                .collect();
-            let bias: Vec<f32> = (0..d_out).map(|i| i as f32 * 0.1 - 1.0).collect();
-            let layer = LinearWeights::from_in_out(w.clone(), d_in, d_out, bias.clone());
-            // dense inputs, then inputs with most values (and whole rows) exactly zero
-            for zeros in [false, true] {
-                let x: Vec<f32> = (0..batch * d_in)
-                    .map(|i| {
-                        let v = ((i * 104729) % 89) as f32 / 44.0 - 1.0;
-                        if zeros && (i % d_in) % 3 != 1 { 0.0 } else { v }
-                    })
+        for simd in Simd::supported_levels() {
+            for (batch, d_in, d_out) in [
+                (1, 37, 21),
+                (3, 64, 8),
+                (8, 5, 17),
+                (11, 100, 40),
+                (1, 4, 3),
+                (2, 9, 1000),
+                (17, 30, 12),
+            ] {
+                let w: Vec<f32> = (0..d_in * d_out)
+                    .map(|i| ((i * 7919) % 97) as f32 / 48.0 - 1.0)
                     .collect();
-                for relu in [false, true] {
-                    let y = linear(&x, batch, &layer, relu, &Pool::new());
-                    for b in 0..batch {
-                        for o in 0..d_out {
-                            let mut want: f32 = (0..d_in)
-                                .map(|k| x[b * d_in + k] * w[k * d_out + o])
-                                .sum::<f32>()
-                                + bias[o];
-                            if relu {
-                                want = want.max(0.0);
+                let bias: Vec<f32> = (0..d_out).map(|i| i as f32 * 0.1 - 1.0).collect();
+                let layer = LinearWeights::from_in_out(w.clone(), d_in, d_out, bias.clone())
+                    .with_simd(simd);
+                assert_eq!(layer.simd(), simd);
+                // dense inputs, then inputs with most values (and whole rows) exactly zero
+                for zeros in [false, true] {
+                    let x: Vec<f32> = (0..batch * d_in)
+                        .map(|i| {
+                            let v = ((i * 104729) % 89) as f32 / 44.0 - 1.0;
+                            if zeros && (i % d_in) % 3 != 1 { 0.0 } else { v }
+                        })
+                        .collect();
+                    for relu in [false, true] {
+                        let y = linear(&x, batch, &layer, relu, &Pool::new());
+                        for b in 0..batch {
+                            for o in 0..d_out {
+                                let mut want: f32 = (0..d_in)
+                                    .map(|k| x[b * d_in + k] * w[k * d_out + o])
+                                    .sum::<f32>()
+                                    + bias[o];
+                                if relu {
+                                    want = want.max(0.0);
+                                }
+                                let got = y[b * d_out + o];
+                                assert!(
+                                    (got - want).abs() < 1e-4,
+                                    "{simd} {batch}x{d_in}x{d_out} zeros {zeros} [{b},{o}]: {got} vs {want}"
+                                );
                             }
-                            let got = y[b * d_out + o];
-                            assert!(
-                                (got - want).abs() < 1e-4,
-                                "{batch}x{d_in}x{d_out} zeros {zeros} [{b},{o}]: {got} vs {want}"
-                            );
                         }
                     }
                 }

@@ -10,11 +10,13 @@ use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 
 use crate::direct::{DirectConv, conv2d_direct};
+use crate::gemm;
 use crate::kernels::{
     ConvGeometry, Nhwc, PackedConv, adaptive_avg_pool2d, conv2d, lrn, max_pool2d,
 };
 use crate::linear::{LinearWeights, linear};
 use crate::pool::Pool;
+use crate::simd::{Kernel, Simd};
 use crate::winograd::{Layout, Variant, WinogradConv, conv2d_winograd};
 
 /// How the engine computes its convolutions.
@@ -25,7 +27,8 @@ pub enum ConvAlgorithm {
     /// batch 1), F(2x2, 3x3) or the direct kernel, whichever was measured faster, where the
     /// layer's weights are small enough to keep a second form. Every other convolution (AlexNet's
     /// 11x11 stride-4 conv1, VGG's 3-channel conv1_1) runs the direct kernel (measured to take
-    /// 10-35% less time than im2col + GEMM there); im2col + GEMM where the CPU lacks AVX2/FMA.
+    /// 10-35% less time than im2col + GEMM there). At the [`Simd::Portable`] level, im2col +
+    /// GEMM instead of the direct kernel, and Winograd's products by the `gemm` crate.
     #[default]
     Auto,
     /// im2col + GEMM for every convolution.
@@ -35,8 +38,8 @@ pub enum ConvAlgorithm {
     Winograd,
     /// F(2x2, 3x3) / F(2x2, 5x5) for every stride-1 3x3 / 5x5 convolution.
     WinogradSmallTiles,
-    /// The direct kernel (no patch matrix) for every convolution, where the CPU has AVX2 and
-    /// FMA (im2col + GEMM otherwise).
+    /// The direct kernel (no patch matrix) for every convolution (its portable variant at the
+    /// [`Simd::Portable`] level).
     Direct,
 }
 
@@ -48,6 +51,9 @@ pub struct EngineOptions {
     /// Input side to tune for (`Auto` picks each layer's Winograd tile size from the feature
     /// map this input gives it); the model's usual input size when `None`.
     pub input_size: Option<usize>,
+    /// SIMD level of the engine's own kernels; [`Simd::current`] when `None` (a level the CPU
+    /// lacks is lowered to the best it has).
+    pub simd: Option<Simd>,
 }
 
 /// Fewest output tiles for which the Winograd form beats the small-input fallback (measured on
@@ -77,6 +83,35 @@ impl ConvKernel {
         }
     }
 
+    /// Kernel family, form and SIMD variant, e.g. `direct avx512` or
+    /// `winograd F(4x4,3x3) gemm (products: gemm crate avx2; transforms: avx2)`.
+    fn describe(&self) -> String {
+        match self {
+            ConvKernel::Im2col(_) => format!("im2col-gemm (gemm crate {})", gemm::crate_simd()),
+            ConvKernel::Direct(w) => format!("direct {}", w.simd()),
+            ConvKernel::Winograd(w, small) => {
+                let variant = match w.variant {
+                    Variant::F4x3 => "F(4x4,3x3)",
+                    Variant::F2x3 => "F(2x2,3x3)",
+                    Variant::F2x5 => "F(2x2,5x5)",
+                };
+                let (layout, products) = match w.layout {
+                    Layout::Gemm => ("gemm", format!("gemm crate {}", gemm::crate_simd())),
+                    Layout::Blocks => ("blocks", format!("tiles {}", w.tiles)),
+                    Layout::Fused => ("fused", format!("tiles {}", w.tiles)),
+                };
+                let mut d = format!(
+                    "winograd {variant} {layout} (products: {products}; transforms: {})",
+                    w.transforms
+                );
+                if let Some(small) = small {
+                    d += &format!("; under {WINOGRAD_MIN_TILES} tiles: {}", small.describe());
+                }
+                d
+            }
+        }
+    }
+
     /// Runs the convolution, picking the small-input form where there is one and the input
     /// has few tiles.
     fn run(&self, x: &Nhwc, g: &ConvGeometry, relu: bool, pool: &Pool) -> Nhwc {
@@ -94,17 +129,19 @@ impl ConvKernel {
     }
 }
 
-/// Engine options with the output size of each layer at the input size tuned for.
+/// Engine options with the output size of each layer at the input size tuned for, and the
+/// SIMD level.
 struct Tuned<'a> {
     options: &'a EngineOptions,
     sizes: HashMap<String, [usize; 2]>,
+    simd: Simd,
 }
 
 impl Tuned<'_> {
     /// The op of a convolution (followed by ReLU).
     fn op(&self, raw: RawConv) -> Op {
         let output = self.sizes.get(&raw.name).copied();
-        raw.into_op(true, self.options, output)
+        raw.into_op(true, self.options, output, self.simd)
     }
 }
 
@@ -131,9 +168,15 @@ impl RawConv {
         }
     }
 
-    /// Packs the weights for `options`' algorithm; `output` is the layer's output size at the
-    /// input size tuned for.
-    fn into_op(self, relu: bool, options: &EngineOptions, output: Option<[usize; 2]>) -> Op {
+    /// Packs the weights for `options`' algorithm and the kernels of level `simd`; `output` is
+    /// the layer's output size at the input size tuned for.
+    fn into_op(
+        self,
+        relu: bool,
+        options: &EngineOptions,
+        output: Option<[usize; 2]>,
+        simd: Simd,
+    ) -> Op {
         let [cout, cin_g, kh, kw] = self.dims;
         let cout_g = cout / self.groups;
         let side = (kh == kw && (kh == 3 || kh == 5) && self.stride == [1, 1]).then_some(kh);
@@ -141,35 +184,56 @@ impl RawConv {
             Some(3) => (Variant::F4x3, Variant::F2x3),
             _ => (Variant::F2x5, Variant::F2x5),
         };
+        let vector = simd.vector_kernels();
         let pack =
             |bias: Vec<f32>| PackedConv::from_oihw(&self.weight, self.dims, self.groups, bias);
+        let with_layout = |variant, bias: Vec<f32>, layout| {
+            let mut w = WinogradConv::with_layout(
+                &self.weight,
+                self.dims,
+                self.groups,
+                bias,
+                variant,
+                layout,
+            );
+            w.tiles = simd.for_kernel(Kernel::Tiles);
+            w.transforms = simd.for_kernel(Kernel::Elementwise);
+            w
+        };
+        // The register-tile layouts where the level has vector tiles, the `gemm` crate else.
         let wino = |variant, bias: Vec<f32>| {
-            WinogradConv::from_oihw(&self.weight, self.dims, self.groups, bias, variant)
+            let layout = if vector {
+                WinogradConv::default_layout(self.dims, variant)
+            } else {
+                Layout::Gemm
+            };
+            with_layout(variant, bias, layout)
         };
         // For inputs with few tiles: the register tiles instead of the `gemm` crate, whose
         // packing dominates such small products.
         let wino_few_tiles = |variant, bias: Vec<f32>| {
             let layout = match WinogradConv::default_layout(self.dims, variant) {
-                Layout::Gemm => Layout::Blocks,
+                Layout::Gemm if vector => Layout::Blocks,
+                _ if !vector => Layout::Gemm,
                 other => other,
             };
-            WinogradConv::with_layout(&self.weight, self.dims, self.groups, bias, variant, layout)
+            with_layout(variant, bias, layout)
         };
+        let direct_kernel = |bias: Vec<f32>| {
+            let w = DirectConv::from_oihw(&self.weight, self.dims, self.groups, bias);
+            ConvKernel::Direct(w.with_simd(simd.for_kernel(Kernel::Tiles)))
+        };
+        // The direct kernel where the level has vector tiles, im2col + GEMM else.
         let direct = |bias: Vec<f32>| {
-            if DirectConv::available() {
-                ConvKernel::Direct(DirectConv::from_oihw(
-                    &self.weight,
-                    self.dims,
-                    self.groups,
-                    bias,
-                ))
+            if vector {
+                direct_kernel(bias)
             } else {
                 ConvKernel::Im2col(pack(bias))
             }
         };
         let weights = match (options.conv, side) {
             (ConvAlgorithm::Im2col, _) => ConvKernel::Im2col(pack(self.bias)),
-            (ConvAlgorithm::Direct, _) => direct(self.bias),
+            (ConvAlgorithm::Direct, _) => direct_kernel(self.bias),
             (_, None) => direct(self.bias),
             (ConvAlgorithm::Winograd, Some(_)) => {
                 ConvKernel::Winograd(wino(large, self.bias), None)
@@ -320,6 +384,19 @@ enum Op {
     },
 }
 
+/// The kernel that computes one layer of an [`Engine`] (see [`Engine::layer_kernels`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerKernel {
+    /// Layer name, as [`Engine::layer_names`] gives it.
+    pub layer: String,
+    /// Kernel family: `direct`, `winograd`, `im2col-gemm`, `fc-stream`, `lrn`, `max-pool` or
+    /// `avg-pool`.
+    pub family: &'static str,
+    /// The family's form and SIMD variant, e.g. `direct avx512`, `fc-stream avx2`,
+    /// `winograd F(4x4,3x3) gemm (products: gemm crate avx2; transforms: avx2)`.
+    pub description: String,
+}
+
 impl Op {
     fn name(&self) -> &str {
         match self {
@@ -328,6 +405,30 @@ impl Op {
             | Op::MaxPool { name, .. }
             | Op::AvgPool { name, .. }
             | Op::Linear { name, .. } => name,
+        }
+    }
+
+    /// What computes this op at level `simd` (the element-wise kernels' level).
+    fn kernel(&self, simd: Simd) -> LayerKernel {
+        let elementwise = simd.for_kernel(Kernel::Elementwise);
+        let (family, description) = match self {
+            Op::Conv { weights, .. } => {
+                let family = match weights {
+                    ConvKernel::Im2col(_) => "im2col-gemm",
+                    ConvKernel::Direct(_) => "direct",
+                    ConvKernel::Winograd(..) => "winograd",
+                };
+                (family, weights.describe())
+            }
+            Op::Lrn { .. } => ("lrn", format!("lrn {elementwise}")),
+            Op::MaxPool { .. } => ("max-pool", format!("max-pool {elementwise}")),
+            Op::AvgPool { .. } => ("avg-pool", "avg-pool portable".to_string()),
+            Op::Linear { weights, .. } => ("fc-stream", format!("fc-stream {}", weights.simd())),
+        };
+        LayerKernel {
+            layer: self.name().to_string(),
+            family,
+            description,
         }
     }
 }
@@ -358,6 +459,7 @@ pub struct Engine {
     in_channels: usize,
     num_classes: usize,
     pool: Pool,
+    simd: Simd,
 }
 
 fn values<const D: usize>(name: &str, tensor: Tensor<D>) -> Result<Vec<f32>, EngineError> {
@@ -424,7 +526,7 @@ fn pool_op(name: String, pool: MaxPool2d) -> Result<Op, EngineError> {
     })
 }
 
-fn linear_ops(layers: [(&str, BlockLinear); 3]) -> Result<Vec<Op>, EngineError> {
+fn linear_ops(layers: [(&str, BlockLinear); 3], simd: Simd) -> Result<Vec<Op>, EngineError> {
     layers
         .into_iter()
         .enumerate()
@@ -435,7 +537,8 @@ fn linear_ops(layers: [(&str, BlockLinear); 3]) -> Result<Vec<Op>, EngineError> 
             let bias = values(&format!("{name}.bias"), bias)?;
             Ok(Op::Linear {
                 name: name.to_string(),
-                weights: LinearWeights::from_in_out(weight, d_in, d_out, bias),
+                weights: LinearWeights::from_in_out(weight, d_in, d_out, bias)
+                    .with_simd(simd.for_kernel(Kernel::Linear)),
                 relu: i < 2,
             })
         })
@@ -470,7 +573,12 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default();
-        let options = &Tuned { options, sizes };
+        let simd = options.simd.unwrap_or_else(Simd::current).min(Simd::best());
+        let options = &Tuned {
+            options,
+            sizes,
+            simd,
+        };
         match model {
             Model::AlexNet(m) => Self::from_alexnet(m, options),
             Model::Vgg(m) => Self::from_vgg(m, options),
@@ -501,7 +609,13 @@ impl Engine {
             }
         }
         let avgpool = m.avgpool.map(|a| a.output_size);
-        Self::finish(ops, in_channels, avgpool, [m.fc6, m.fc7, m.fc8])
+        Self::finish(
+            ops,
+            in_channels,
+            avgpool,
+            [m.fc6, m.fc7, m.fc8],
+            options.simd,
+        )
     }
 
     fn from_vgg(m: Vgg, options: &Tuned<'_>) -> Result<Self, EngineError> {
@@ -545,7 +659,13 @@ impl Engine {
             }
         }
         let avgpool = Some(m.avgpool.output_size);
-        Self::finish(ops, in_channels, avgpool, [m.fc6, m.fc7, m.fc8])
+        Self::finish(
+            ops,
+            in_channels,
+            avgpool,
+            [m.fc6, m.fc7, m.fc8],
+            options.simd,
+        )
     }
 
     /// Appends the optional adaptive average pool and the classifier to the feature ops.
@@ -554,6 +674,7 @@ impl Engine {
         in_channels: usize,
         avgpool: Option<[usize; 2]>,
         [fc6, fc7, fc8]: [BlockLinear; 3],
+        simd: Simd,
     ) -> Result<Self, EngineError> {
         if let Some(size) = avgpool {
             ops.push(Op::AvgPool {
@@ -562,7 +683,7 @@ impl Engine {
             });
         }
         let [n6, n7, n8] = names::FC;
-        ops.extend(linear_ops([(n6, fc6), (n7, fc7), (n8, fc8)])?);
+        ops.extend(linear_ops([(n6, fc6), (n7, fc7), (n8, fc8)], simd)?);
         let num_classes = match ops.last() {
             Some(Op::Linear { weights, .. }) => weights.d_out,
             _ => 0,
@@ -572,7 +693,21 @@ impl Engine {
             in_channels,
             num_classes,
             pool: Pool::new(),
+            simd,
         })
+    }
+
+    /// The SIMD level the engine was built for ([`EngineOptions::simd`], else
+    /// [`Simd::current`]); each kernel family runs its variant for it
+    /// ([`Simd::for_kernel`]).
+    pub fn simd(&self) -> Simd {
+        self.simd
+    }
+
+    /// The kernel that computes each layer, in execution order (the names of
+    /// [`layer_names`](Self::layer_names)).
+    pub fn layer_kernels(&self) -> Vec<LayerKernel> {
+        self.ops.iter().map(|op| op.kernel(self.simd)).collect()
     }
 
     /// Number of output classes.
@@ -711,7 +846,7 @@ impl Engine {
                     let x = map
                         .take()
                         .expect("feature layers come before the classifier");
-                    let y = feature_op(op, x, pool)?;
+                    let y = feature_op(op, x, self.simd.for_kernel(Kernel::Elementwise), pool)?;
                     observer(op.name(), Activation::Map(&y));
                     if until == Some(op.name()) {
                         pool.give(y.data);
@@ -748,7 +883,8 @@ fn geometry(
     })
 }
 
-fn feature_op(op: &Op, x: Nhwc, pool: &Pool) -> Result<Nhwc, EngineError> {
+/// Runs a feature op; `simd` is the element-wise kernels' level.
+fn feature_op(op: &Op, x: Nhwc, simd: Simd, pool: &Pool) -> Result<Nhwc, EngineError> {
     let y = match op {
         Op::Conv {
             name,
@@ -766,7 +902,7 @@ fn feature_op(op: &Op, x: Nhwc, pool: &Pool) -> Result<Nhwc, EngineError> {
             alpha,
             beta,
             ..
-        } => lrn(&x, *radius, *bias, *alpha, *beta, pool),
+        } => lrn(&x, *radius, *bias, *alpha, *beta, simd, pool),
         Op::MaxPool {
             name,
             kernel,
@@ -775,7 +911,7 @@ fn feature_op(op: &Op, x: Nhwc, pool: &Pool) -> Result<Nhwc, EngineError> {
             ceil_mode,
         } => {
             let g = geometry(name, &x, *kernel, *stride, padding, *ceil_mode)?;
-            max_pool2d(&x, &g, pool)
+            max_pool2d(&x, &g, simd, pool)
         }
         Op::AvgPool { size, .. } => return Ok(adaptive_avg_pool2d(x, *size, pool)),
         Op::Linear { .. } => unreachable!("handled by forward_observed"),

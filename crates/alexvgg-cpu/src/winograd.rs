@@ -21,11 +21,12 @@
 
 use rayon::prelude::*;
 
-use crate::direct::{BLOCK, DirectConv, Rows, rows_times_blocks};
+use crate::direct::{BLOCK, Rows, rows_times_blocks};
 use crate::gemm::{MatRef, sgemm_serial};
 use crate::kernels::{ConvGeometry, Nhwc};
 use crate::multiversion;
 use crate::pool::Pool;
+use crate::simd::{Kernel, Simd};
 
 /// Largest input tile side.
 const T_MAX: usize = 6;
@@ -94,8 +95,8 @@ pub struct WinogradConv {
     pub tile: usize,
     /// `G g Gᵀ`, laid out `[t * t][groups][blocks][cin_g][width]` (`t` the input tile side):
     /// blocks of [`BLOCK`] output channels for the register-tile kernel (zeros past the group's
-    /// last channel) where the CPU has AVX2 and FMA, otherwise one block of `cout_g` (the row-major
-    /// `[cin_g][cout_g]` matrices of the GEMM).
+    /// last channel) in the blocked layouts, one block of `cout_g` (the row-major
+    /// `[cin_g][cout_g]` matrices of the GEMM) in [`Layout::Gemm`].
     pub transformed: Vec<f32>,
     /// Output channels per block of `transformed`.
     pub width: usize,
@@ -103,9 +104,22 @@ pub struct WinogradConv {
     pub layout: Layout,
     /// One bias per output channel.
     pub bias: Vec<f32>,
+    /// The register tiles' variant (blocked layouts).
+    pub tiles: Simd,
+    /// The input and output transforms' variant.
+    pub transforms: Simd,
 }
 
 impl WinogradConv {
+    /// The same filters running the register tiles and transforms of `simd` exactly (lowered to
+    /// what the CPU supports); tests and measurements use this to force a variant.
+    pub fn with_simd(mut self, simd: Simd) -> Self {
+        let simd = simd.min(Simd::best());
+        self.tiles = simd;
+        self.transforms = simd;
+        self
+    }
+
     /// Products of transform index `k` and group `g` by the register tiles (a blocked layout):
     /// `m[t * ld + g * cout_g + o] = sum_c v[(t * 36 + k) * cin + g * cin_g + c] * u[k][g][c][o]`
     /// for `tiles` tiles (`v` is `[tiles][t * t][cin]`).
@@ -130,7 +144,7 @@ impl WinogradConv {
             len: cin_g,
         };
         let u = &self.transformed[at..at + blocks * cin_g * BLOCK];
-        rows_times_blocks(&rows, u, m, ld, g * cout_g, cout_g);
+        rows_times_blocks(self.tiles, &rows, u, m, ld, g * cout_g, cout_g);
     }
 }
 
@@ -151,8 +165,8 @@ pub enum Layout {
 
 impl WinogradConv {
     /// Transforms a burn/PyTorch `[cout, cin / groups, k, k]` weight (in f64, rounded once); the
-    /// layer runs [fused](Layout::Fused) where the CPU has AVX2/FMA and the transformed filter has
-    /// at most 8 MB.
+    /// layer runs [fused](Layout::Fused) where [`Simd::current`] has vector register tiles and
+    /// the transformed filter has at most 2 MB, [`Layout::Gemm`] otherwise.
     ///
     /// # Panics
     /// When the kernel does not match `variant` or the sizes disagree.
@@ -163,7 +177,11 @@ impl WinogradConv {
         bias: Vec<f32>,
         variant: Variant,
     ) -> Self {
-        let layout = Self::default_layout(dims, variant);
+        let layout = if Simd::current().vector_kernels() {
+            Self::default_layout(dims, variant)
+        } else {
+            Layout::Gemm
+        };
         Self::with_layout(weight, dims, groups, bias, variant, layout)
     }
 
@@ -179,8 +197,8 @@ impl WinogradConv {
         }
     }
 
-    /// [`from_oihw`](Self::from_oihw) with the layout chosen by the caller; the register-tile
-    /// layouts are granted only where the CPU has AVX2 and FMA ([`Layout::Gemm`] otherwise).
+    /// [`from_oihw`](Self::from_oihw) with the layout chosen by the caller (the register tiles
+    /// and transforms of [`Simd::current`]).
     ///
     /// # Panics
     /// As [`from_oihw`](Self::from_oihw).
@@ -202,11 +220,6 @@ impl WinogradConv {
         assert_eq!(weight.len(), cout * cin_g * side * side, "conv weight size");
         assert_eq!(bias.len(), cout, "conv bias size");
         let cout_g = cout / groups;
-        let layout = if DirectConv::available() {
-            layout
-        } else {
-            Layout::Gemm
-        };
         let width = if layout == Layout::Gemm {
             cout_g
         } else {
@@ -257,6 +270,8 @@ impl WinogradConv {
             width,
             layout,
             bias,
+            tiles: Simd::current().for_kernel(Kernel::Tiles),
+            transforms: Simd::current().for_kernel(Kernel::Elementwise),
         }
     }
 }
@@ -383,7 +398,7 @@ pub fn conv2d_winograd(
                         [mt, side_in],
                         &mut scratch[..kk * cin],
                     );
-                    input_transform(scratch, vt, cin, side_in);
+                    input_transform(w.transforms, scratch, vt, cin, side_in);
                 },
             );
         // 2. 36 GEMMs: m[k][t][o] = sum_c v[t][k][c] * u[k][c][o]
@@ -418,7 +433,8 @@ pub fn conv2d_winograd(
                         gathered[k * cout..(k + 1) * cout].copy_from_slice(src);
                     }
                     let place = OutputPlace::new(w, ow, rows, tx);
-                    output_transform(gathered, rest, dst, place, &w.bias, relu);
+                    let simd = w.transforms;
+                    output_transform(simd, gathered, rest, dst, place, &w.bias, relu);
                 }
             },
         );
@@ -464,7 +480,7 @@ fn conv2d_fused(
                     &mut tmp[..kk * cin],
                 );
                 // the second half of `tmp[..2 * kk * cin]` is the transform's own scratch
-                input_transform(&mut tmp[..2 * kk * cin], vt, cin, side_in);
+                input_transform(w.transforms, &mut tmp[..2 * kk * cin], vt, cin, side_in);
             }
             // 2. products m[t][k][o] = sum_c v[t][k][c] * u[k][c][o]
             for k in 0..kk {
@@ -476,7 +492,7 @@ fn conv2d_fused(
             let rows = dst.len() / (ow * cout);
             for (tx, mt_values) in m.chunks_exact_mut(kk * cout).enumerate() {
                 let place = OutputPlace::new(w, ow, rows, tx);
-                output_transform(mt_values, tmp, dst, place, &w.bias, relu);
+                output_transform(w.transforms, mt_values, tmp, dst, place, &w.bias, relu);
             }
         },
     );
@@ -819,10 +835,17 @@ mod tests {
                         variant,
                         layout,
                     );
-                    let wino = conv2d_winograd(&x, &w, &g, false, &pool);
-                    assert_eq!(direct.data.len(), wino.data.len());
-                    for (a, b) in direct.data.iter().zip(&wino.data) {
-                        assert!((a - b).abs() < 1e-4, "{variant:?} {layout:?}: {a} vs {b}");
+                    // every variant of the register tiles and transforms the CPU has
+                    for simd in Simd::supported_levels() {
+                        let w = w.clone().with_simd(simd);
+                        let wino = conv2d_winograd(&x, &w, &g, false, &pool);
+                        assert_eq!(direct.data.len(), wino.data.len());
+                        for (a, b) in direct.data.iter().zip(&wino.data) {
+                            assert!(
+                                (a - b).abs() < 1e-4,
+                                "{simd} {variant:?} {layout:?}: {a} vs {b}"
+                            );
+                        }
                     }
                 }
             }

@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use alexvgg_cpu::{Activation, ConvAlgorithm, Engine, EngineError, EngineOptions};
+use alexvgg_cpu::{Activation, ConvAlgorithm, Engine, EngineError, EngineOptions, Simd};
 use alexvgg_import::load_model;
 use alexvgg_models::{AlexNetVariant, Architecture, Model, NetworkShape, VggDepth};
 use burn::module::Module;
@@ -53,13 +53,22 @@ const ALGORITHMS: [ConvAlgorithm; 5] = [
     ConvAlgorithm::Direct,
 ];
 
+/// Every (algorithm, SIMD level) pair to check: every algorithm at every level the CPU supports,
+/// the portable kernels (SIMD detection forced off) included.
+fn choices() -> Vec<(ConvAlgorithm, Simd)> {
+    Simd::supported_levels()
+        .into_iter()
+        .flat_map(|simd| ALGORITHMS.map(|conv| (conv, simd)))
+        .collect()
+}
+
 fn check(arch: Architecture, stem: &str, side: usize) {
     let device = cpu();
     let inputs = tensors("inputs.safetensors");
     let input = &inputs[&format!("input{side}")];
     let dims: [usize; 4] = input.shape.clone().try_into().unwrap();
     let acts = tensors(&format!("{stem}.activations.safetensors"));
-    for conv in ALGORITHMS {
+    for (conv, simd) in choices() {
         let (model, _, _) = load_model(&fixture(&format!("{stem}.safetensors")), &arch, &device)
             .unwrap_or_else(|e| panic!("{stem}: {e}"));
         let engine = Engine::with_options(
@@ -67,9 +76,11 @@ fn check(arch: Architecture, stem: &str, side: usize) {
             &EngineOptions {
                 conv,
                 input_size: None,
+                simd: Some(simd),
             },
         )
         .unwrap();
+        assert_eq!(engine.simd(), simd);
         // A first pass on other values: the engine reuses its buffers, and every kernel must
         // overwrite what it takes (a missed element would keep this pass's values).
         let junk: Vec<f32> = input.data.iter().map(|v| 1e3 - 7.0 * v).collect();
@@ -82,14 +93,14 @@ fn check(arch: Architecture, stem: &str, side: usize) {
                 panic!("{stem}: the engine reports no activation named {layer}")
             });
             assert_close(
-                &format!("engine {conv:?} {stem}/{layer}"),
+                &format!("engine {conv:?} {simd} {stem}/{layer}"),
                 got,
                 &want.data,
                 1e-4,
             );
         }
         assert_close(
-            &format!("engine {conv:?} {stem}/logits"),
+            &format!("engine {conv:?} {simd} {stem}/logits"),
             &logits,
             &acts["act.fc8"].data,
             1e-4,
@@ -190,7 +201,7 @@ fn engine_matches_burn_on_other_input_sizes() {
         let flat_len = features.dims()[1];
         let input = values(input);
         let record = model.into_record();
-        for conv in ALGORITHMS {
+        for (conv, simd) in choices() {
             let model = arch
                 .init(&shape, &device)
                 .unwrap()
@@ -200,6 +211,7 @@ fn engine_matches_burn_on_other_input_sizes() {
                 &EngineOptions {
                     conv,
                     input_size: None,
+                    simd: Some(simd),
                 },
             )
             .unwrap();
@@ -210,7 +222,12 @@ fn engine_matches_burn_on_other_input_sizes() {
                 let got = seen
                     .get(layer)
                     .unwrap_or_else(|| panic!("{name}: no {layer}"));
-                assert_close(&format!("{conv:?} {name}@{side}/{layer}"), got, w, 1e-4);
+                assert_close(
+                    &format!("{conv:?} {simd} {name}@{side}/{layer}"),
+                    got,
+                    w,
+                    1e-4,
+                );
             }
             match result {
                 Ok(logits) => assert_eq!(logits.len(), 2 * 7, "{name}"),
@@ -332,4 +349,51 @@ fn engine_refuses_non_finite_weights_and_inputs() {
         matches!(&err, EngineError::NonFinite { name, count: 2 } if name.starts_with("fc7")),
         "{err}"
     );
+}
+
+/// The engine names each layer's kernel, with the SIMD variant the level asked for.
+#[test]
+fn engine_reports_its_kernels_per_layer() {
+    let device = cpu();
+    let shape = NetworkShape {
+        num_classes: 5,
+        hidden: 16,
+        width_divisor: 16,
+    };
+    for simd in Simd::supported_levels() {
+        let model = Architecture::AlexNet(AlexNetVariant::Caffe)
+            .init(&shape, &device)
+            .unwrap();
+        let engine = Engine::with_options(
+            model,
+            &EngineOptions {
+                simd: Some(simd),
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap();
+        let kernels = engine.layer_kernels();
+        let names: Vec<&str> = kernels.iter().map(|k| k.layer.as_str()).collect();
+        assert_eq!(names, engine.layer_names());
+        let of = |layer: &str| kernels.iter().find(|k| k.layer == layer).unwrap();
+        // conv1 (11x11 stride 4): the direct kernel, or im2col where the level has no vector
+        // register tiles
+        let conv1 = of("conv1");
+        if simd == Simd::Portable {
+            assert_eq!(conv1.family, "im2col-gemm", "{conv1:?}");
+        } else {
+            assert_eq!(conv1.family, "direct", "{conv1:?}");
+            assert!(
+                conv1
+                    .description
+                    .ends_with(simd.for_kernel(alexvgg_cpu::simd::Kernel::Tiles).name())
+            );
+        }
+        let fc6 = of("fc6");
+        assert_eq!(fc6.family, "fc-stream");
+        let linear = simd.for_kernel(alexvgg_cpu::simd::Kernel::Linear);
+        assert_eq!(fc6.description, format!("fc-stream {linear}"));
+        assert_eq!(of("lrn1").family, "lrn");
+        assert_eq!(of("pool1").family, "max-pool");
+    }
 }

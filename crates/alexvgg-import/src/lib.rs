@@ -12,7 +12,10 @@
 //!   the file names them), [`detect`] and [`Format`], [`infer_shape`], [`check_finite`].
 //! - Readers: [`read_safetensors`] / [`parse_safetensors`], [`read_npy`], [`read_npz`] (and
 //!   the [`numpy`] module's parsers), [`read_pth`], [`read_caffemodel`] /
-//!   [`parse_caffemodel`], [`read_burnpack`] / [`read_burnpack_with_metadata`].
+//!   [`parse_caffemodel`], [`read_burnpack`] / [`read_burnpack_with_metadata`] /
+//!   [`read_burnpack_metadata`].
+//! - Checkpoints: [`checkpoint_checksum`], [`verify_checksum`], [`Checksum`] (the SHA-256 that
+//!   fine-tuning stores in a checkpoint's metadata; [`read_burnpack`] verifies it).
 //! - Mapping: [`Target`], [`from_tf`], [`from_torch`], [`guess_network`], [`param_layers`],
 //!   [`tf_name`].
 //! - Modules: [`load_module`], [`check_fits`], [`module_tensors`], [`param_shapes`],
@@ -45,8 +48,9 @@ pub use format::{
     Format, check_finite, convert, detect, infer_shape, load_model, read_for, read_tensors,
 };
 pub use native::{
-    Metadata, module_tensors, param_shapes, raw_param_shapes, read_burnpack,
-    read_burnpack_with_metadata, write_burnpack, write_tensors, write_tensors_with,
+    Checksum, Metadata, checkpoint_checksum, module_tensors, param_shapes, raw_param_shapes,
+    read_burnpack, read_burnpack_metadata, read_burnpack_with_metadata, verify_checksum,
+    write_burnpack, write_tensors, write_tensors_with,
 };
 pub use numpy::{read_npy, read_npz};
 pub use pth::read_pth;

@@ -10,6 +10,7 @@ use alexvgg_models::{Architecture, ModulePath, NetworkShape, host_values};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn_pack::{Bytes, DType, Reader, Writer};
+use sha2::{Digest, Sha256};
 
 use crate::{ImportError, RawTensor, SourceDtype, TensorMap};
 
@@ -21,6 +22,11 @@ pub const META_CLASSES: &str = "alexvgg.num_classes";
 pub const META_HIDDEN: &str = "alexvgg.hidden";
 /// Metadata key of the channel divisor.
 pub const META_WIDTH: &str = "alexvgg.width_divisor";
+/// Metadata key of a fine-tuning checkpoint's SHA-256 ([`checkpoint_checksum`]).
+pub const META_CHECKSUM: &str = "alexvgg.finetune.sha256";
+/// Prefix of the metadata keys of fine-tuning checkpoints, which [`checkpoint_checksum`]
+/// covers.
+pub const META_FINETUNE_PREFIX: &str = "alexvgg.finetune.";
 
 /// Visits every float parameter (and BatchNorm running statistic) with its module path,
 /// reading its values when `values` is set; the first value that cannot be read is kept in
@@ -193,16 +199,93 @@ pub fn write_tensors_with(
     })
 }
 
-/// Reads a burnpack written by [`write_burnpack`]: architecture, shape and tensors.
+/// Reads a burnpack written by [`write_burnpack`]: architecture, shape and tensors. A pack
+/// whose metadata holds a checksum (a fine-tuning checkpoint, [`META_CHECKSUM`]) is verified
+/// against it.
 ///
 /// # Errors
-/// [`ImportError::Corrupt`] for unreadable packs or missing metadata.
+/// [`ImportError::Corrupt`] for unreadable packs, and for checkpoints whose tensors or
+/// metadata no longer match their checksum.
 pub fn read_burnpack(
     path: &Path,
 ) -> Result<(Option<Architecture>, Option<NetworkShape>, TensorMap), ImportError> {
     let (meta, map) = read_burnpack_with_metadata(path)?;
+    if verify_checksum(&meta, &map) == Checksum::Mismatch {
+        return Err(ImportError::corrupt(
+            path.display().to_string(),
+            "checksum mismatch: its tensors or metadata changed after it was written \
+             (a damaged disk or copy, or an edit); refusing to use it",
+        ));
+    }
     let (arch, shape) = describe_metadata(&meta);
     Ok((arch, shape, map))
+}
+
+/// Reads only the metadata of a burnpack (its header), not its tensors.
+///
+/// # Errors
+/// [`ImportError::Corrupt`] for unreadable packs.
+pub fn read_burnpack_metadata(path: &Path) -> Result<Metadata, ImportError> {
+    let what = path.display().to_string();
+    let reader =
+        Reader::from_file_exact(path).map_err(|e| ImportError::corrupt(&what, e.to_string()))?;
+    Ok(reader.metadata().clone())
+}
+
+/// The SHA-256 (lowercase hex) that a fine-tuning checkpoint's metadata stores under
+/// [`META_CHECKSUM`]: over every [`META_FINETUNE_PREFIX`] metadata entry but the checksum
+/// itself (key, NUL, value, NUL, in key order), then every tensor in name order (name, NUL,
+/// the number of dimensions and each dimension as little-endian u64, the values as
+/// little-endian f32).
+pub fn checkpoint_checksum(meta: &Metadata, tensors: &TensorMap) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in meta {
+        if k.starts_with(META_FINETUNE_PREFIX) && k != META_CHECKSUM {
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(v.as_bytes());
+            h.update([0]);
+        }
+    }
+    let mut buf = Vec::with_capacity(64 << 10);
+    for (name, t) in tensors {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update((t.shape.len() as u64).to_le_bytes());
+        for &d in &t.shape {
+            h.update((d as u64).to_le_bytes());
+        }
+        for chunk in t.data.chunks(16 << 10) {
+            buf.clear();
+            for v in chunk {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            h.update(&buf);
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a burnpack's stored checksum says of its content ([`verify_checksum`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checksum {
+    /// The metadata holds no checksum (not a fine-tuning checkpoint, or one of a version that
+    /// wrote none).
+    Absent,
+    /// The content matches the stored checksum.
+    Matches,
+    /// The content differs from what was written: the file is corrupt.
+    Mismatch,
+}
+
+/// Checks tensors and metadata read from a burnpack against the checksum stored in its
+/// metadata ([`META_CHECKSUM`], computed by [`checkpoint_checksum`]).
+pub fn verify_checksum(meta: &Metadata, tensors: &TensorMap) -> Checksum {
+    match meta.get(META_CHECKSUM) {
+        None => Checksum::Absent,
+        Some(sum) if *sum == checkpoint_checksum(meta, tensors) => Checksum::Matches,
+        Some(_) => Checksum::Mismatch,
+    }
 }
 
 /// The architecture and shape recorded in a burnpack's metadata, where present and valid.

@@ -308,3 +308,19 @@ fn self_referencing_pickles_are_refused_not_leaked() {
     let list_cycle = b"\x80\x02]q\x00h\x00a.";
     assert!(unpickle(list_cycle, "cycle.npy").is_err());
 }
+
+#[test]
+fn the_note_s_npy_and_the_caffe_release_hold_the_same_tensors() {
+    // bvlc_alexnet.npy is bvlc_alexnet.caffemodel converted by caffe-tensorflow (conv HWIO,
+    // fc [in, out], fc6 rows (h, w, c)); the fixtures hold the same seeded weights both ways
+    let device = cpu();
+    let tf = Architecture::AlexNet(AlexNetVariant::Tf);
+    let (from_npy, _, npy) = load_model(&fixture("alexnet_tf_w8.py2.npy"), &tf, &device).unwrap();
+    let (from_caffe, _, caffe) =
+        load_model(&fixture("alexnet_tf_w8.caffemodel"), &tf, &device).unwrap();
+    assert_eq!((npy, caffe), (Format::Npy, Format::Caffemodel));
+    let a = alexvgg_import::module_tensors(&from_npy).unwrap();
+    let b = alexvgg_import::module_tensors(&from_caffe).unwrap();
+    assert_eq!(a.len(), 16);
+    assert_eq!(a, b, "bit-identical tensors");
+}

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::labels::Class;
-use crate::preprocess::{ImageError, ImageLimits, Preset, load_image_with, preprocess};
+use crate::preprocess::{
+    ImageError, ImageLimits, ImageWarning, Preset, load_image_checked, preprocess,
+};
 use crate::runner::{Runner, RunnerError};
 
 /// Extensions treated as images when walking folders.
@@ -128,9 +130,36 @@ pub fn prepare_with(
     side: usize,
     limits: &ImageLimits,
 ) -> Vec<Result<Vec<f32>, ImageError>> {
+    prepare_checked(paths, preset, side, limits)
+        .into_iter()
+        .map(|r| r.map(|p| p.input))
+        .collect()
+}
+
+/// One image ready for the network, with what looked wrong with its file.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// `[3, side, side]` values, channels first.
+    pub input: Vec<f32>,
+    /// Warnings of decoding (a truncated JPEG), for the caller to report.
+    pub warnings: Vec<ImageWarning>,
+}
+
+/// [`prepare_with`], keeping each image's decoding warnings ([`load_image_checked`]).
+pub fn prepare_checked(
+    paths: &[PathBuf],
+    preset: Preset,
+    side: usize,
+    limits: &ImageLimits,
+) -> Vec<Result<Prepared, ImageError>> {
     paths
         .par_iter()
-        .map(|p| load_image_with(p, limits).map(|img| preprocess(&img, preset, side)))
+        .map(|p| {
+            load_image_checked(p, limits).map(|loaded| Prepared {
+                input: preprocess(&loaded.image, preset, side),
+                warnings: loaded.warnings,
+            })
+        })
         .collect()
 }
 

@@ -178,6 +178,22 @@ fn probe(device: &Device) -> Result<(), String> {
     }
 }
 
+/// The backend `device` belongs to (with or without autodiff): flex and ndarray by their one
+/// CPU device, wgpu otherwise.
+pub fn backend_of(device: &Device) -> Backend {
+    let inner = device.clone().without_autodiff();
+    #[cfg(feature = "flex")]
+    if inner == Device::flex() {
+        return Backend::Flex;
+    }
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    if inner == Device::ndarray() {
+        return Backend::NdArray;
+    }
+    Backend::Wgpu
+}
+
 /// A short description of a device for benchmark and log output: the backend, burn's device,
 /// and for wgpu the adapter's own name (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)` for lavapipe).
 pub fn describe(backend: Backend, device: &Device) -> String {
@@ -215,6 +231,17 @@ mod tests {
             if !b.compiled() {
                 let err = make_device(Some(b.name())).unwrap_err();
                 assert!(err.to_string().contains("--features"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_device_tells_its_backend_with_or_without_autodiff() {
+        for b in BACKENDS.into_iter().filter(|b| b.compiled()) {
+            // wgpu needs an adapter; where there is none there is no device to ask
+            if let Ok((backend, device)) = make_device(Some(b.name())) {
+                assert_eq!(backend_of(&device), backend);
+                assert_eq!(backend_of(&device.autodiff()), backend);
             }
         }
     }

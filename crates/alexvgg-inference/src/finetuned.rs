@@ -6,6 +6,8 @@
 //! OUT/labels.txt      class names, one per line (`alexvgg classify --labels` format)
 //! OUT/best.bpk        weights of the epoch with the best validation top-1
 //! OUT/last.bpk        latest checkpoint; its metadata holds the run's progress
+//! OUT/metrics.jsonl   one JSON object per epoch (and metrics.csv, the same as CSV)
+//! OUT/curves.png      loss and top-1 per epoch ([`crate::plot`])
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -22,6 +24,12 @@ pub const LABELS: &str = "labels.txt";
 pub const BEST: &str = "best.bpk";
 /// The latest checkpoint of an output directory.
 pub const LAST: &str = "last.bpk";
+/// The per-epoch metrics of an output directory, one JSON object a line.
+pub const METRICS_JSONL: &str = "metrics.jsonl";
+/// The per-epoch metrics of an output directory as CSV.
+pub const METRICS_CSV: &str = "metrics.csv";
+/// The training curves of an output directory ([`crate::plot`]).
+pub const CURVES: &str = "curves.png";
 
 /// What inference needs to know of a fine-tuned network: the part of `config.json` that
 /// describes the model (the training crate adds the run's settings beside it).
@@ -51,6 +59,16 @@ pub struct FinetunedModel {
     pub weights: PathBuf,
 }
 
+/// `config.json` as far as inference reads it: the model card, and whether the run stores a
+/// checksum in every checkpoint (runs of older versions do not).
+#[derive(serde::Deserialize)]
+struct CardFile {
+    #[serde(flatten)]
+    card: ModelCard,
+    #[serde(default)]
+    checksums: bool,
+}
+
 /// Errors reading a fine-tuning output directory.
 #[derive(Debug, thiserror::Error)]
 pub enum FinetunedError {
@@ -70,6 +88,9 @@ pub enum FinetunedError {
         /// Why.
         reason: String,
     },
+    /// An unreadable checkpoint.
+    #[error(transparent)]
+    Import(#[from] alexvgg_import::ImportError),
 }
 
 /// Whether `dir` is a fine-tuning output directory (it has a `config.json`).
@@ -82,6 +103,10 @@ pub fn is_finetuned(dir: &Path) -> bool {
 /// # Errors
 /// [`FinetunedError`] for a missing or unreadable `config.json`.
 pub fn read_card(dir: &Path) -> Result<ModelCard, FinetunedError> {
+    read_card_file(dir).map(|f| f.card)
+}
+
+fn read_card_file(dir: &Path) -> Result<CardFile, FinetunedError> {
     let path = dir.join(CONFIG);
     let text = std::fs::read_to_string(&path).map_err(|source| FinetunedError::Io {
         path: path.clone(),
@@ -95,13 +120,17 @@ pub fn read_card(dir: &Path) -> Result<ModelCard, FinetunedError> {
 
 /// Reads a fine-tuning output directory; `None` when `dir` is not one (no `config.json`).
 ///
+/// The checkpoint's content is verified against its checksum when it is read
+/// ([`alexvgg_import::read_burnpack`]); here, a checkpoint of a run that stores checksums
+/// must hold one (a file without it was replaced or damaged).
+///
 /// # Errors
 /// [`FinetunedError`] for an unreadable or inconsistent directory.
 pub fn open_finetuned(dir: &Path) -> Result<Option<FinetunedModel>, FinetunedError> {
     if !is_finetuned(dir) {
         return Ok(None);
     }
-    let card = read_card(dir)?;
+    let CardFile { card, checksums } = read_card_file(dir)?;
     let weights = [BEST, LAST]
         .iter()
         .map(|f| dir.join(f))
@@ -110,5 +139,17 @@ pub fn open_finetuned(dir: &Path) -> Result<Option<FinetunedModel>, FinetunedErr
             path: dir.to_path_buf(),
             reason: "no checkpoint yet (neither best.bpk nor last.bpk)".to_string(),
         })?;
+    if checksums
+        && !alexvgg_import::read_burnpack_metadata(&weights)?
+            .contains_key(alexvgg_import::native::META_CHECKSUM)
+    {
+        return Err(FinetunedError::Invalid {
+            path: weights,
+            reason: format!(
+                "corrupt: no checksum in its metadata, though its run ({CONFIG}) stores one with \
+                 every checkpoint; the file was replaced or damaged"
+            ),
+        });
+    }
     Ok(Some(FinetunedModel { card, weights }))
 }

@@ -12,6 +12,9 @@
 //! - [`classify`]: image files and folders in, top-k classes out;
 //! - [`features`]: named activations of any layers, pooled or not;
 //! - [`pictures`]: the first layer's filters and a layer's activation maps as image grids;
+//! - [`explain`]: Grad-CAM and saliency maps (burn's autodiff) of a prediction;
+//! - [`overlay`]: an explanation's picture (heat map over the image, colour bar, class);
+//! - [`plot`]: a fine-tuning run's training curves (loss and top-1 per epoch) as a PNG;
 //! - [`tables`]: the per-layer and parameter tables;
 //! - [`memory`]: inference batches checked against the machine's memory before allocation;
 //! - [`files`]: checks before writing a converted weight file;
@@ -44,12 +47,15 @@
 pub mod bench;
 pub mod classify;
 pub mod device;
+pub mod explain;
 pub mod features;
 pub mod files;
 pub mod finetuned;
 pub mod labels;
 pub mod memory;
+pub mod overlay;
 pub mod pictures;
+pub mod plot;
 pub mod preprocess;
 pub mod pretrained;
 pub mod rng;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageDecoder, ImageReader, Rgb32FImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, Rgb32FImage, RgbImage};
 
 /// How pixels are turned into network input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -172,6 +172,93 @@ pub enum ImageError {
     },
 }
 
+/// Something odd about an image that still decoded, for the caller to report
+/// ([`load_image_checked`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImageWarning {
+    /// A JPEG whose data ends before its end-of-image marker: the decoder fills the part that
+    /// is missing (the bottom of the picture, or the later passes of a progressive JPEG) with
+    /// grey instead of failing.
+    #[error("{path} looks truncated: its missing part decodes grey")]
+    Truncated {
+        /// The file.
+        path: String,
+    },
+}
+
+/// An image decoded by [`load_image_checked`], with the warnings its file raised.
+#[derive(Clone, Debug)]
+pub struct LoadedImage {
+    /// The decoded image, EXIF orientation applied.
+    pub image: DynamicImage,
+    /// What looked wrong with the file although it decoded.
+    pub warnings: Vec<ImageWarning>,
+}
+
+/// Whether the JPEG `data` ends before its end-of-image marker (FF D9): `Some(true)` for a
+/// truncated JPEG, `Some(false)` for a complete one (anything after the marker, such as
+/// padding, is allowed), `None` when `data` is not a JPEG or its structure cannot be followed
+/// (the decoder is the judge of such files).
+///
+/// The segments are walked by their lengths (so an EXIF thumbnail's own end marker inside an
+/// APP1 segment does not count), and each scan's entropy-coded data up to the next marker
+/// (skipping stuffed `FF 00` bytes and restart markers).
+pub fn jpeg_truncated(data: &[u8]) -> Option<bool> {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut i = 2;
+    loop {
+        // a marker: FF (any number of fill FFs), then its code
+        match data.get(i) {
+            None => return Some(true),
+            Some(0xFF) => {}
+            Some(_) => return None,
+        }
+        while data.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&code) = data.get(i) else {
+            return Some(true);
+        };
+        i += 1;
+        match code {
+            0xD9 => return Some(false),
+            // standalone markers: TEM and restarts
+            0x01 | 0xD0..=0xD7 => continue,
+            0x00 | 0xD8 => return None,
+            _ => {}
+        }
+        // a segment with its length (which counts the two length bytes)
+        let (Some(&hi), Some(&lo)) = (data.get(i), data.get(i + 1)) else {
+            return Some(true);
+        };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if len < 2 {
+            return None;
+        }
+        i += len;
+        if i > data.len() {
+            return Some(true);
+        }
+        if code == 0xDA {
+            // entropy-coded data up to the next marker that is not a stuffed byte or a restart
+            loop {
+                let Some(at) = data[i..].iter().position(|&b| b == 0xFF) else {
+                    return Some(true);
+                };
+                i += at;
+                match data.get(i + 1) {
+                    None => return Some(true),
+                    Some(0x00 | 0xD0..=0xD7) => i += 2,
+                    // fill bytes before a marker: the marker loop skips them
+                    Some(_) => break,
+                }
+            }
+        }
+    }
+}
+
 /// [`load_image_with`] the limits of [`ImageLimits::from_env`].
 ///
 /// # Errors
@@ -190,6 +277,15 @@ pub fn load_image(path: &Path) -> Result<DynamicImage, ImageError> {
 /// [`ImageError::Decode`] naming the file for unreadable and corrupt files,
 /// [`ImageError::Refused`] for files that are not regular files or exceed `limits`.
 pub fn load_image_with(path: &Path, limits: &ImageLimits) -> Result<DynamicImage, ImageError> {
+    load_image_checked(path, limits).map(|loaded| loaded.image)
+}
+
+/// [`load_image_with`], also reporting what looks wrong with a file that still decodes: a
+/// truncated JPEG ([`ImageWarning::Truncated`]), which the decoder completes with grey.
+///
+/// # Errors
+/// As [`load_image_with`].
+pub fn load_image_checked(path: &Path, limits: &ImageLimits) -> Result<LoadedImage, ImageError> {
     let err = |reason: String| ImageError::Decode {
         path: path.display().to_string(),
         reason,
@@ -226,7 +322,17 @@ pub fn load_image_with(path: &Path, limits: &ImageLimits) -> Result<DynamicImage
         }
         Err(e) => return Err(err(e.to_string())),
     }
-    let mut reader = ImageReader::new(std::io::BufReader::new(file));
+    // read whole (the size is bounded above), so that its end can be checked too
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max_bytes), &mut bytes)
+        .map_err(|e| err(e.to_string()))?;
+    let mut warnings = Vec::new();
+    if jpeg_truncated(&bytes) == Some(true) {
+        warnings.push(ImageWarning::Truncated {
+            path: path.display().to_string(),
+        });
+    }
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes));
     if let Ok(format) = image::ImageFormat::from_path(path) {
         reader.set_format(format);
     }
@@ -248,7 +354,7 @@ pub fn load_image_with(path: &Path, limits: &ImageLimits) -> Result<DynamicImage
     if let Some(o) = orientation {
         image.apply_orientation(o);
     }
-    Ok(image)
+    Ok(LoadedImage { image, warnings })
 }
 
 /// Resizes so the shorter side is `short` (aspect kept), bilinear with antialiasing, in f32.
@@ -277,10 +383,28 @@ fn center_crop(img: &Rgb32FImage, size: u32) -> Rgb32FImage {
 
 /// Turns an image into a `[3, size, size]` channels-first f32 buffer for `preset`.
 pub fn preprocess(image: &DynamicImage, preset: Preset, size: usize) -> Vec<f32> {
+    normalize(&fitted(image, preset, size), preset)
+}
+
+/// The picture the network sees for `preset`: the image resized and cropped to `size` x
+/// `size` as [`preprocess`] does, before normalisation, in RGB (for the note's preset, whose
+/// channels the script scrambles, the RGB picture it meant to show).
+pub fn network_view(image: &DynamicImage, preset: Preset, size: usize) -> RgbImage {
+    let img = fitted(image, preset, size);
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        image::Rgb(
+            img.get_pixel(x, y)
+                .0
+                .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8),
+        )
+    })
+}
+
+/// The image resized (and cropped) to `size` x `size` for `preset`, RGB in 0..1.
+fn fitted(image: &DynamicImage, preset: Preset, size: usize) -> Rgb32FImage {
     let size32 = size as u32;
-    // 0..255 floats (the image crate's f32 conversion gives 0..1).
     let rgb = image.to_rgb32f();
-    let img = match preset {
+    match preset {
         Preset::Caffe | Preset::Torchvision => {
             center_crop(&resize_shorter(&rgb, RESIZE_SHORTER), size32)
         }
@@ -291,8 +415,7 @@ pub fn preprocess(image: &DynamicImage, preset: Preset, size: usize) -> Vec<f32>
                 image::imageops::resize(&rgb, size32, size32, FilterType::Triangle)
             }
         }
-    };
-    normalize(&img, preset)
+    }
 }
 
 /// Random-resized-crop and flip augmentation for training (the scheme of torchvision's

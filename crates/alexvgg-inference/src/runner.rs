@@ -1,7 +1,7 @@
 //! One way to run inference: the CPU engine of `alexvgg-cpu` on CPU devices, the burn model
 //! elsewhere (and wherever asked for).
 
-use alexvgg_cpu::{ConvAlgorithm, Engine, EngineError, EngineOptions};
+use alexvgg_cpu::{ConvAlgorithm, Engine, EngineError, EngineOptions, LayerKernel, Simd};
 use alexvgg_models::{Model, ModelError, host_values};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -11,7 +11,10 @@ use crate::device::Backend;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
-    /// `kernels` on CPU backends (flex, ndarray), `burn` on wgpu.
+    /// `kernels` on CPU backends (flex, ndarray) where the CPU has the engine's vector kernels
+    /// (AVX2 + FMA or better) or its portable kernels were measured faster than burn
+    /// ([`PORTABLE_ENGINE_BEATS_BURN`]); `burn` otherwise and on wgpu (see
+    /// [`EngineKind::resolve`]).
     Auto,
     /// The burn model on the chosen backend.
     Burn,
@@ -35,9 +38,32 @@ pub enum ConvChoice {
     Direct,
 }
 
+/// Whether the engine's portable kernels (no AVX2) were measured faster than burn's CPU path,
+/// which makes `auto` pick them on CPUs without AVX2 too. Measured with `ALEXVGG_SIMD=portable`
+/// on the AMD EPYC development machine (2026-12-02, `docs/benchmarks.md`): 2.2-3.7x faster than
+/// `--engine burn` on flex for AlexNet and VGG16 at batch 1 and 8. The `gemm` crate, under both,
+/// kept its AVX2 kernels there; on a CPU without them both fall back to its scalar kernels, and
+/// the engine's Winograd convolutions still do 2.25-4x fewer multiplications. Set this to
+/// `false` if a CPU without AVX2 measures otherwise: `auto` then picks burn there.
+pub const PORTABLE_ENGINE_BEATS_BURN: bool = true;
+
 impl EngineKind {
     /// Every choice, in the order help lists them.
     pub const ALL: [EngineKind; 3] = [EngineKind::Auto, EngineKind::Burn, EngineKind::Kernels];
+
+    /// What runs for this choice on a CPU backend (`cpu`) or not, with the engine's kernels at
+    /// SIMD level `simd`: `auto` is the engine on CPU backends where `simd` has its vector
+    /// kernels (or where the portable engine was measured faster than burn:
+    /// [`PORTABLE_ENGINE_BEATS_BURN`]), burn otherwise; `burn` and `kernels` are themselves.
+    pub fn resolve(self, cpu: bool, simd: Simd) -> EngineKind {
+        match self {
+            EngineKind::Auto if cpu && (simd.vector_kernels() || PORTABLE_ENGINE_BEATS_BURN) => {
+                EngineKind::Kernels
+            }
+            EngineKind::Auto => EngineKind::Burn,
+            other => other,
+        }
+    }
 
     /// Name on the command line.
     pub fn name(self) -> &'static str {
@@ -82,6 +108,7 @@ impl From<ConvChoice> for EngineOptions {
                 ConvChoice::Direct => ConvAlgorithm::Direct,
             },
             input_size: None,
+            simd: None,
         }
     }
 }
@@ -138,21 +165,41 @@ impl Runner {
         kind: EngineKind,
         conv: ConvChoice,
     ) -> Result<Self, RunnerError> {
+        Self::with_simd(model, device, backend, kind, conv, Simd::current())
+    }
+
+    /// [`new`](Self::new) with the engine's kernels at SIMD level `simd` (for `auto`'s choice
+    /// too, see [`EngineKind::resolve`]) instead of [`Simd::current`].
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_simd(
+        model: Model,
+        device: &Device,
+        backend: Backend,
+        kind: EngineKind,
+        conv: ConvChoice,
+        simd: Simd,
+    ) -> Result<Self, RunnerError> {
         let cpu = backend != Backend::Wgpu;
-        match (kind, cpu) {
-            (EngineKind::Burn, _) | (EngineKind::Auto, false) => Ok(Runner::Burn {
+        match (kind.resolve(cpu, simd), cpu) {
+            (EngineKind::Kernels, false) => Err(RunnerError::KernelsOnGpu(backend.name().into())),
+            (EngineKind::Kernels, true) => {
+                let options = EngineOptions {
+                    simd: Some(simd),
+                    ..conv.into()
+                };
+                Ok(Runner::Kernels(Engine::with_options(model, &options)?))
+            }
+            _ => Ok(Runner::Burn {
                 model: Box::new(model),
                 device: device.clone(),
             }),
-            (EngineKind::Kernels, false) => Err(RunnerError::KernelsOnGpu(backend.name().into())),
-            (EngineKind::Auto | EngineKind::Kernels, true) => {
-                Ok(Runner::Kernels(Engine::with_options(model, &conv.into())?))
-            }
         }
     }
 
-    /// [`new`](Self::new) with the automatic choices: the CPU engine on CPU backends with its
-    /// own convolution choice, burn on wgpu.
+    /// [`new`](Self::new) with the automatic choices: the CPU engine on CPU backends where the
+    /// CPU has its vector kernels, with its own convolution choice; burn elsewhere.
     ///
     /// # Errors
     /// As [`new`](Self::new).
@@ -165,6 +212,14 @@ impl Runner {
         match self {
             Runner::Burn { .. } => "burn",
             Runner::Kernels(_) => "alexvgg-cpu kernels",
+        }
+    }
+
+    /// The kernel of each layer of the CPU engine (`None` for burn, whose backend chooses).
+    pub fn layer_kernels(&self) -> Option<Vec<LayerKernel>> {
+        match self {
+            Runner::Kernels(engine) => Some(engine.layer_kernels()),
+            Runner::Burn { .. } => None,
         }
     }
 
@@ -222,4 +277,90 @@ fn softmax_row(row: &[f32]) -> Vec<f32> {
     let exp: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
     let sum: f64 = exp.iter().sum();
     exp.iter().map(|e| (e / sum) as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_the_engine_only_where_its_vector_kernels_run() {
+        // CPU backends: the engine at AVX2 and AVX-512, burn at the portable level (SIMD
+        // detection forced off, as on aarch64 or x86 without AVX2) unless measured faster
+        for simd in [Simd::Avx2, Simd::Avx512] {
+            assert_eq!(EngineKind::Auto.resolve(true, simd), EngineKind::Kernels);
+        }
+        let portable = if PORTABLE_ENGINE_BEATS_BURN {
+            EngineKind::Kernels
+        } else {
+            EngineKind::Burn
+        };
+        assert_eq!(EngineKind::Auto.resolve(true, Simd::Portable), portable);
+        for simd in Simd::ALL {
+            // wgpu: burn, whatever the CPU
+            assert_eq!(EngineKind::Auto.resolve(false, simd), EngineKind::Burn);
+            // explicit choices are kept
+            for cpu in [false, true] {
+                assert_eq!(EngineKind::Burn.resolve(cpu, simd), EngineKind::Burn);
+                assert_eq!(EngineKind::Kernels.resolve(cpu, simd), EngineKind::Kernels);
+            }
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn runner_auto_follows_the_forced_simd_level() {
+        use alexvgg_models::{AlexNetVariant, Architecture, NetworkShape};
+        let device = Device::flex();
+        let shape = NetworkShape {
+            num_classes: 3,
+            hidden: 8,
+            width_divisor: 16,
+        };
+        let model = || {
+            Architecture::AlexNet(AlexNetVariant::Caffe)
+                .init(&shape, &device)
+                .unwrap()
+        };
+        let auto = |simd| {
+            Runner::with_simd(
+                model(),
+                &device,
+                Backend::Flex,
+                EngineKind::Auto,
+                ConvChoice::Auto,
+                simd,
+            )
+            .unwrap()
+        };
+        let portable = auto(Simd::Portable);
+        assert_eq!(
+            matches!(portable, Runner::Kernels(_)),
+            PORTABLE_ENGINE_BEATS_BURN
+        );
+        // --engine kernels still runs the (portable) engine when asked for
+        let forced = Runner::with_simd(
+            model(),
+            &device,
+            Backend::Flex,
+            EngineKind::Kernels,
+            ConvChoice::Auto,
+            Simd::Portable,
+        )
+        .unwrap();
+        match &forced {
+            Runner::Kernels(engine) => assert_eq!(engine.simd(), Simd::Portable),
+            Runner::Burn { .. } => panic!("--engine kernels ran burn"),
+        }
+        let kernels = forced.layer_kernels().unwrap();
+        assert!(
+            kernels
+                .iter()
+                .any(|k| k.description == "fc-stream portable")
+        );
+        if Simd::Avx2.supported() {
+            let best = auto(Simd::best());
+            assert!(matches!(best, Runner::Kernels(_)));
+        }
+    }
 }

@@ -44,8 +44,8 @@ pub struct WeightsEntry {
     /// Network the file fits.
     #[serde(with = "alexvgg_models::arch::by_name")]
     pub architecture: Architecture,
-    /// Where it is published.
-    pub url: String,
+    /// Where it can be downloaded, tried in order: the original host first, then mirrors.
+    pub sources: Vec<Source>,
     /// Published checksum, where there is one; without, downloads are checked by structure.
     pub checksum: Option<Checksum>,
     /// Size of the file in bytes, or an upper bound of it ([`size_note`](Self::size_note)
@@ -59,6 +59,22 @@ pub struct WeightsEntry {
     pub shape: NetworkShape,
     /// Where the checksum comes from, or why there is none.
     pub checksum_note: String,
+    /// A SHA-256 recorded for the file where none is published: a copy from any source must
+    /// match it. Recorded once a file from the original host has passed the structure check
+    /// (`fetch` prints it), or taken from public code that pins the same file.
+    #[serde(default)]
+    pub recorded_sha256: Option<String>,
+    /// Where the recorded SHA-256 comes from, or why there is none.
+    #[serde(default)]
+    pub recorded_note: String,
+    /// Another known entry holding the same weights in another format: when none of this
+    /// entry's sources serves a verified file, that entry is fetched and converted to this
+    /// entry's network and burnpack instead.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Why the fallback holds the same weights.
+    #[serde(default)]
+    pub fallback_note: String,
     /// Licence of the weights.
     pub licence: String,
     /// Published accuracy (top-1, top-5 %), where known.
@@ -70,6 +86,23 @@ pub struct WeightsEntry {
     pub classes: String,
     /// Where the weights come from.
     pub source: String,
+}
+
+/// One place a known weight file can be downloaded from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Source {
+    /// The file's URL.
+    pub url: String,
+    /// Where this URL was found (the original host, or the public project that uses the mirror).
+    pub found_in: String,
+}
+
+impl WeightsEntry {
+    /// Whether a copy of the file can be verified by a hash (published or recorded): only
+    /// then is it accepted from a mirror.
+    pub fn has_hash(&self) -> bool {
+        self.checksum.is_some() || self.recorded_sha256.is_some()
+    }
 }
 
 /// The table of known weights (`weights/known.json`, compiled in).
@@ -146,6 +179,25 @@ pub enum WeightsError {
         /// Why.
         reason: String,
     },
+    /// A mirror's copy cannot be verified: the entry has neither a published nor a recorded
+    /// hash, and only the original host is trusted on the structure check alone.
+    #[error(
+        "a mirror's copy of {file} cannot be verified: no checksum is published or recorded for it (only the original host is trusted on the structure check alone; see docs/weight-formats.md, 'Recording a checksum')"
+    )]
+    Unverifiable {
+        /// File name.
+        file: String,
+    },
+    /// No source served a verified file (nor did the fallback's).
+    #[error("{}", unavailable_message(name, tried, cache))]
+    Unavailable {
+        /// The known name.
+        name: String,
+        /// Each source tried, in order, with its failure.
+        tried: Vec<SourceFailure>,
+        /// The cache directory the file was to go to.
+        cache: PathBuf,
+    },
     /// File system error.
     #[error("{path}: {source}")]
     Io {
@@ -154,6 +206,53 @@ pub enum WeightsError {
         /// Error.
         source: std::io::Error,
     },
+}
+
+/// One source that did not serve a verified file.
+#[derive(Debug)]
+pub struct SourceFailure {
+    /// The file asked for.
+    pub file: String,
+    /// The source's URL.
+    pub url: String,
+    /// What went wrong.
+    pub error: Box<WeightsError>,
+}
+
+fn unavailable_message(name: &str, tried: &[SourceFailure], cache: &Path) -> String {
+    let mut msg = format!(
+        "no source served a verified copy of {name}; tried {} source{}:",
+        tried.len(),
+        if tried.len() == 1 { "" } else { "s" }
+    );
+    for (i, t) in tried.iter().enumerate() {
+        // a download error names its URL, which the line already gives
+        let why = match &*t.error {
+            WeightsError::Download { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        msg.push_str(&format!("\n  {}. {} ({}): {why}", i + 1, t.url, t.file));
+    }
+    let mut files: Vec<&str> = Vec::new();
+    for t in tried {
+        if !files.contains(&t.file.as_str()) {
+            files.push(&t.file);
+        }
+    }
+    let file = files.first().copied().unwrap_or(name);
+    let others = if files.len() > 1 {
+        format!(
+            " (or {}, which holds the same weights)",
+            files[1..].join(", ")
+        )
+    } else {
+        String::new()
+    };
+    msg.push_str(&format!(
+        "\nTo proceed: download {file}{others} yourself and pass `--weights PATH`; or put it in the cache as {} (it is verified and converted on first use); or set {MIRROR_ENV} to a server holding {file} (its URL + /{file} is fetched).",
+        cache.join(file).display()
+    ));
+    msg
 }
 
 /// The cache directory: `$ALEXVGG_CACHE`, else `$XDG_CACHE_HOME/alexvgg`, else `~/.cache/alexvgg`.
@@ -217,6 +316,10 @@ pub struct Fetched {
     pub original: PathBuf,
     /// Its conversion to burnpack (`NAME.bpk`), when it could be made.
     pub native: Option<PathBuf>,
+    /// The URL that served the file now; `None` when it was already in the cache.
+    pub source: Option<String>,
+    /// The fallback entry whose file was fetched and converted instead, if any.
+    pub via: Option<String>,
 }
 
 /// How [`fetch_with`] downloads.
@@ -263,28 +366,112 @@ pub fn fetch_into(
     fetch_with(entry, dir, &FetchOptions::from_env(progress))
 }
 
-/// Makes sure `dir` holds `entry`'s file, verified, and its burnpack conversion.
-///
-/// The download goes to `FILE.partial`; an interrupted download (dropped connection, killed
-/// process, timeout) leaves it there and the next call resumes it with an HTTP range request
-/// (or starts over when the server ignores ranges). A download larger than the entry's
-/// [`size`](WeightsEntry::size) is stopped and discarded. The finished file is checked against
-/// the published checksum, or, where none is published, by structure: every tensor must fit
-/// the entry's network, which the conversion to burnpack checks, and the network must be the
-/// entry's [`shape`](WeightsEntry::shape) (the full widths and 1000 classes for the published
-/// weights, not a reduced network). Only then is it renamed to `FILE`; a file that fails
-/// verification is deleted. While it downloads, `FILE.partial.lock` (holding the process id)
-/// keeps a second fetch of the same file out; a lock whose process is gone (or, where that
-/// cannot be told, untouched for [`STALE_LOCK`]) is taken over.
+/// Makes sure `dir` holds `entry`'s file, verified, and its burnpack conversion, with the
+/// table of [`known`] weights for the entry's [`fallback`](WeightsEntry::fallback).
 ///
 /// # Errors
-/// [`WeightsError`] for network, checksum, structure and file-system failures, and
-/// [`WeightsError::Busy`] while another process fetches the same file.
+/// As [`fetch_in_table`].
 pub fn fetch_with(
     entry: &WeightsEntry,
     dir: &Path,
     options: &FetchOptions,
 ) -> Result<Fetched, WeightsError> {
+    fetch_in_table(entry, &known(), dir, options)
+}
+
+/// Makes sure `dir` holds `entry`'s file, verified, and its burnpack conversion; `table` holds
+/// the entry named by its [`fallback`](WeightsEntry::fallback).
+///
+/// The sources are tried in order (or only `$ALEXVGG_MIRROR/FILE` when that variable is set);
+/// each attempt says which source it uses. A download goes to `FILE.partial`; an interrupted
+/// download (dropped connection, killed process, timeout) leaves it there and the next attempt
+/// (the next source, or the next call) resumes it with an HTTP range request (or starts over
+/// when the server ignores ranges). A download larger than the entry's
+/// [`size`](WeightsEntry::size) is stopped and discarded. The finished file must match the
+/// published checksum and the [recorded SHA-256](WeightsEntry::recorded_sha256) where the
+/// entry has them, and must pass the structure check: every tensor must fit the entry's
+/// network, which the conversion to burnpack checks, and the network must be the entry's
+/// [`shape`](WeightsEntry::shape) (the full widths and 1000 classes for the published
+/// weights, not a reduced network). A mirror's copy of a file with no hash at all is refused
+/// ([`WeightsError::Unverifiable`]); the original host (and `$ALEXVGG_MIRROR`) is trusted on
+/// the structure check alone, and the file's SHA-256 is printed for recording. Only a
+/// verified file is renamed to `FILE`; one that fails verification is deleted and the next
+/// source is tried. While it downloads, `FILE.partial.lock` (holding the process id) keeps a
+/// second fetch of the same file out; a lock whose process is gone (or, where that cannot be
+/// told, untouched for [`STALE_LOCK`]) is taken over.
+///
+/// When no source serves a verified file and the entry names a fallback, the fallback entry
+/// is fetched the same way and its file converted to this entry's network, as `NAME.bpk`.
+///
+/// # Errors
+/// [`WeightsError::Unavailable`] listing every source tried with its failure (the
+/// fallback's included) and how to proceed; [`WeightsError::Busy`] while another process
+/// fetches the same file; [`WeightsError::Structure`] for a file placed in the cache by hand
+/// that holds another network; file-system errors.
+pub fn fetch_in_table(
+    entry: &WeightsEntry,
+    table: &[WeightsEntry],
+    dir: &Path,
+    options: &FetchOptions,
+) -> Result<Fetched, WeightsError> {
+    if let Some(cached) = cached(entry, table, dir)? {
+        return Ok(cached);
+    }
+    let mut tried = match fetch_sources(entry, table, dir, options) {
+        Err(WeightsError::Unavailable { tried, .. }) => tried,
+        other => return other,
+    };
+    let Some(fallback) = &entry.fallback else {
+        return Err(unavailable(entry, tried, dir));
+    };
+    let Some(other) = table.iter().find(|w| &w.name == fallback) else {
+        return Err(unavailable(entry, tried, dir));
+    };
+    eprintln!(
+        "no source served {}; falling back to {} ({}): {}",
+        entry.file, other.name, other.file, entry.fallback_note
+    );
+    match fetch_in_table(other, table, dir, options) {
+        Ok(fetched) => {
+            let native = dir.join(format!("{}.bpk", entry.name));
+            convert(entry, &fetched.original, &native)?;
+            eprintln!(
+                "{}: converted {} to {} for {}",
+                entry.name,
+                other.file,
+                native.display(),
+                entry.architecture.describe()
+            );
+            Ok(Fetched {
+                original: fetched.original,
+                native: Some(native),
+                source: fetched.source,
+                via: Some(other.name.clone()),
+            })
+        }
+        Err(WeightsError::Unavailable { tried: more, .. }) => {
+            tried.extend(more);
+            Err(unavailable(entry, tried, dir))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn unavailable(entry: &WeightsEntry, tried: Vec<SourceFailure>, dir: &Path) -> WeightsError {
+    WeightsError::Unavailable {
+        name: entry.name.clone(),
+        tried,
+        cache: dir.to_path_buf(),
+    }
+}
+
+/// What the cache already holds for `entry`: its file (converted to burnpack on first use if
+/// it was placed by hand), or its fallback's file with this entry's burnpack.
+fn cached(
+    entry: &WeightsEntry,
+    table: &[WeightsEntry],
+    dir: &Path,
+) -> Result<Option<Fetched>, WeightsError> {
     let target = dir.join(&entry.file);
     let native = dir.join(format!("{}.bpk", entry.name));
     if target.exists() {
@@ -295,35 +482,107 @@ pub fn fetch_with(
                 check_shape(entry, shape, &native)?;
             }
         }
-        return Ok(Fetched {
+        return Ok(Some(Fetched {
             original: target,
             native: native.exists().then_some(native),
-        });
+            source: None,
+            via: None,
+        }));
     }
+    let fallback = entry
+        .fallback
+        .as_ref()
+        .and_then(|f| table.iter().find(|w| &w.name == f));
+    if let Some(other) = fallback {
+        let original = dir.join(&other.file);
+        if original.exists() && native.exists() {
+            return Ok(Some(Fetched {
+                original,
+                native: Some(native),
+                source: None,
+                via: Some(other.name.clone()),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The URLs to try for `entry`, each with whether it is trusted on the structure check alone.
+fn source_urls(entry: &WeightsEntry) -> Vec<(String, bool)> {
+    match std::env::var(MIRROR_ENV) {
+        Ok(m) if !m.is_empty() => {
+            vec![(format!("{}/{}", m.trim_end_matches('/'), entry.file), true)]
+        }
+        _ => entry
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.url.clone(), i == 0))
+            .collect(),
+    }
+}
+
+/// Tries `entry`'s sources in order under the fetch lock.
+fn fetch_sources(
+    entry: &WeightsEntry,
+    table: &[WeightsEntry],
+    dir: &Path,
+    options: &FetchOptions,
+) -> Result<Fetched, WeightsError> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let url = match std::env::var(MIRROR_ENV) {
-        Ok(m) if !m.is_empty() => format!("{}/{}", m.trim_end_matches('/'), entry.file),
-        _ => entry.url.clone(),
-    };
+    let target = dir.join(&entry.file);
+    let native = dir.join(format!("{}.bpk", entry.name));
     let partial = dir.join(format!("{}.partial", entry.file));
     let lock = FetchLock::acquire(&partial, &entry.file)?;
     if target.exists() {
-        // another process finished it between the check above and taking the lock
+        // another process finished it between the check and taking the lock
         drop(lock);
-        return fetch_with(entry, dir, options);
+        return fetch_in_table(entry, table, dir, options);
     }
-    download(&url, &partial, entry, options, &lock)?;
-    let verified = verify(entry, &partial).and_then(|()| convert(entry, &partial, &native));
-    if let Err(e) = verified {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
+    let mut tried = Vec::new();
+    for (url, trusted) in source_urls(entry) {
+        let failure = |error: WeightsError| SourceFailure {
+            file: entry.file.clone(),
+            url: url.clone(),
+            error: Box::new(error),
+        };
+        if !trusted && !entry.has_hash() {
+            tried.push(failure(WeightsError::Unverifiable {
+                file: entry.file.clone(),
+            }));
+            continue;
+        }
+        if let Err(e) = download(&url, &partial, entry, options, &lock) {
+            // a partial download is kept: the next source resumes it
+            match &e {
+                WeightsError::Download { reason, .. } => eprintln!("  failed: {reason}"),
+                other => eprintln!("  failed: {other}"),
+            }
+            tried.push(failure(e));
+            continue;
+        }
+        let verified =
+            verify(entry, &partial).and_then(|how| convert(entry, &partial, &native).map(|()| how));
+        match verified {
+            Ok(how) => {
+                std::fs::rename(&partial, &target).map_err(|e| io_err(&target, e))?;
+                drop(lock);
+                eprintln!("{}: installed {} from {url}; {how}", entry.name, entry.file);
+                return Ok(Fetched {
+                    original: target,
+                    native: Some(native),
+                    source: Some(url),
+                    via: None,
+                });
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                eprintln!("  refused: {e}");
+                tried.push(failure(e));
+            }
+        }
     }
-    std::fs::rename(&partial, &target).map_err(|e| io_err(&target, e))?;
-    drop(lock);
-    Ok(Fetched {
-        original: target,
-        native: Some(native),
-    })
+    Err(unavailable(entry, tried, dir))
 }
 
 /// `FILE.partial.lock`: created exclusively, holding the process id; removed when dropped.
@@ -484,37 +743,51 @@ fn check_shape(
     ))
 }
 
-/// Hashes a finished download and compares with the published checksum.
-fn verify(entry: &WeightsEntry, file: &Path) -> Result<(), WeightsError> {
-    let Some(checksum) = &entry.checksum else {
-        return Ok(()); // checked by structure when converting
+/// Hashes a finished download and compares it with the published checksum and the recorded
+/// SHA-256; returns how it was verified (the structure check follows when converting).
+fn verify(entry: &WeightsEntry, file: &Path) -> Result<String, WeightsError> {
+    let sha256 = hash_file::<Sha256>(file)?;
+    let mismatch = |expected: String, found: &str| WeightsError::Checksum {
+        file: entry.file.clone(),
+        expected,
+        found: found.to_string(),
     };
-    let (expected, found, ok) = match checksum {
-        Checksum::Sha256Prefix(p) => {
-            let found = hash_file::<Sha256>(file)?;
-            let ok = found.starts_with(&p.to_ascii_lowercase());
-            (format!("SHA-256 {p}..."), found, ok)
+    let mut how = Vec::new();
+    match &entry.checksum {
+        Some(Checksum::Sha256Prefix(p)) => {
+            if !sha256.starts_with(&p.to_ascii_lowercase()) {
+                return Err(mismatch(format!("SHA-256 {p}..."), &sha256));
+            }
+            how.push(format!("the published SHA-256 prefix {p}"));
         }
-        Checksum::Sha256(h) => {
-            let found = hash_file::<Sha256>(file)?;
-            let ok = found == h.to_ascii_lowercase();
-            (format!("SHA-256 {h}"), found, ok)
+        Some(Checksum::Sha256(h)) => {
+            if sha256 != h.to_ascii_lowercase() {
+                return Err(mismatch(format!("SHA-256 {h}"), &sha256));
+            }
+            how.push("the published SHA-256".to_string());
         }
-        Checksum::Sha1(h) => {
+        Some(Checksum::Sha1(h)) => {
             let found = hash_file::<sha1::Sha1>(file)?;
-            let ok = found == h.to_ascii_lowercase();
-            (format!("SHA-1 {h}"), found, ok)
+            if found != h.to_ascii_lowercase() {
+                return Err(mismatch(format!("SHA-1 {h}"), &found));
+            }
+            how.push(format!("the published SHA-1 {h}"));
         }
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(WeightsError::Checksum {
-            file: entry.file.clone(),
-            expected,
-            found,
-        })
+        None => {}
     }
+    if let Some(h) = &entry.recorded_sha256 {
+        if sha256 != h.to_ascii_lowercase() {
+            return Err(mismatch(format!("recorded SHA-256 {h}"), &sha256));
+        }
+        how.push("the recorded SHA-256".to_string());
+    }
+    Ok(if how.is_empty() {
+        format!(
+            "verified by structure only (no checksum published or recorded): its SHA-256 is {sha256}; recording it in weights/known.json as recorded_sha256 lets mirrors serve it"
+        )
+    } else {
+        format!("verified by {} and by structure", how.join(" and "))
+    })
 }
 
 /// The lowercase hex digest of a file.

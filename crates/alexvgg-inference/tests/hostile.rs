@@ -13,7 +13,10 @@ use std::time::Duration;
 use alexvgg_import::load_model;
 use alexvgg_inference::classify::{collect_images, prepare_with};
 use alexvgg_inference::memory::{bytes_per_image, check_batch_within};
-use alexvgg_inference::preprocess::{ImageError, ImageLimits, Preset, load_image_with};
+use alexvgg_inference::preprocess::{
+    ImageError, ImageLimits, ImageWarning, Preset, jpeg_truncated, load_image_checked,
+    load_image_with,
+};
 use alexvgg_inference::pretrained::{Pretrained, PretrainedError};
 use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner, RunnerError};
 use alexvgg_models::{AlexNetVariant, Architecture, NetworkShape};
@@ -296,4 +299,83 @@ fn batches_beyond_memory_are_refused_with_what_they_need() {
         msg.contains("a batch of 100000 images needs at least") && msg.contains("GiB"),
         "{msg}"
     );
+}
+
+#[test]
+fn truncated_jpegs_are_found_by_their_missing_end_marker_and_still_decode() {
+    let whole = std::fs::read(fixture("images").join("cat_exif6.jpg")).unwrap();
+    assert_eq!(jpeg_truncated(&whole), Some(false));
+    // padding or garbage after the end marker is allowed
+    let mut padded = whole.clone();
+    padded.extend_from_slice(&[0u8; 64]);
+    padded.extend_from_slice(b"trailing bytes \xff\xd8");
+    assert_eq!(jpeg_truncated(&padded), Some(false));
+    // cut anywhere, in the headers or the scan data: truncated
+    for cut in [
+        4,
+        30,
+        whole.len() / 2,
+        whole.len() * 9 / 10,
+        whole.len() - 2,
+        whole.len() - 1,
+    ] {
+        assert_eq!(jpeg_truncated(&whole[..cut]), Some(true), "cut at {cut}");
+    }
+    // an end marker inside a segment (an EXIF thumbnail's own) does not count
+    let with_thumbnail = |body: &[u8]| {
+        let mut v = vec![
+            0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x08, 0xFF, 0xD8, 0xFF, 0xD9, 0x00, 0x00,
+        ];
+        v.extend_from_slice(body);
+        v
+    };
+    assert_eq!(jpeg_truncated(&with_thumbnail(&whole[2..])), Some(false));
+    let half = with_thumbnail(&whole[2..whole.len() / 2]);
+    assert_eq!(jpeg_truncated(&half), Some(true));
+    // other formats are not judged
+    let png = std::fs::read(fixture("images").join("cat_rgb.png")).unwrap();
+    assert_eq!(jpeg_truncated(&png), None);
+    assert_eq!(jpeg_truncated(&[]), None);
+
+    // loading: the cut file decodes, with the warning; the whole one without
+    let dir = scratch("truncated");
+    let (cut, intact) = (dir.join("cut.jpg"), dir.join("intact.jpg"));
+    std::fs::write(&cut, &whole[..whole.len() * 3 / 5]).unwrap();
+    std::fs::write(&intact, &whole).unwrap();
+    let limits = ImageLimits::default();
+    let good = load_image_checked(&intact, &limits).unwrap();
+    assert!(good.warnings.is_empty(), "{:?}", good.warnings);
+    let bad = load_image_checked(&cut, &limits).unwrap();
+    assert_eq!(
+        bad.warnings,
+        [ImageWarning::Truncated {
+            path: cut.display().to_string()
+        }]
+    );
+    let msg = bad.warnings[0].to_string();
+    assert!(
+        msg.contains("cut.jpg looks truncated: its missing part decodes grey"),
+        "{msg}"
+    );
+    let size = |img: &image::DynamicImage| (img.width(), img.height());
+    assert_eq!(size(&bad.image), size(&good.image));
+    // what the warning says: the missing part is uniform grey
+    let grey = |img: &image::DynamicImage| {
+        img.to_rgb8()
+            .pixels()
+            .filter(|p| p.0.iter().all(|&c| c.abs_diff(128) <= 2))
+            .count()
+    };
+    let pixels = (good.image.width() * good.image.height()) as usize;
+    assert!(
+        grey(&bad.image) > pixels / 5,
+        "{} of {pixels}",
+        grey(&bad.image)
+    );
+    assert!(
+        grey(&good.image) < pixels / 20,
+        "{} of {pixels}",
+        grey(&good.image)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -13,7 +13,8 @@ mod support;
 use alexvgg_import::load_model;
 use alexvgg_inference::preprocess::Preset;
 use alexvgg_inference::weights::{
-    Checksum, FetchOptions, WeightsEntry, WeightsError, fetch_into, fetch_with, known,
+    Checksum, FetchOptions, Source, WeightsEntry, WeightsError, fetch_in_table, fetch_into,
+    fetch_with, known,
 };
 use alexvgg_models::{AlexNetVariant, Architecture, NetworkShape};
 use sha2::{Digest, Sha256};
@@ -94,9 +95,13 @@ fn entry(url: &str, checksum: Option<Checksum>, file: &str, arch: Architecture) 
         name: format!("test_{}", file.replace('.', "_")),
         file: file.to_string(),
         architecture: arch,
-        url: format!("{url}/{file}"),
+        sources: vec![source(&format!("{url}/{file}"))],
         checksum,
         checksum_note: String::new(),
+        recorded_sha256: None,
+        recorded_note: String::new(),
+        fallback: None,
+        fallback_note: String::new(),
         size: 10_000_000,
         size_note: "a test bound".into(),
         shape: fixture_shape("alexnet_tf_w8.py2.npy", TF),
@@ -105,6 +110,23 @@ fn entry(url: &str, checksum: Option<Checksum>, file: &str, arch: Architecture) 
         preset: Preset::Caffe,
         classes: "test".into(),
         source: "test".into(),
+    }
+}
+
+fn source(url: &str) -> Source {
+    Source {
+        url: url.to_string(),
+        found_in: "test".into(),
+    }
+}
+
+/// The failure of the one source of a failed fetch.
+fn only_failure(result: Result<alexvgg_inference::weights::Fetched, WeightsError>) -> WeightsError {
+    match result {
+        Err(WeightsError::Unavailable { mut tried, .. }) if tried.len() == 1 => {
+            *tried.pop().unwrap().error
+        }
+        other => panic!("expected one failed source, got {other:?}"),
     }
 }
 
@@ -154,7 +176,16 @@ fn downloads_verify_convert_and_land_atomically() {
     .unwrap();
     assert_eq!((format.name(), shape.width_divisor), ("burnpack", 8));
     // second call: served from the cache (the server takes no second connection)
-    assert_eq!(fetch_into(&good, &dir, false).unwrap(), fetched);
+    let again = fetch_into(&good, &dir, false).unwrap();
+    assert_eq!(
+        (&again.original, &again.native),
+        (&fetched.original, &fetched.native)
+    );
+    assert_eq!(
+        fetched.source.as_deref(),
+        Some(good.sources[0].url.as_str())
+    );
+    assert_eq!(again.source, None, "served from the cache");
     assert_eq!(files_in(&dir), ["good.npy", "test_good_npy.bpk"]);
 }
 
@@ -172,8 +203,8 @@ fn a_dropped_connection_is_resumed_with_a_range_request() {
             .collect::<String>()
     };
     let e = entry(&url, Some(Checksum::Sha1(sha1)), "w.npy", TF);
-    match fetch_into(&e, &dir, false) {
-        Err(WeightsError::Download { reason, .. }) => {
+    match only_failure(fetch_into(&e, &dir, false)) {
+        WeightsError::Download { reason, .. } => {
             assert!(reason.contains("resumes"), "{reason}")
         }
         other => panic!("expected a download error, got {other:?}"),
@@ -207,8 +238,8 @@ fn corrupt_and_foreign_downloads_are_discarded() {
         "bad.npy",
         TF,
     );
-    match fetch_into(&bad, &dir, false) {
-        Err(e @ WeightsError::Checksum { .. }) => {
+    match only_failure(fetch_into(&bad, &dir, false)) {
+        e @ WeightsError::Checksum { .. } => {
             assert!(e.to_string().contains(&sha256(&body)), "{e}")
         }
         other => panic!("expected a checksum error, got {other:?}"),
@@ -221,8 +252,8 @@ fn corrupt_and_foreign_downloads_are_discarded() {
         (fixture_bytes("vgg16_w16.npz"), "vgg.npz"),
     ] {
         let (url, _) = serve(served, vec![Reply::Whole]);
-        match fetch_into(&entry(&url, None, file, TF), &dir, false) {
-            Err(e @ WeightsError::Structure { .. }) => {
+        match only_failure(fetch_into(&entry(&url, None, file, TF), &dir, false)) {
+            e @ WeightsError::Structure { .. } => {
                 assert!(e.to_string().contains(file), "{e}");
                 if file == "vgg.npz" {
                     assert!(e.to_string().contains("looks like VGG"), "{e}");
@@ -234,8 +265,8 @@ fn corrupt_and_foreign_downloads_are_discarded() {
     // nothing answers
     let refused = entry("http://127.0.0.1:9", None, "refused.npy", TF);
     assert!(matches!(
-        fetch_into(&refused, &dir, false),
-        Err(WeightsError::Download { .. })
+        only_failure(fetch_into(&refused, &dir, false)),
+        WeightsError::Download { .. }
     ));
     assert!(
         files_in(&dir).is_empty(),
@@ -257,7 +288,34 @@ fn the_known_weights_table_is_complete() {
     names.dedup();
     assert_eq!(names.len(), table.len(), "names are unique");
     for w in &table {
-        assert!(w.url.starts_with("http"), "{}", w.name);
+        assert!(!w.sources.is_empty(), "{}", w.name);
+        for s in &w.sources {
+            assert!(s.url.starts_with("http"), "{}: {}", w.name, s.url);
+            assert!(
+                !s.found_in.is_empty(),
+                "{}: where {} was found",
+                w.name,
+                s.url
+            );
+        }
+        assert!(
+            w.sources.len() == 1 || w.has_hash() || !w.recorded_note.is_empty(),
+            "{}: mirrors need a hash, or a note saying none is recorded",
+            w.name
+        );
+        if let Some(h) = &w.recorded_sha256 {
+            assert_eq!(h.len(), 64, "{}", w.name);
+            if let Some(Checksum::Sha256Prefix(p)) = &w.checksum {
+                assert!(h.starts_with(p.as_str()), "{}", w.name);
+            }
+        }
+        if let Some(f) = &w.fallback {
+            let other = table
+                .iter()
+                .find(|o| &o.name == f)
+                .expect("fallback is known");
+            assert_ne!(other.file, w.file, "{}", w.name);
+        }
         assert!(!w.licence.is_empty() && !w.source.is_empty(), "{}", w.name);
         assert_eq!(w.classes, "imagenet-1k");
         assert!(
@@ -336,8 +394,8 @@ fn a_server_that_never_answers_times_out() {
     });
     let e = entry(&url, None, "silent.npy", TF);
     let started = std::time::Instant::now();
-    match fetch_with(&e, &dir, &options(500)) {
-        Err(WeightsError::Download { reason, .. }) => {
+    match only_failure(fetch_with(&e, &dir, &options(500))) {
+        WeightsError::Download { reason, .. } => {
             assert!(reason.to_lowercase().contains("timeout"), "{reason}")
         }
         other => panic!("expected a timeout, got {other:?}"),
@@ -362,8 +420,8 @@ fn a_download_is_stopped_at_the_entry_s_size() {
     });
     let mut e = entry(&url, None, "endless.npy", TF);
     e.size = 300_000;
-    match fetch_with(&e, &dir, &options(5000)) {
-        Err(WeightsError::Download { reason, .. }) => assert!(
+    match only_failure(fetch_with(&e, &dir, &options(5000))) {
+        WeightsError::Download { reason, .. } => assert!(
             reason.contains("more than the 300000 bytes") && reason.contains("discarded"),
             "{reason}"
         ),
@@ -377,8 +435,8 @@ fn a_download_is_stopped_at_the_entry_s_size() {
     });
     let mut e = entry(&url, None, "announced.npy", TF);
     e.size = 300_000;
-    match fetch_with(&e, &dir, &options(5000)) {
-        Err(WeightsError::Download { reason, .. }) => {
+    match only_failure(fetch_with(&e, &dir, &options(5000))) {
+        WeightsError::Download { reason, .. } => {
             assert!(reason.contains("announces 4000000000 bytes"), "{reason}")
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -393,8 +451,8 @@ fn a_reduced_network_is_not_installed_as_the_known_weights() {
     // the entry expects the full network, as every published entry does
     let mut e = entry(&url, None, "bvlc_alexnet.npy", TF);
     e.shape = NetworkShape::default();
-    match fetch_into(&e, &dir, false) {
-        Err(err @ WeightsError::Structure { .. }) => {
+    match only_failure(fetch_into(&e, &dir, false)) {
+        err @ WeightsError::Structure { .. } => {
             let msg = err.to_string();
             assert!(
                 msg.contains("reduced network") && msg.contains("10 classes"),
@@ -445,5 +503,172 @@ fn a_second_fetch_of_the_same_file_waits_its_turn() {
         files_in(&dir),
         ["l.npy", "test_l_npy.bpk"],
         "the lock is gone"
+    );
+}
+
+/// A test entry with several sources (no file name appended).
+fn entry_from(urls: &[String], checksum: Option<Checksum>, file: &str) -> WeightsEntry {
+    let mut e = entry("unused", checksum, file, TF);
+    e.sources = urls.iter().map(|u| source(u)).collect();
+    e
+}
+
+#[test]
+fn sources_are_tried_in_order_until_one_serves_a_verified_file() {
+    let body = fixture_bytes("alexnet_tf_w8.py2.npy");
+    let dir = cache("sources");
+    // first: nothing listens; second: another file (wrong checksum); third: the file
+    let (wrong, wrong_log) = serve(fixture_bytes("alexnet_tf_w8.py3.npy"), vec![Reply::Whole]);
+    let (good, good_log) = serve(body.clone(), vec![Reply::Whole]);
+    let urls = [
+        "http://127.0.0.1:9/m.npy".to_string(),
+        format!("{wrong}/m.npy"),
+        format!("{good}/m.npy"),
+    ];
+    let e = entry_from(&urls, Some(Checksum::Sha256(sha256(&body))), "m.npy");
+    let fetched = fetch_into(&e, &dir, false).unwrap();
+    assert_eq!(
+        fetched.source.as_deref(),
+        Some(urls[2].as_str()),
+        "served by the third"
+    );
+    assert_eq!(std::fs::read(&fetched.original).unwrap(), body);
+    assert_eq!(wrong_log.lock().unwrap().len(), 1, "the second was asked");
+    assert_eq!(good_log.lock().unwrap().len(), 1);
+    // the wrong copy left nothing behind, not even as the start of a resumed download
+    assert_eq!(files_in(&dir), ["m.npy", "test_m_npy.bpk"]);
+}
+
+#[test]
+fn every_failed_source_is_listed_with_how_to_proceed() {
+    let body = fixture_bytes("alexnet_tf_w8.py2.npy");
+    let dir = cache("all-fail");
+    let (wrong, _) = serve(fixture_bytes("vgg16_w16.npz"), vec![Reply::Whole]);
+    let urls = [
+        "http://127.0.0.1:9/f.npy".to_string(),
+        format!("{wrong}/f.npy"),
+        "http://127.0.0.1:1/f.npy".to_string(),
+    ];
+    let e = entry_from(&urls, Some(Checksum::Sha256(sha256(&body))), "f.npy");
+    let err = fetch_into(&e, &dir, false).unwrap_err();
+    let WeightsError::Unavailable { tried, .. } = &err else {
+        panic!("expected every source to fail, got {err:?}")
+    };
+    assert_eq!(tried.len(), 3);
+    assert!(matches!(*tried[0].error, WeightsError::Download { .. }));
+    assert!(matches!(*tried[1].error, WeightsError::Checksum { .. }));
+    assert!(matches!(*tried[2].error, WeightsError::Download { .. }));
+    let msg = err.to_string();
+    for (i, url) in urls.iter().enumerate() {
+        assert!(msg.contains(&format!("{}. {url}", i + 1)), "{msg}");
+    }
+    for hint in [
+        "--weights PATH",
+        "ALEXVGG_MIRROR",
+        &dir.join("f.npy").display().to_string(),
+    ] {
+        assert!(msg.contains(hint), "{hint}: {msg}");
+    }
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+}
+
+#[test]
+fn a_mirror_copy_of_a_file_without_any_hash_is_refused_unread() {
+    let body = fixture_bytes("alexnet_tf_w8.py2.npy");
+    let dir = cache("unhashed");
+    let (mirror, log) = serve(body.clone(), vec![Reply::Whole]);
+    let urls = [
+        "http://127.0.0.1:9/u.npy".to_string(),
+        format!("{mirror}/u.npy"),
+    ];
+    // no checksum published or recorded: only the original host is trusted on structure
+    let mut e = entry_from(&urls, None, "u.npy");
+    let err = fetch_into(&e, &dir, false).unwrap_err();
+    match &err {
+        WeightsError::Unavailable { tried, .. } => {
+            assert!(matches!(*tried[1].error, WeightsError::Unverifiable { .. }))
+        }
+        other => panic!("expected the mirror to be refused, got {other:?}"),
+    }
+    assert!(err.to_string().contains("cannot be verified"), "{err}");
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "the mirror was not even asked"
+    );
+    // with a recorded SHA-256 the same mirror serves it
+    e.recorded_sha256 = Some(sha256(&body));
+    let fetched = fetch_into(&e, &dir, false).unwrap();
+    assert_eq!(fetched.source.as_deref(), Some(urls[1].as_str()));
+    // and a copy that does not match the recorded hash is refused like a wrong checksum
+    let dir = cache("recorded-mismatch");
+    let (other, _) = serve(fixture_bytes("alexnet_tf_w8.py3.npy"), vec![Reply::Whole]);
+    let mut e = entry_from(&[format!("{other}/r.npy")], None, "r.npy");
+    e.recorded_sha256 = Some(sha256(&body));
+    match only_failure(fetch_into(&e, &dir, false)) {
+        err @ WeightsError::Checksum { .. } => {
+            assert!(err.to_string().contains("recorded SHA-256"), "{err}")
+        }
+        other => panic!("expected a recorded-hash mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_note_s_alexnet_falls_back_to_the_caffe_release_with_identical_tensors() {
+    let caffemodel = fixture_bytes("alexnet_tf_w8.caffemodel");
+    let dir = cache("fallback");
+    let (url, _) = serve(caffemodel.clone(), vec![Reply::Whole]);
+    // the .npy: nothing answers; the Caffe file: served and verified by its SHA-256
+    let mut npy = entry_from(
+        &["http://127.0.0.1:9/note.npy".to_string()],
+        None,
+        "note.npy",
+    );
+    npy.name = "note".into();
+    npy.fallback = Some("note_caffe".into());
+    let mut caffe = entry(
+        &url,
+        Some(Checksum::Sha256(sha256(&caffemodel))),
+        "note.caffemodel",
+        Architecture::AlexNet(AlexNetVariant::Caffe),
+    );
+    caffe.name = "note_caffe".into();
+    let table = [npy.clone(), caffe];
+    let options = options(5000);
+    let fetched = fetch_in_table(&npy, &table, &dir, &options).unwrap();
+    assert_eq!(fetched.via.as_deref(), Some("note_caffe"));
+    assert_eq!(fetched.original, dir.join("note.caffemodel"));
+    let native = fetched.native.clone().unwrap();
+    assert_eq!(
+        native,
+        dir.join("note.bpk"),
+        "the .npy entry's own burnpack"
+    );
+    // the burnpack holds exactly the tensors the .npy would have given
+    let device = alexvgg_inference::device::make_device(Some("cpu"))
+        .unwrap()
+        .1;
+    let tensors = |path: &Path| {
+        let (model, _, _) = load_model(path, &TF, &device).unwrap();
+        alexvgg_import::module_tensors(&model).unwrap()
+    };
+    let from_npy = tensors(&fixture("alexnet_tf_w8.py2.npy"));
+    assert_eq!(from_npy.len(), 16);
+    assert_eq!(tensors(&native), from_npy);
+    // the next call finds it in the cache (nothing listens any more)
+    let again = fetch_in_table(&npy, &table, &dir, &options).unwrap();
+    assert_eq!(
+        (again.via, again.native),
+        (Some("note_caffe".into()), Some(native))
+    );
+    // when the fallback fails too, the error lists both entries' sources
+    let dir = cache("fallback-fails");
+    let mut table = table;
+    table[1].sources = vec![source("http://127.0.0.1:1/note.caffemodel")];
+    let err = fetch_in_table(&npy, &table, &dir, &options).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("1. http://127.0.0.1:9/note.npy")
+            && msg.contains("2. http://127.0.0.1:1/note.caffemodel"),
+        "{msg}"
     );
 }

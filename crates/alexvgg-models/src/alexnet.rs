@@ -21,7 +21,7 @@ use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, p
 use crate::lrn::{Lrn, LrnConfig};
 use crate::names;
 use crate::shape::Pad;
-use crate::{ModelError, Observer, Stopped, emit};
+use crate::{ModelError, Observer, Pass, Stopped};
 
 /// Which AlexNet (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -325,6 +325,28 @@ impl AlexNet {
         self.head_observed(x, 2, &mut no_observer)
     }
 
+    /// Logits computed from activation `from` (a name of
+    /// [`forward_observed`](Self::forward_observed), or `input`): the layers up to and including
+    /// `from` are not run, `activation` stands for its output. A name the network does not have
+    /// runs no layer at all; [`Model::forward_from`] checks names and shapes first.
+    ///
+    /// # Shapes
+    /// - `activation`: `from`'s output, `[batch, C, h, w]` (fully connected layers:
+    ///   `[batch, features, 1, 1]`)
+    /// - output: `[batch, num_classes]`
+    pub fn forward_from(&self, from: &str, activation: Tensor<4>) -> Tensor<2> {
+        let mut observer = no_observer;
+        let from = (from != names::INPUT).then_some(from);
+        let mut pass = Pass::new(from, None, &mut observer);
+        let Ok(x) = self
+            .features_pass(activation, &mut pass)
+            .and_then(|x| self.head_pass(x, 3, &mut pass))
+        else {
+            unreachable!("a pass without a stop runs to the end")
+        };
+        x
+    }
+
     /// Logits, calling `observer` with every intermediate activation, named as the original
     /// scripts name them (`conv1`, `lrn1`, `pool1`, ..., `fc6`, `fc7`, `fc8`); fully connected
     /// activations are passed as `[batch, features, 1, 1]`.
@@ -345,8 +367,9 @@ impl AlexNet {
     /// # Shapes
     /// - `input`: `[batch, 3, H, W]`
     pub fn forward_until(&self, input: Tensor<4>, last: &str, observer: &mut Observer<'_>) {
-        if let Ok(x) = self.features_until(input, Some(last), observer) {
-            let _ = self.head_until(x, 3, Some(last), observer);
+        let mut pass = Pass::new(None, Some(last), observer);
+        if let Ok(x) = self.features_pass(input, &mut pass) {
+            let _ = self.head_pass(x, 3, &mut pass);
         }
     }
 
@@ -360,63 +383,59 @@ impl AlexNet {
         input: Tensor<4>,
         observer: &mut Observer<'_>,
     ) -> Tensor<2> {
-        let Ok(x) = self.features_until(input, None, observer) else {
+        let Ok(x) = self.features_pass(input, &mut Pass::new(None, None, observer)) else {
             unreachable!("a pass without a stop runs to the end")
         };
         x
     }
 
-    /// Runs the feature layers, reporting each activation, until the one named `until`.
-    fn features_until(
-        &self,
-        input: Tensor<4>,
-        until: Option<&str>,
-        observer: &mut Observer<'_>,
-    ) -> Result<Tensor<2>, Stopped> {
+    /// Runs the feature layers of `pass` (from its start, until its stop), reporting each
+    /// activation.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, 3, H, W]`, or the activation the pass starts from
+    /// - output: `[batch, C * h * w]`
+    fn features_pass(&self, input: Tensor<4>, pass: &mut Pass) -> Result<Tensor<2>, Stopped> {
         let mut x = input; // [batch, 3, H, W]
         for (i, stage) in self.convs.iter().enumerate() {
             let n = i + 1;
-            x = relu(stage.conv.forward(x)); // [batch, C_n, H_n, W_n]
-            emit(observer, until, &names::alexnet_conv(n), &x)?;
+            // [batch, C_n, H_n, W_n]
+            x = pass.step(&names::alexnet_conv(n), x, |x| relu(stage.conv.forward(x)))?;
             if let Some(lrn) = &stage.lrn {
-                x = lrn.forward(x);
-                emit(observer, until, &names::alexnet_lrn(n), &x)?;
+                x = pass.step(&names::alexnet_lrn(n), x, |x| lrn.forward(x))?;
             }
             if let Some(pool) = &stage.pool {
-                x = pool.forward(x); // [batch, C_n, H_n / 2, W_n / 2]
-                emit(observer, until, &names::alexnet_pool(n), &x)?;
+                // [batch, C_n, H_n / 2, W_n / 2]
+                x = pass.step(&names::alexnet_pool(n), x, |x| pool.forward(x))?;
             }
         }
         if let Some(avgpool) = &self.avgpool {
-            x = avgpool.forward(x); // [batch, C, 6, 6]
-            emit(observer, until, names::AVGPOOL, &x)?;
+            x = pass.step(names::AVGPOOL, x, |x| avgpool.forward(x))?; // [batch, C, 6, 6]
         }
         Ok(x.flatten(1, 3)) // [batch, C * 6 * 6]
     }
 
     /// Runs the first `depth` fully connected layers (3 = logits).
     fn head_observed(&self, x: Tensor<2>, depth: usize, observer: &mut Observer<'_>) -> Tensor<2> {
-        let Ok(x) = self.head_until(x, depth, None, observer) else {
+        let Ok(x) = self.head_pass(x, depth, &mut Pass::new(None, None, observer)) else {
             unreachable!("a pass without a stop runs to the end")
         };
         x
     }
 
-    /// Runs the first `depth` fully connected layers until the one named `until`.
-    fn head_until(
-        &self,
-        x: Tensor<2>,
-        depth: usize,
-        until: Option<&str>,
-        observer: &mut Observer<'_>,
-    ) -> Result<Tensor<2>, Stopped> {
+    /// Runs the first `depth` fully connected layers of `pass`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, features]`
+    /// - output: `[batch, out]` of the last layer run
+    fn head_pass(&self, x: Tensor<2>, depth: usize, pass: &mut Pass) -> Result<Tensor<2>, Stopped> {
         let [fc6, fc7, fc8] = names::FC;
         let layers = [
             (fc6, self.drop6.as_ref(), &self.fc6),
             (fc7, self.drop7.as_ref(), &self.fc7),
             (fc8, self.drop8.as_ref(), &self.fc8),
         ];
-        classifier(layers, x, depth, until, observer)
+        classifier(layers, x, depth, pass)
     }
 
     /// Replaces the classifier head with a freshly initialised `hidden -> num_classes` layer.

@@ -219,22 +219,62 @@ impl Model {
         last: &str,
         observer: &mut Observer<'_>,
     ) -> Result<(), ModelError> {
-        let names = self.activation_names();
-        if !names.iter().any(|n| n == last) {
-            return Err(ModelError::UnknownLayer {
-                network: match self {
-                    Model::AlexNet(_) => "AlexNet".to_string(),
-                    Model::Vgg(_) => "VGG".to_string(),
-                },
-                layer: last.to_string(),
-                known: names.join(", "),
-            });
+        if !self.activation_names().iter().any(|n| n == last) {
+            return Err(self.unknown_layer(last));
         }
         match self {
             Model::AlexNet(m) => m.forward_until(input, last, observer),
             Model::Vgg(m) => m.forward_until(input, last, observer),
         }
         Ok(())
+    }
+
+    /// Logits computed from activation `from` onwards: the layers up to and including `from`
+    /// (one of [`activation_names`](Self::activation_names), or `input` for the whole network)
+    /// are not run, and `activation` stands for `from`'s output. With an autodiff leaf for
+    /// `activation`, the logits' gradient with respect to that layer's output is one backward
+    /// pass away (Grad-CAM).
+    ///
+    /// # Errors
+    /// [`ModelError::UnknownLayer`] for a name the network does not have (listing those it has);
+    /// [`ModelError::ActivationShape`] for an activation whose shape is not the one the network
+    /// gives `from` for an input of its own size ([`input_size`](Self::input_size)).
+    ///
+    /// # Shapes
+    /// - `activation`: `[batch, C, h, w]` as [`forward_until`](Self::forward_until) reports
+    ///   `from` for an `input_size` input (fully connected layers: `[batch, features, 1, 1]`)
+    /// - output: `[batch, num_classes]`
+    pub fn forward_from(&self, from: &str, activation: Tensor<4>) -> Result<Tensor<2>, ModelError> {
+        let side = self.input_size();
+        let rows = self.layers([3, side, side])?;
+        let Some(row) = rows.iter().find(|r| r.name == from) else {
+            return Err(self.unknown_layer(from));
+        };
+        let [b, c, h, w] = activation.dims();
+        if [c, h, w] != row.output {
+            return Err(ModelError::ActivationShape {
+                layer: from.to_string(),
+                expected: row.output,
+                found: [b, c, h, w],
+                input: side,
+            });
+        }
+        Ok(match self {
+            Model::AlexNet(m) => m.forward_from(from, activation),
+            Model::Vgg(m) => m.forward_from(from, activation),
+        })
+    }
+
+    /// The error for a layer name this network does not have, listing those it has.
+    fn unknown_layer(&self, layer: &str) -> ModelError {
+        ModelError::UnknownLayer {
+            network: match self {
+                Model::AlexNet(_) => "AlexNet".to_string(),
+                Model::Vgg(_) => "VGG".to_string(),
+            },
+            layer: layer.to_string(),
+            known: self.activation_names().join(", "),
+        }
     }
 
     /// fc7 activations (after ReLU).

@@ -8,7 +8,7 @@ use burn::nn::{Dropout, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::{Observer, Stopped, emit};
+use crate::{Pass, Stopped};
 
 /// Largest weight block, in bytes, for devices whose storage bindings are capped.
 pub const WGPU_BLOCK_BYTES: usize = 128 * 1024 * 1024;
@@ -93,9 +93,9 @@ fn join<const D: usize>(mut parts: Vec<Tensor<D>>, dim: usize) -> Tensor<D> {
     }
 }
 
-/// Runs the first `depth` layers of a `fc6 -> fc7 -> fc8` classifier (3 = logits): each with
-/// its optional input dropout, ReLU after all but the logits, reporting each output to
-/// `observer` as `[batch, features, 1, 1]`.
+/// Runs the first `depth` layers of a `fc6 -> fc7 -> fc8` classifier (3 = logits) that `pass`
+/// runs (not those before its starting activation): each with its optional input dropout, ReLU
+/// after all but the logits, reporting each output as `[batch, features, 1, 1]`.
 ///
 /// # Shapes
 /// - `x`: `[batch, features]`
@@ -104,11 +104,13 @@ pub(crate) fn classifier(
     layers: [(&str, Option<&Dropout>, &BlockLinear); 3],
     x: Tensor<2>,
     depth: usize,
-    until: Option<&str>,
-    observer: &mut Observer<'_>,
+    pass: &mut Pass,
 ) -> Result<Tensor<2>, Stopped> {
     let mut x = x; // [batch, features]
     for (i, (name, dropout, fc)) in layers.into_iter().take(depth).enumerate() {
+        if pass.skips(name) {
+            continue;
+        }
         if let Some(dropout) = dropout {
             x = dropout.forward(x);
         }
@@ -117,7 +119,7 @@ pub(crate) fn classifier(
             x = relu(x);
         }
         let [b, f] = x.dims();
-        emit(observer, until, name, &x.clone().reshape([b, f, 1, 1]))?;
+        pass.emit(name, &x.clone().reshape([b, f, 1, 1]))?;
     }
     Ok(x)
 }

@@ -68,6 +68,71 @@ pub(crate) fn emit(
     }
 }
 
+/// One forward pass over the named steps of a network: it may start after one activation (the
+/// steps up to and including it are skipped, see [`Model::forward_from`]) and stop after another
+/// (see [`Model::forward_until`]), reporting every step it runs to its observer.
+pub(crate) struct Pass<'a, 'o> {
+    /// The activation the pass starts from, until the pass has gone by it.
+    from: Option<&'a str>,
+    /// The activation the pass stops at.
+    until: Option<&'a str>,
+    /// Receives every activation computed.
+    observer: &'a mut Observer<'o>,
+}
+
+impl<'a, 'o> Pass<'a, 'o> {
+    /// A pass from activation `from` (`None`: the input) up to `until` (`None`: the logits).
+    pub(crate) fn new(
+        from: Option<&'a str>,
+        until: Option<&'a str>,
+        observer: &'a mut Observer<'o>,
+    ) -> Self {
+        Self {
+            from,
+            until,
+            observer,
+        }
+    }
+
+    /// Whether step `name` comes before the starting activation (or is it), and so is not run.
+    pub(crate) fn skips(&mut self, name: &str) -> bool {
+        match self.from {
+            Some(from) => {
+                if from == name {
+                    self.from = None;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs step `name` (`op` on `x`) and reports its output; a skipped step passes `x` on
+    /// unrun.
+    ///
+    /// # Shapes
+    /// - `x`: the previous activation, `[batch, C, H, W]`
+    /// - output: this step's activation
+    pub(crate) fn step(
+        &mut self,
+        name: &str,
+        x: Tensor<4>,
+        op: impl FnOnce(Tensor<4>) -> Tensor<4>,
+    ) -> Result<Tensor<4>, Stopped> {
+        if self.skips(name) {
+            return Ok(x);
+        }
+        let x = op(x);
+        self.emit(name, &x)?;
+        Ok(x)
+    }
+
+    /// Reports activation `name` to the observer, then stops the pass if it is the last one.
+    pub(crate) fn emit(&mut self, name: &str, x: &Tensor<4>) -> Result<(), Stopped> {
+        emit(self.observer, self.until, name, x)
+    }
+}
+
 /// Refuses a classifier that could not run: 0 classes, or fc6/fc7 of width 0.
 fn check_classifier(num_classes: usize, hidden: usize) -> Result<(), ModelError> {
     if num_classes == 0 {
@@ -154,6 +219,22 @@ pub enum ModelError {
         layer: String,
         /// The names it has, comma-separated.
         known: String,
+    },
+    /// An activation given to [`Model::forward_from`] whose shape is not the one the network
+    /// gives that layer.
+    #[error(
+        "the activation given for {layer} has shape {found:?}, but this network's {layer} is [batch, {}, {}, {}] (for an input of {input}x{input})",
+        expected[0], expected[1], expected[2]
+    )]
+    ActivationShape {
+        /// The layer.
+        layer: String,
+        /// Its `[C, H, W]` at the network's own input size.
+        expected: [usize; 3],
+        /// The shape given.
+        found: [usize; 4],
+        /// The input side the expectation is for.
+        input: usize,
     },
     /// A tensor's values could not be read back as `f32` (see [`host_values`]); the text is
     /// the tensor reader's description of the failure.

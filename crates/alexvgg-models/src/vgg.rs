@@ -17,7 +17,7 @@ use crate::block_linear::{BlockLinear, classifier, weight_block_limit};
 use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, pool_info};
 use crate::names;
 use crate::shape::Pad;
-use crate::{ModelError, Observer, Stopped, emit};
+use crate::{ModelError, Observer, Pass, Stopped};
 
 /// One entry of a VGG configuration table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,6 +311,28 @@ impl Vgg {
         self.head_observed(x, 2, &mut no_observer)
     }
 
+    /// Logits computed from activation `from` (a name of
+    /// [`forward_observed`](Self::forward_observed), or `input`): the layers up to and including
+    /// `from` are not run, `activation` stands for its output. A name the network does not have
+    /// runs no layer at all; [`Model::forward_from`] checks names and shapes first.
+    ///
+    /// # Shapes
+    /// - `activation`: `from`'s output, `[batch, C, h, w]` (fully connected layers:
+    ///   `[batch, features, 1, 1]`)
+    /// - output: `[batch, num_classes]`
+    pub fn forward_from(&self, from: &str, activation: Tensor<4>) -> Tensor<2> {
+        let mut observer = no_observer;
+        let from = (from != names::INPUT).then_some(from);
+        let mut pass = Pass::new(from, None, &mut observer);
+        let Ok(x) = self
+            .features_pass(activation, &mut pass)
+            .and_then(|x| self.head_pass(x, 3, &mut pass))
+        else {
+            unreachable!("a pass without a stop runs to the end")
+        };
+        x
+    }
+
     /// Logits, calling `observer` with each activation (`conv1_1`, ..., `pool5`, `avgpool`,
     /// `fc6`, `fc7`, `fc8`; fully connected ones as `[batch, features, 1, 1]`).
     ///
@@ -330,8 +352,9 @@ impl Vgg {
     /// # Shapes
     /// - `input`: `[batch, 3, H, W]`
     pub fn forward_until(&self, input: Tensor<4>, last: &str, observer: &mut Observer<'_>) {
-        if let Ok(x) = self.features_until(input, Some(last), observer) {
-            let _ = self.head_until(x, 3, Some(last), observer);
+        let mut pass = Pass::new(None, Some(last), observer);
+        if let Ok(x) = self.features_pass(input, &mut pass) {
+            let _ = self.head_pass(x, 3, &mut pass);
         }
     }
 
@@ -345,60 +368,57 @@ impl Vgg {
         input: Tensor<4>,
         observer: &mut Observer<'_>,
     ) -> Tensor<2> {
-        let Ok(x) = self.features_until(input, None, observer) else {
+        let Ok(x) = self.features_pass(input, &mut Pass::new(None, None, observer)) else {
             unreachable!("a pass without a stop runs to the end")
         };
         x
     }
 
-    /// Runs the feature layers, reporting each activation, until the one named `until`.
-    fn features_until(
-        &self,
-        input: Tensor<4>,
-        until: Option<&str>,
-        observer: &mut Observer<'_>,
-    ) -> Result<Tensor<2>, Stopped> {
+    /// Runs the feature layers of `pass` (from its start, until its stop), reporting each
+    /// activation.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, 3, H, W]`, or the activation the pass starts from
+    /// - output: `[batch, C * 7 * 7]`
+    fn features_pass(&self, input: Tensor<4>, pass: &mut Pass) -> Result<Tensor<2>, Stopped> {
         let mut x = input; // [batch, 3, H, W]
         for (layer, (conv_name, pool_name)) in self.features.iter().zip(conv_names(&self.features))
         {
-            x = layer.conv.forward(x); // [batch, C, H, W]
-            if let Some(bn) = &layer.bn {
-                x = bn.forward(x);
-            }
-            x = relu(x);
-            emit(observer, until, &conv_name, &x)?;
+            x = pass.step(&conv_name, x, |x| {
+                let x = layer.conv.forward(x); // [batch, C, H, W]
+                relu(match &layer.bn {
+                    Some(bn) => bn.forward(x),
+                    None => x,
+                })
+            })?;
             if let (Some(pool), Some(name)) = (&layer.pool, pool_name) {
-                x = pool.forward(x); // [batch, C, H / 2, W / 2]
-                emit(observer, until, &name, &x)?;
+                x = pass.step(&name, x, |x| pool.forward(x))?; // [batch, C, H / 2, W / 2]
             }
         }
-        x = self.avgpool.forward(x); // [batch, C, 7, 7]
-        emit(observer, until, names::AVGPOOL, &x)?;
+        x = pass.step(names::AVGPOOL, x, |x| self.avgpool.forward(x))?; // [batch, C, 7, 7]
         Ok(x.flatten(1, 3)) // [batch, C * 49]
     }
 
     fn head_observed(&self, x: Tensor<2>, depth: usize, observer: &mut Observer<'_>) -> Tensor<2> {
-        let Ok(x) = self.head_until(x, depth, None, observer) else {
+        let Ok(x) = self.head_pass(x, depth, &mut Pass::new(None, None, observer)) else {
             unreachable!("a pass without a stop runs to the end")
         };
         x
     }
 
-    /// Runs the first `depth` fully connected layers until the one named `until`.
-    fn head_until(
-        &self,
-        x: Tensor<2>,
-        depth: usize,
-        until: Option<&str>,
-        observer: &mut Observer<'_>,
-    ) -> Result<Tensor<2>, Stopped> {
+    /// Runs the first `depth` fully connected layers of `pass`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, features]`
+    /// - output: `[batch, out]` of the last layer run
+    fn head_pass(&self, x: Tensor<2>, depth: usize, pass: &mut Pass) -> Result<Tensor<2>, Stopped> {
         let [fc6, fc7, fc8] = names::FC;
         let layers = [
             (fc6, None, &self.fc6),
             (fc7, Some(&self.drop7), &self.fc7),
             (fc8, Some(&self.drop8), &self.fc8),
         ];
-        classifier(layers, x, depth, until, observer)
+        classifier(layers, x, depth, pass)
     }
 
     /// Replaces the classifier head with a freshly initialised `hidden -> num_classes` layer.

@@ -3,6 +3,7 @@
 
 use alexvgg_inference::bench::{BenchResult, BenchSpec, timed_ms};
 use alexvgg_inference::rng::SplitMix64;
+use alexvgg_inference::runner::EngineKind;
 use alexvgg_models::{Architecture, NetworkShape};
 use burn::tensor::Device;
 
@@ -10,17 +11,23 @@ use crate::config::{Freeze, OptimizerKind, OptimizerSettings};
 use crate::error::FinetuneError;
 use crate::trainer::Trainer;
 
-/// Times full training steps (forward, cross-entropy, backward, SGD-with-momentum update) of
-/// `arch` with 1000 classes on random `[batch, 3, side, side]` inputs; GFLOP/s counts a step
-/// as three forward passes (forward, and backward's two products per layer).
+/// Times training steps (forward, cross-entropy, backward, SGD-with-momentum update) of `arch`
+/// with 1000 classes on random `[batch, 3, side, side]` inputs, with the layers `freeze` names
+/// frozen and the frozen prefix run by `engine` (see [`Trainer::with_frozen_prefix`]: `auto`
+/// runs it forward only on the CPU engine, `burn` keeps everything under autodiff). GFLOP/s
+/// counts every step as a full one, three forward passes (forward, and backward's two products
+/// per layer), whatever is frozen: with frozen layers it is a nominal rate; compare times.
 ///
 /// # Errors
-/// [`FinetuneError`] when the network cannot be built or a step fails.
+/// [`FinetuneError`] when the network cannot be built, `freeze` names no layer of it, or a
+/// step fails.
 pub fn bench_train(
     arch: &Architecture,
     device: &Device,
     spec: &BenchSpec,
     batch: usize,
+    freeze: &Freeze,
+    engine: EngineKind,
 ) -> Result<BenchResult, FinetuneError> {
     let ad = device.clone().autodiff();
     let model = arch.init(&NetworkShape::default(), &ad)?;
@@ -29,7 +36,8 @@ pub fn bench_train(
         momentum: 0.9,
         weight_decay: 5e-4,
     };
-    let mut trainer = Trainer::new(model, arch, &settings, &Freeze::None, &ad)?;
+    let mut trainer =
+        Trainer::new(model, arch, &settings, freeze, &ad)?.with_frozen_prefix(engine)?;
     let mut g = SplitMix64::new(7);
     let side = spec.side;
     let inputs: Vec<f32> = (0..batch * 3 * side * side)

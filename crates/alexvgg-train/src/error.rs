@@ -50,9 +50,16 @@ pub enum FinetuneError {
     /// Reading a fine-tuning output directory.
     #[error(transparent)]
     Finetuned(#[from] alexvgg_inference::finetuned::FinetunedError),
+    /// Drawing the training curves.
+    #[error(transparent)]
+    Plot(#[from] alexvgg_inference::plot::PlotError),
     /// Writing run records as JSON.
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The frozen layers' forward pass (run without autodiff, see
+    /// [`Trainer::with_frozen_prefix`](crate::Trainer::with_frozen_prefix)) failed.
+    #[error("the frozen layers' forward pass failed: {0}")]
+    FrozenPrefix(String),
     /// Reading the model's outputs back to the host.
     #[error(transparent)]
     HostValues(alexvgg_models::ModelError),

@@ -10,9 +10,9 @@
 //! - [`synth`]: `alexvgg make-dataset`'s synthetic classes;
 //! - [`bench`]: timed training steps (`alexvgg bench --train`).
 //!
-//! This is the only crate of the workspace that enables burn's autodiff and optimizers; it
-//! takes devices, preprocessing, known weights and the fine-tuned model card from
-//! `alexvgg-inference`.
+//! This is the only crate of the workspace that enables burn's optimizers (burn's autodiff also
+//! serves `alexvgg-inference`'s Grad-CAM and saliency); it takes devices, preprocessing, known
+//! weights and the fine-tuned model card from `alexvgg-inference`.
 
 #![warn(missing_docs)]
 

@@ -9,30 +9,31 @@
 //! OUT/optimizer-N.bpk optimizer state belonging to last.bpk (step N)
 //! OUT/metrics.jsonl   one JSON object per epoch
 //! OUT/metrics.csv     the same as CSV
+//! OUT/curves.png      loss and top-1 per epoch, redrawn after every epoch
 //! ```
 //! Every file is written to a temporary name and renamed into place. Each checkpoint
 //! (`best.bpk`, `last.bpk`) carries a SHA-256 of its tensors and of its fine-tuning metadata
-//! ([`checkpoint_checksum`]), and `last.bpk` the SHA-256 of its optimizer file, which `--resume`
-//! verifies.
+//! ([`checkpoint_checksum`]), which every reader verifies (`--resume`, `classify`), and
+//! `last.bpk` the SHA-256 of its optimizer file, which `--resume` verifies.
 
 use std::path::Path;
 
-use alexvgg_import::{Metadata, TensorMap};
+use alexvgg_import::TensorMap;
 use sha2::{Digest, Sha256};
 
-pub(crate) use alexvgg_inference::finetuned::{BEST, CONFIG, LABELS, LAST};
+pub(crate) use alexvgg_inference::finetuned::{
+    BEST, CONFIG, CURVES, LABELS, LAST, METRICS_CSV, METRICS_JSONL,
+};
 use alexvgg_inference::finetuned::{CONFIG as CONFIG_FILE, ModelCard};
 
 use crate::config::RunConfig;
 use crate::error::FinetuneError;
 
-pub(crate) const METRICS_JSONL: &str = "metrics.jsonl";
-pub(crate) const METRICS_CSV: &str = "metrics.csv";
-
+/// The checksum of a checkpoint: one implementation, in the import crate (burnpack is its
+/// format, and every reader of a checkpoint verifies it there).
+pub use alexvgg_import::checkpoint_checksum;
 /// Metadata key of a checkpoint's SHA-256 ([`checkpoint_checksum`]).
-pub(crate) const META_SHA256: &str = "alexvgg.finetune.sha256";
-/// Prefix of the metadata keys that the checksum covers.
-const META_PREFIX: &str = "alexvgg.finetune.";
+pub(crate) use alexvgg_import::native::META_CHECKSUM as META_SHA256;
 
 /// What `config.json` holds: the model card inference reads, and the run's settings.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -82,9 +83,18 @@ pub(crate) fn is_run_file(name: &str) -> bool {
     let temporary = |n: &str| {
         n.strip_prefix('.')
             .and_then(|n| n.strip_suffix(".partial"))
-            .is_some_and(|n| [CONFIG_FILE, LABELS, METRICS_JSONL, METRICS_CSV].contains(&n))
+            .is_some_and(|n| [CONFIG_FILE, LABELS, METRICS_JSONL, METRICS_CSV, CURVES].contains(&n))
     };
-    [CONFIG_FILE, LABELS, BEST, LAST, METRICS_JSONL, METRICS_CSV].contains(&name)
+    [
+        CONFIG_FILE,
+        LABELS,
+        BEST,
+        LAST,
+        METRICS_JSONL,
+        METRICS_CSV,
+        CURVES,
+    ]
+    .contains(&name)
         || ["best.partial", "last.partial"].contains(&name)
         || temporary(name)
         || (name.starts_with("optimizer-")
@@ -96,40 +106,6 @@ pub(crate) fn is_run_file(name: &str) -> bool {
 /// Whether `name` is a temporary file a run leaves behind when it is killed.
 pub(crate) fn is_run_temporary(name: &str) -> bool {
     is_run_file(name) && name.contains(".partial")
-}
-
-/// The SHA-256 (lowercase hex) that a checkpoint's metadata stores under
-/// `alexvgg.finetune.sha256`: over every `alexvgg.finetune.*` metadata entry but the checksum
-/// itself (key, NUL, value, NUL, in key order), then every tensor in name order (name, NUL,
-/// the number of dimensions and each dimension as little-endian u64, the values as
-/// little-endian f32).
-pub fn checkpoint_checksum(meta: &Metadata, tensors: &TensorMap) -> String {
-    let mut h = Sha256::new();
-    for (k, v) in meta {
-        if k.starts_with(META_PREFIX) && k != META_SHA256 {
-            h.update(k.as_bytes());
-            h.update([0]);
-            h.update(v.as_bytes());
-            h.update([0]);
-        }
-    }
-    let mut buf = Vec::with_capacity(64 << 10);
-    for (name, t) in tensors {
-        h.update(name.as_bytes());
-        h.update([0]);
-        h.update((t.shape.len() as u64).to_le_bytes());
-        for &d in &t.shape {
-            h.update((d as u64).to_le_bytes());
-        }
-        for chunk in t.data.chunks(16 << 10) {
-            buf.clear();
-            for v in chunk {
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
-            h.update(&buf);
-        }
-    }
-    hex(&h.finalize())
 }
 
 /// The SHA-256 (lowercase hex) of a file's bytes.
@@ -169,6 +145,8 @@ mod tests {
             "best.bpk",
             "last.bpk",
             "metrics.csv",
+            "curves.png",
+            ".curves.png.partial",
             "optimizer-00000012.bpk",
             ".config.json.partial",
             "last.partial",

@@ -5,17 +5,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use alexvgg_import::{
-    Metadata, TensorMap, load_module, module_tensors, read_burnpack_with_metadata,
-    write_tensors_with,
+    Checksum, Metadata, TensorMap, load_module, module_tensors, read_burnpack_with_metadata,
+    verify_checksum, write_tensors_with,
 };
 use alexvgg_models::{Architecture, Model, NetworkShape};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 
 use alexvgg_inference::finetuned::ModelCard;
+use alexvgg_inference::plot::{self, EpochPoint, curves_title};
 use alexvgg_inference::preprocess::Preset;
 use alexvgg_inference::pretrained::Pretrained;
 use alexvgg_inference::rng::{derive, permutation};
+use alexvgg_inference::runner::EngineKind;
 use alexvgg_inference::weights::default_preset;
 
 use crate::config::RunConfig;
@@ -23,8 +25,8 @@ use crate::data::{self, Dataset, Mode, Sample, ValSource};
 use crate::error::FinetuneError;
 use crate::memory::{default_max_memory, estimate, gib};
 use crate::output::{
-    BEST, CONFIG, ImageCounts, LABELS, LAST, META_SHA256, METRICS_CSV, METRICS_JSONL, Manifest,
-    checkpoint_checksum, file_sha256, first_non_finite, is_run_file, is_run_temporary,
+    BEST, CONFIG, CURVES, ImageCounts, LABELS, LAST, META_SHA256, METRICS_CSV, METRICS_JSONL,
+    Manifest, checkpoint_checksum, file_sha256, first_non_finite, is_run_file, is_run_temporary,
     read_manifest, write_atomic,
 };
 use crate::trainer::Trainer;
@@ -104,6 +106,10 @@ pub enum Event<'a> {
         trainable: usize,
         /// Frozen parameter tensors.
         frozen: usize,
+        /// Where the frozen layers run forward only, outside autodiff: the activation the
+        /// trained layers start from, and what computes it (see
+        /// [`Trainer::with_frozen_prefix`]); `None` when every layer runs under autodiff.
+        frozen_prefix: Option<(&'a str, &'static str)>,
         /// `(epoch, step)` resumed from (1-based epoch).
         resumed: Option<(usize, usize)>,
     },
@@ -147,13 +153,17 @@ pub struct RunSummary {
 pub struct RunOptions {
     /// Start even where `out` is not empty: in a directory holding another run, or files that
     /// are not a run's. The files a run writes (`config.json`, `labels.txt`, `best.bpk`,
-    /// `last.bpk`, `optimizer-*.bpk`, `metrics.*` and their temporary files) are removed
+    /// `last.bpk`, `optimizer-*.bpk`, `metrics.*`, `curves.png` and their temporary files) are removed
     /// first; other files are left alone. Without it, such a directory is refused.
     pub overwrite: bool,
     /// The most memory in bytes that the settings may need by [`crate::memory::estimate`]
     /// (default: the machine's memory, or 64 GiB where it cannot be read, see
     /// [`default_max_memory`]); larger settings are refused before anything is allocated.
     pub max_memory: u64,
+    /// What runs the frozen layers at the front of the network
+    /// ([`Trainer::with_frozen_prefix`]): `auto` (default) runs them forward only, outside
+    /// autodiff, with the CPU engine on CPU backends; `burn` keeps everything under autodiff.
+    pub engine: EngineKind,
 }
 
 impl Default for RunOptions {
@@ -161,6 +171,7 @@ impl Default for RunOptions {
         Self {
             overwrite: false,
             max_memory: default_max_memory(),
+            engine: EngineKind::Auto,
         }
     }
 }
@@ -268,7 +279,8 @@ pub fn run_with(
         Some(p) => model.with_dropout(p),
         None => model,
     };
-    let mut trainer = Trainer::new(model, &arch, &cfg.optimizer, &cfg.freeze, &ad)?;
+    let mut trainer = Trainer::new(model, &arch, &cfg.optimizer, &cfg.freeze, &ad)?
+        .with_frozen_prefix(options.engine)?;
     let resumed = progress.is_some();
     let mut progress = match progress {
         Some((p, optimizer_file)) => {
@@ -284,6 +296,7 @@ pub fn run_with(
         classes: &dataset.classes,
         trainable: trainer.trainable().len(),
         frozen: trainer.frozen().len(),
+        frozen_prefix: trainer.frozen_prefix(),
         resumed: resumed.then_some((progress.epoch + 1, progress.step)),
     });
     let ctx = Context {
@@ -664,14 +677,14 @@ fn read_checkpoint(
         path: path.clone(),
         reason,
     };
-    match meta.get(META_SHA256) {
-        Some(sum) if *sum != checkpoint_checksum(&meta, &map) => {
+    match verify_checksum(&meta, &map) {
+        Checksum::Mismatch => {
             return Err(bad(
                 "checksum mismatch: the file is corrupt (it changed after the run wrote it); refusing to resume from it"
                     .into(),
             ));
         }
-        None if manifest.checksums => {
+        Checksum::Absent if manifest.checksums => {
             return Err(bad(
                 "no checksum in its metadata, though this run writes one with every checkpoint: the file was replaced or damaged; refusing to resume from it"
                     .into(),
@@ -961,6 +974,7 @@ fn train_epoch(
     events(Event::Epoch(&metrics));
     progress.history.push(metrics);
     write_metrics(ctx.out, &progress.history)?;
+    write_curves(ctx, &progress.history)?;
     progress.epoch += 1;
     progress.step = 0;
     progress.loss_sum = 0.0;
@@ -969,6 +983,22 @@ fn train_epoch(
     progress.train_seconds = 0.0;
     progress.epoch_seconds = 0.0;
     checkpoint(ctx, trainer, tensors, progress)
+}
+
+/// Redraws `curves.png` (loss and top-1 per epoch) from the history.
+fn write_curves(ctx: &Context<'_>, history: &[EpochMetrics]) -> Result<(), FinetuneError> {
+    let points: Vec<EpochPoint> = history
+        .iter()
+        .map(|m| EpochPoint {
+            epoch: m.epoch,
+            train_loss: m.train_loss,
+            train_top1: m.train_top1,
+            val_loss: m.val_loss,
+            val_top1: m.val_top1,
+        })
+        .collect();
+    let title = curves_title(ctx.arch, ctx.shape.num_classes);
+    Ok(plot::write_curves(&ctx.out.join(CURVES), &title, &points)?)
 }
 
 /// Rewrites `metrics.jsonl` and `metrics.csv` from the history.

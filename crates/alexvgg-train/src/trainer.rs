@@ -11,6 +11,9 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use alexvgg_inference::features;
+use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
+
 use crate::config::{Freeze, OptimizerKind, OptimizerSettings};
 use crate::error::FinetuneError;
 
@@ -61,6 +64,60 @@ pub struct Trainer {
     side: usize,
     frozen: Vec<String>,
     trainable: Vec<String>,
+    arch: Architecture,
+    prefix: Option<FrozenPrefix>,
+}
+
+/// The frozen layers at the front of the network, run forward only, outside autodiff: no tape,
+/// no saved activations, and on CPU backends the CPU engine's kernels. The trained layers start
+/// from its output ([`Model::forward_from`]).
+struct FrozenPrefix {
+    /// The activation the trained layers start from.
+    layer: String,
+    /// The network in inference form (its frozen weights never change) computing `layer`.
+    runner: Runner,
+}
+
+/// The activation a frozen prefix of `arch` ends at when `frozen` (parameter module paths)
+/// are the frozen parameters: the last activation before the first trained layer, when every
+/// layer up to it is in the convolutional part (no dropout, whose training-mode behaviour the
+/// inference form would drop) and the network has no BatchNorm (whose frozen statistics stay
+/// with the burn path). `None` where no such prefix exists.
+pub(crate) fn frozen_boundary(
+    arch: &Architecture,
+    model: &Model,
+    frozen: &[String],
+) -> Option<String> {
+    if frozen.is_empty()
+        || matches!(
+            arch,
+            Architecture::Vgg {
+                batch_norm: true,
+                ..
+            }
+        )
+    {
+        return None;
+    }
+    let layers = alexvgg_import::param_layers(arch);
+    let first_trained = layers
+        .iter()
+        .find(|(_, path)| !frozen.iter().any(|f| f.starts_with(&format!("{path}."))))?;
+    let name = first_trained.0.as_str();
+    if !(name.starts_with("conv") || name == "fc6") {
+        return None;
+    }
+    let names = model.activation_names();
+    let at = names.iter().position(|n| n == name)?;
+    // every layer before the first trained one must be frozen (a prefix, not a gap)
+    let trained_before = layers
+        .iter()
+        .take_while(|(n, _)| n != name)
+        .any(|(_, path)| !frozen.iter().any(|f| f.starts_with(&format!("{path}."))));
+    if trained_before || at == 0 {
+        return None;
+    }
+    Some(names[at - 1].clone())
 }
 
 /// Gives every parameter an id derived from its path and notes which are frozen.
@@ -140,7 +197,81 @@ impl Trainer {
             side: arch.input_size(),
             frozen: prep.frozen.into_iter().map(|(k, _)| k).collect(),
             trainable: prep.trainable,
+            arch: *arch,
+            prefix: None,
         })
+    }
+
+    /// Runs the frozen layers at the front of the network (see [`frozen_boundary`]) forward
+    /// only, outside autodiff, with `engine` (`auto`: the CPU engine on CPU backends, burn's
+    /// inference form on wgpu; `burn`: keeps the plain path, everything under autodiff, for A/B).
+    /// The trained layers start from the frozen part's output, so the frozen layers keep no
+    /// activations and get no backward pass. Without a frozen prefix this changes nothing.
+    ///
+    /// # Errors
+    /// [`FinetuneError::FrozenPrefix`] when the CPU engine cannot compile the network.
+    pub fn with_frozen_prefix(mut self, engine: EngineKind) -> Result<Self, FinetuneError> {
+        if engine == EngineKind::Burn {
+            self.prefix = None;
+            return Ok(self);
+        }
+        let Some(layer) = frozen_boundary(&self.arch, self.model(), &self.frozen) else {
+            return Ok(self);
+        };
+        let inner = self.device.clone().without_autodiff();
+        let backend = alexvgg_inference::device::backend_of(&inner);
+        let runner = Runner::new(
+            self.model().valid(),
+            &inner,
+            backend,
+            engine,
+            ConvChoice::Auto,
+        )
+        .map_err(|e| FinetuneError::FrozenPrefix(e.to_string()))?;
+        self.prefix = Some(FrozenPrefix { layer, runner });
+        Ok(self)
+    }
+
+    /// Where the frozen prefix ends and what runs it (`None`: everything runs under autodiff).
+    pub fn frozen_prefix(&self) -> Option<(&str, &'static str)> {
+        self.prefix
+            .as_ref()
+            .map(|p| (p.layer.as_str(), p.runner.describe()))
+    }
+
+    /// The frozen prefix's output for a batch, as a tensor on `device`.
+    ///
+    /// # Shapes
+    /// - `inputs`: `[n, 3, side, side]`
+    /// - output: the boundary activation, `[n, C, h, w]` (`[n, C, 1, 1]` for a vector)
+    fn prefix_activation(
+        &self,
+        prefix: &FrozenPrefix,
+        inputs: Vec<f32>,
+        n: usize,
+        device: &Device,
+    ) -> Result<Tensor<4>, FinetuneError> {
+        let dims = [n, 3, self.side, self.side];
+        let layers = [prefix.layer.clone()];
+        let mut found = features::extract(&prefix.runner, inputs, dims, &layers, None)
+            .map_err(|e| FinetuneError::FrozenPrefix(e.to_string()))?;
+        let f = found
+            .pop()
+            .ok_or_else(|| FinetuneError::FrozenPrefix(format!("no {} computed", prefix.layer)))?;
+        let shape: [usize; 4] = match f.shape[..] {
+            [b, c, h, w] => [b, c, h, w],
+            [b, c] => [b, c, 1, 1],
+            _ => {
+                return Err(FinetuneError::FrozenPrefix(format!(
+                    "{} has shape {:?}",
+                    prefix.layer, f.shape
+                )));
+            }
+        };
+        Ok(Tensor::<4>::from_data(
+            TensorData::new(f.data, shape),
+            device,
+        ))
     }
 
     /// The network.
@@ -169,11 +300,14 @@ impl Trainer {
             TensorData::new(inputs, [n, 3, self.side, self.side]),
             &self.device,
         );
-        let y = Tensor::<1, Int>::from_data(
-            TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
+        (x, self.labels(labels))
+    }
+
+    fn labels(&self, labels: &[usize]) -> Tensor<1, Int> {
+        Tensor::<1, Int>::from_data(
+            TensorData::new(labels.iter().map(|&l| l as i64).collect(), [labels.len()]),
             &self.device,
-        );
-        (x, y)
+        )
     }
 
     /// One optimisation step on a batch: forward, mean cross-entropy, backward, update with
@@ -195,8 +329,26 @@ impl Trainer {
         lr: f64,
     ) -> Result<StepStats, FinetuneError> {
         let model = self.model.take().expect("model present between steps");
-        let (x, y) = self.batch(inputs, labels);
-        let logits = model.forward(x);
+        let logits = match &self.prefix {
+            Some(prefix) => {
+                let from = self
+                    .prefix_activation(prefix, inputs, labels.len(), &self.device)
+                    .and_then(|a| {
+                        model
+                            .forward_from(&prefix.layer, a)
+                            .map_err(FinetuneError::Model)
+                    });
+                match from {
+                    Ok(logits) => logits,
+                    Err(e) => {
+                        self.model = Some(model);
+                        return Err(e);
+                    }
+                }
+            }
+            None => model.forward(self.batch(inputs, labels).0),
+        };
+        let y = self.labels(labels);
         let scores = match host_values(logits.clone().detach()) {
             Ok(scores) => scores,
             Err(e) => {
@@ -241,11 +393,17 @@ impl Trainer {
     ) -> Result<EvalStats, FinetuneError> {
         let n = labels.len();
         let device = self.device.clone().without_autodiff();
-        let x = Tensor::<4>::from_data(
-            TensorData::new(inputs, [n, 3, self.side, self.side]),
-            &device,
-        );
-        let scores = host_values(eval_model.forward(x)).map_err(FinetuneError::HostValues)?;
+        let logits = match &self.prefix {
+            Some(prefix) => {
+                let a = self.prefix_activation(prefix, inputs, n, &device)?;
+                eval_model.forward_from(&prefix.layer, a)?
+            }
+            None => eval_model.forward(Tensor::<4>::from_data(
+                TensorData::new(inputs, [n, 3, self.side, self.side]),
+                &device,
+            )),
+        };
+        let scores = host_values(logits).map_err(FinetuneError::HostValues)?;
         let classes = scores.len() / n.max(1);
         let loss_sum = scores
             .chunks(classes)

@@ -15,6 +15,7 @@ use alexvgg_import::{
     Metadata, TensorMap, load_model, module_tensors, read_burnpack, read_burnpack_with_metadata,
     read_for, write_tensors_with,
 };
+use alexvgg_inference::plot;
 use alexvgg_inference::preprocess::Augment;
 use alexvgg_models::{AlexNetVariant, Architecture};
 use alexvgg_train::data::ValSource;
@@ -180,9 +181,23 @@ fn reduced_alexnet_learns_the_synthetic_folder() {
         "last.bpk",
         "metrics.jsonl",
         "metrics.csv",
+        "curves.png",
     ] {
         assert!(dir.join("out").join(f).is_file(), "{f} missing");
     }
+    // the curves of the four epochs, the same as redrawn from metrics.jsonl
+    let curves = dir.join("out/curves.png");
+    let img = image::open(&curves).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (plot::WIDTH, plot::HEIGHT));
+    let again = dir.join("again.png");
+    assert_eq!(
+        plot::plot_run(&dir.join("out"), Some(&again)).unwrap(),
+        again
+    );
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&curves).unwrap()
+    );
     let csv = std::fs::read_to_string(dir.join("out/metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5);
     let labels = std::fs::read_to_string(dir.join("out/labels.txt")).unwrap();
@@ -419,4 +434,105 @@ fn good_file(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
 
 fn last_good(dir: &Path) -> std::path::PathBuf {
     dir.join("last-good.bpk")
+}
+
+/// Two SGD steps with `freeze`, the frozen front run forward only outside autodiff (`auto`)
+/// and, for comparison, everything under autodiff (`burn`): the same losses and weights.
+#[test]
+fn a_frozen_prefix_runs_forward_only_and_trains_as_the_autodiff_path_does() {
+    use alexvgg_inference::runner::EngineKind;
+    let torchvision = Architecture::AlexNet(AlexNetVariant::Torchvision);
+    let settings = OptimizerSettings {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    };
+    let input = |side: usize| -> Vec<f32> {
+        let t = &tensors("inputs.safetensors")[&format!("input{side}")];
+        t.data.iter().map(|v| v * 0.02f32).collect()
+    };
+    for (name, device, tol) in devices::devices() {
+        let device = device.autodiff();
+        for (arch, weights, freeze, boundary) in [
+            (TF, "alexnet_tf_w8.safetensors", Freeze::Features, "pool5"),
+            (
+                TF,
+                "alexnet_tf_w8.safetensors",
+                Freeze::UpTo("conv2".into()),
+                "pool2",
+            ),
+            (
+                torchvision,
+                "alexnet_torchvision_w8.safetensors",
+                Freeze::Features,
+                "avgpool",
+            ),
+        ] {
+            let what = format!("{name} {} {freeze:?}", arch.describe());
+            let trainer = |engine: EngineKind| {
+                let (model, _, _) = load_model(&fixture(weights), &arch, &device).unwrap();
+                Trainer::new(model.with_dropout(0.0), &arch, &settings, &freeze, &device)
+                    .unwrap()
+                    .with_frozen_prefix(engine)
+                    .unwrap()
+            };
+            let mut fast = trainer(EngineKind::Auto);
+            let mut plain = trainer(EngineKind::Burn);
+            let runner = if name == "wgpu" {
+                "burn"
+            } else {
+                "alexvgg-cpu kernels"
+            };
+            assert_eq!(fast.frozen_prefix(), Some((boundary, runner)), "{what}");
+            assert_eq!(plain.frozen_prefix(), None, "{what}");
+            let x = input(arch.input_size());
+            let labels = [3, 7];
+            for step in 0..2 {
+                let a = fast.step(x.clone(), &labels, 0.01).unwrap();
+                let b = plain.step(x.clone(), &labels, 0.01).unwrap();
+                assert!(
+                    (a.loss - b.loss).abs() <= 1e-4 * b.loss.abs().max(1.0),
+                    "{what} step {step}: loss {} vs {}",
+                    a.loss,
+                    b.loss
+                );
+            }
+            let (a, b) = (
+                module_tensors(fast.model()).unwrap(),
+                module_tensors(plain.model()).unwrap(),
+            );
+            for (k, t) in b.iter() {
+                assert_close(&format!("{what} {k}"), &a[k].data, &t.data, tol);
+            }
+            // and evaluation takes the same route
+            let (ea, eb) = (
+                fast.evaluate(&fast.eval_model(), x.clone(), &labels)
+                    .unwrap(),
+                plain.evaluate(&plain.eval_model(), x, &labels).unwrap(),
+            );
+            assert!(
+                (ea.loss_sum - eb.loss_sum).abs() <= 1e-3 * eb.loss_sum.abs().max(1.0),
+                "{what}"
+            );
+        }
+    }
+    // no prefix where the frozen part holds BatchNorm, or reaches into the classifier
+    let device = cpu().autodiff();
+    let bn = Architecture::parse("vgg11_bn").unwrap();
+    let (model, _, _) = load_model(&fixture("vgg11_bn_w16.safetensors"), &bn, &device).unwrap();
+    let t = Trainer::new(model, &bn, &settings, &Freeze::Features, &device)
+        .unwrap()
+        .with_frozen_prefix(EngineKind::Auto)
+        .unwrap();
+    assert_eq!(t.frozen_prefix(), None);
+    let (model, _, _) = load_model(&fixture("alexnet_tf_w8.safetensors"), &TF, &device).unwrap();
+    let t = Trainer::new(model, &TF, &settings, &Freeze::UpTo("fc6".into()), &device)
+        .unwrap()
+        .with_frozen_prefix(EngineKind::Auto)
+        .unwrap();
+    assert_eq!(
+        t.frozen_prefix(),
+        None,
+        "dropout after fc6 stays in training mode"
+    );
 }
