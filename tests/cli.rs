@@ -1019,6 +1019,19 @@ fn a_truncated_jpeg_is_classified_with_a_warning_naming_it() {
         ]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(err.contains(&warning), file == &cut, "{err}");
+        // explain reads images the same way
+        let (code, _, err) = alexvgg(&[
+            "explain",
+            "--weights",
+            weights,
+            "--labels",
+            labels,
+            "--out",
+            dir.join("explained").to_str().unwrap(),
+            f,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(err.contains(&warning), file == &cut, "{err}");
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

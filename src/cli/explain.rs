@@ -151,7 +151,12 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         let prepared = prepare_views(chunk, preset, side, &limits);
         for ((path, name), r) in chunk.iter().zip(chunk_names).zip(prepared) {
             match r {
-                Ok(prepared) => ok.push((path, name, prepared)),
+                Ok(prepared) => {
+                    for w in &prepared.warnings {
+                        eprintln!("warning: {}", printable(&w.to_string()));
+                    }
+                    ok.push((path, name, prepared))
+                }
                 Err(e) => {
                     failed += 1;
                     eprintln!("error: {}", printable(&e.to_string()));

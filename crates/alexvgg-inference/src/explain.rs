@@ -29,7 +29,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::preprocess::{
-    ImageError, ImageLimits, Preset, load_image_with, network_view, preprocess,
+    ImageError, ImageLimits, ImageWarning, Preset, load_image_checked, network_view, preprocess,
 };
 
 /// Which map.
@@ -422,13 +422,16 @@ fn softmax_at(row: &[f32], class: usize) -> f32 {
     (f64::from(row[class] - max).exp() / sum) as f32
 }
 
-/// An image ready to explain: the network's input, and the picture the network sees.
+/// An image ready to explain: the network's input, the picture the network sees, and the
+/// warnings its file raised (as for classify, [`load_image_checked`]).
 #[derive(Clone, Debug)]
 pub struct Prepared {
     /// `[3, side, side]` network input.
     pub input: Vec<f32>,
     /// The resized and cropped image before normalisation, `side` x `side` RGB.
     pub view: RgbImage,
+    /// Decoding warnings (e.g. a truncated JPEG whose missing part decodes grey).
+    pub warnings: Vec<ImageWarning>,
 }
 
 /// Decodes and preprocesses images in parallel, refusing images beyond `limits`, keeping for
@@ -442,9 +445,10 @@ pub fn prepare_views(
     paths
         .par_iter()
         .map(|p| {
-            load_image_with(p, limits).map(|img| Prepared {
-                input: preprocess(&img, preset, side),
-                view: network_view(&img, preset, side),
+            load_image_checked(p, limits).map(|loaded| Prepared {
+                input: preprocess(&loaded.image, preset, side),
+                view: network_view(&loaded.image, preset, side),
+                warnings: loaded.warnings,
             })
         })
         .collect()
