@@ -1065,3 +1065,57 @@ fn fetch_names_every_source_it_tried_and_the_ways_on() {
     assert!(left.is_empty(), "{left:?}");
     let _ = std::fs::remove_dir_all(cache);
 }
+
+#[test]
+fn bench_names_the_cpu_the_simd_level_and_each_layer_s_kernel() {
+    let mut levels = vec!["portable"];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        levels.push("avx2");
+    }
+    for level in levels {
+        let out = Command::new(env!("CARGO_BIN_EXE_alexvgg"))
+            .args(["bench", "-m", "alexnet", "--batch-size", "1"])
+            .args(["--iters", "1", "--warmup", "0", "--per-layer"])
+            .env("ALEXVGG_SIMD", level)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(text.contains("cpu: "), "{text}");
+        assert!(text.contains(&format!("kernels: {level}")), "{text}");
+        let fc6 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("fc6 "))
+            .unwrap_or_else(|| panic!("no fc6 row:\n{text}"));
+        assert!(fc6.ends_with(&format!("fc-stream {level}")), "{fc6}");
+    }
+    // training with frozen features: the frozen front runs forward only, and says so
+    let (code, out, err) = alexvgg(&[
+        "bench",
+        "-m",
+        "alexnet",
+        "--train",
+        "--freeze",
+        "features",
+        "--batch-size",
+        "1",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("training"), "{out}");
+    assert!(
+        err.contains("frozen layers up to pool5 forward only"),
+        "{err}"
+    );
+    let (code, _, err) = alexvgg(&["bench", "--freeze", "features"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--freeze is for --train"), "{err}");
+}

@@ -155,12 +155,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
         iters: a.iters,
         gflop_per_image: gflop,
     };
-    for &batch in &a.batch_size {
+    for (i, &batch) in a.batch_size.iter().enumerate() {
         let r = if a.train {
             alexvgg_train::bench::bench_train(&arch, &dev, &spec, batch, &a.freeze, a.engine)?
         } else {
             bench::bench_forward(&runner, &spec, batch)?
         };
+        if let Some(prefix) = r
+            .device
+            .strip_prefix(&spec.device_name)
+            .filter(|p| i == 0 && !p.is_empty())
+        {
+            // the frozen layers' route (training): on standard error, like the cpu line
+            eprintln!("{}", prefix.trim_start_matches("; "));
+        }
         print_result(&r, a.json)?;
     }
     if a.per_layer {

@@ -16,7 +16,8 @@ use crate::trainer::Trainer;
 /// frozen and the frozen prefix run by `engine` (see [`Trainer::with_frozen_prefix`]: `auto`
 /// runs it forward only on the CPU engine, `burn` keeps everything under autodiff). GFLOP/s
 /// counts every step as a full one, three forward passes (forward, and backward's two products
-/// per layer), whatever is frozen: with frozen layers it is a nominal rate; compare times.
+/// per layer), whatever is frozen: with frozen layers it is a nominal rate; compare times. The
+/// result's `device` names the frozen prefix when there is one.
 ///
 /// # Errors
 /// [`FinetuneError`] when the network cannot be built, `freeze` names no layer of it, or a
@@ -54,10 +55,13 @@ pub fn bench_train(
     if let Some(e) = failed {
         return Err(e);
     }
-    Ok(BenchResult::from_times(
-        spec,
-        batch,
-        &times,
-        3.0 * spec.gflop_per_image,
-    ))
+    let mut result = BenchResult::from_times(spec, batch, &times, 3.0 * spec.gflop_per_image);
+    // what ran: the report says where the frozen layers ran forward only
+    if let Some((layer, runner)) = trainer.frozen_prefix() {
+        result.device = format!(
+            "{}; frozen layers up to {layer} forward only ({runner})",
+            result.device
+        );
+    }
+    Ok(result)
 }
