@@ -23,6 +23,7 @@ mod error;
 pub mod memory;
 mod output;
 mod run;
+pub mod sgd;
 pub mod synth;
 mod trainer;
 

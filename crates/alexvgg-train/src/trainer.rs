@@ -7,7 +7,6 @@ use alexvgg_models::{Architecture, Model, host_values};
 use burn::module::{Module, ModuleMapper, Param, ParamGroup, ParamId};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -16,6 +15,7 @@ use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
 
 use crate::config::{Freeze, OptimizerKind, OptimizerSettings};
 use crate::error::FinetuneError;
+use crate::sgd::FusedSgd;
 
 /// Loss and accuracy of one training step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -470,18 +470,13 @@ impl Trainer {
 fn build_optimizer(s: &OptimizerSettings) -> ModuleOptimizer {
     let decay = (s.weight_decay > 0.0).then(|| WeightDecayConfig::new(s.weight_decay as f32));
     match s.kind {
-        OptimizerKind::Sgd => {
-            // burn's momentum defaults to dampening 0.1; PyTorch's (and Caffe's) is 0
-            let momentum = (s.momentum > 0.0).then(|| {
-                MomentumConfig::new()
-                    .with_momentum(s.momentum)
-                    .with_dampening(0.0)
-            });
-            SgdConfig::new()
-                .with_momentum(momentum)
-                .with_weight_decay(decay)
-                .init()
-        }
+        // one in-place pass per parameter on CPU backends (burn's SGD allocates a buffer per
+        // operation); PyTorch's (and Caffe's) dampening 0, where burn's default is 0.1
+        OptimizerKind::Sgd => ModuleOptimizer::from(FusedSgd {
+            momentum: (s.momentum > 0.0).then_some(s.momentum as f32),
+            dampening: 0.0,
+            weight_decay: (s.weight_decay > 0.0).then_some(s.weight_decay as f32),
+        }),
         // PyTorch's default epsilon (burn's is 1e-5)
         OptimizerKind::Adam => AdamConfig::new()
             .with_epsilon(1e-8)
