@@ -181,6 +181,10 @@ fn probe(device: &Device) -> Result<(), String> {
 /// The backend `device` belongs to (with or without autodiff): flex and ndarray by their one
 /// CPU device, wgpu otherwise.
 pub fn backend_of(device: &Device) -> Backend {
+    #[cfg_attr(
+        not(any(feature = "flex", feature = "ndarray")),
+        allow(unused_variables)
+    )]
     let inner = device.clone().without_autodiff();
     #[cfg(feature = "flex")]
     if inner == Device::flex() {
