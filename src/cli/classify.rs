@@ -13,7 +13,9 @@ use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{DeviceArgs, ModelArgs, choice, printable, printable_path};
+use super::{
+    DeviceArgs, ModelArgs, choice, printable, printable_path, report_unreadable, report_warnings,
+};
 
 /// Classify images (files or folders) with pretrained weights; prints the top-k classes.
 #[derive(Args)]
@@ -114,19 +116,11 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         {
             match r {
                 Ok(img) => {
-                    for w in &img.warnings {
-                        eprintln!("warning: {}", printable(&w.to_string()));
-                    }
+                    report_warnings(&img.warnings);
                     ok_paths.push(path);
                     ok_images.push(img.input);
                 }
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("error: {}", printable(&e.to_string()));
-                    if a.fail_fast {
-                        bail!("stopped at the first unreadable image (--fail-fast)");
-                    }
-                }
+                Err(e) => report_unreadable(&e, a.fail_fast, &mut failed)?,
             }
         }
         let probs = probabilities(&runner, &ok_images, side)

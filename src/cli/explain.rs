@@ -17,7 +17,10 @@ use alexvgg_inference::pretrained::{Pretrained, PretrainedError};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{Choice, DeviceArgs, ModelArgs, choice, printable, printable_path};
+use super::{
+    Choice, DeviceArgs, ModelArgs, choice, printable, printable_path, report_unreadable,
+    report_warnings, write_row_paths,
+};
 
 impl Choice for Method {
     fn all() -> Vec<Self> {
@@ -75,11 +78,6 @@ pub struct ExplainArgs {
     /// Image files and folders.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-}
-
-/// The sidecar listing the images of `--raw`'s rows: `FILE.paths.txt` (extension replaced).
-pub fn paths_file(raw: &Path) -> PathBuf {
-    raw.with_extension("paths.txt")
 }
 
 /// Runs `alexvgg explain`.
@@ -152,18 +150,10 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         for ((path, name), r) in chunk.iter().zip(chunk_names).zip(prepared) {
             match r {
                 Ok(prepared) => {
-                    for w in &prepared.warnings {
-                        eprintln!("warning: {}", printable(&w.to_string()));
-                    }
+                    report_warnings(&prepared.warnings);
                     ok.push((path, name, prepared))
                 }
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("error: {}", printable(&e.to_string()));
-                    if a.fail_fast {
-                        bail!("stopped at the first unreadable image (--fail-fast)");
-                    }
-                }
+                Err(e) => report_unreadable(&e, a.fail_fast, &mut failed)?,
             }
         }
         if !ok.is_empty() {
@@ -215,9 +205,8 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         bail!("none of the {done} images could be read; nothing written");
     }
     if let Some(raw) = &a.raw {
-        let list: String = rows.iter().map(|p| format!("{}\n", p.display())).collect();
         write_npy(raw, &[n, map_dims[0], map_dims[1]], &maps)?;
-        write_bytes_atomic(&paths_file(raw), list.as_bytes())?;
+        write_row_paths(raw, &rows)?;
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use alexvgg_import::{write_bytes_atomic, write_npy, write_safetensors_f32};
+use alexvgg_import::{write_npy, write_safetensors_f32};
 use alexvgg_inference::classify::{collect_images, prepare_checked};
 use alexvgg_inference::device::{describe, make_device};
 use alexvgg_inference::features::{SpatialPool, check_input, extract};
@@ -14,7 +14,9 @@ use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{Choice, DeviceArgs, ModelArgs, choice, printable};
+use super::{
+    Choice, DeviceArgs, ModelArgs, choice, report_unreadable, report_warnings, write_row_paths,
+};
 
 impl Choice for SpatialPool {
     fn all() -> Vec<Self> {
@@ -69,11 +71,6 @@ pub struct FeaturesArgs {
     inputs: Vec<PathBuf>,
 }
 
-/// The sidecar listing the image paths: `OUT.paths.txt` beside `OUT` (extension replaced).
-pub fn paths_file(out: &Path) -> PathBuf {
-    out.with_extension("paths.txt")
-}
-
 /// Runs `alexvgg features`.
 pub fn run(a: FeaturesArgs) -> Result<()> {
     if a.batch_size == 0 {
@@ -120,18 +117,10 @@ pub fn run(a: FeaturesArgs) -> Result<()> {
         {
             match r {
                 Ok(img) => {
-                    for w in &img.warnings {
-                        eprintln!("warning: {}", printable(&w.to_string()));
-                    }
+                    report_warnings(&img.warnings);
                     ok.push((path, img.input));
                 }
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("error: {e}");
-                    if a.fail_fast {
-                        bail!("stopped at the first unreadable image (--fail-fast)");
-                    }
-                }
+                Err(e) => report_unreadable(&e, a.fail_fast, &mut failed)?,
             }
         }
         if !ok.is_empty() {
@@ -161,16 +150,11 @@ pub fn run(a: FeaturesArgs) -> Result<()> {
         .zip(rows)
         .map(|(l, (dims, data))| (l.clone(), [vec![n], dims].concat(), data))
         .collect();
-    let sidecar = paths_file(&a.out);
-    let list: String = written
-        .iter()
-        .map(|p| format!("{}\n", p.display()))
-        .collect();
     match tensors.as_slice() {
         [(_, shape, data)] => write_npy(&a.out, shape, data)?,
         many => write_safetensors_f32(&a.out, many)?,
     }
-    write_bytes_atomic(&sidecar, list.as_bytes())?;
+    let sidecar = write_row_paths(&a.out, &written)?;
     let secs = started.elapsed().as_secs_f64();
     for (l, shape, _) in &tensors {
         eprintln!("{l}: {shape:?}");

@@ -38,7 +38,9 @@ pub mod params;
 pub mod plot;
 pub mod visualize;
 
-use alexvgg_inference::preprocess::Preset;
+use std::path::PathBuf;
+
+use alexvgg_inference::preprocess::{ImageError, ImageWarning, Preset};
 use alexvgg_inference::runner::{ConvChoice, EngineKind};
 use alexvgg_models::{AlexNetVariant, Architecture, VggDepth};
 use alexvgg_train::OptimizerKind;
@@ -111,6 +113,39 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 /// A path for a terminal: lossy UTF-8 with control characters escaped.
 pub fn printable_path(p: &std::path::Path) -> String {
     printable(&p.to_string_lossy()).into_owned()
+}
+
+/// Reports an image's decoding warnings (a truncated JPEG) on standard error.
+pub fn report_warnings(warnings: &[ImageWarning]) {
+    for w in warnings {
+        eprintln!("warning: {}", printable(&w.to_string()));
+    }
+}
+
+/// Reports an image that could not be read on standard error and counts it in `failed`; with
+/// `fail_fast` (`--fail-fast`), it ends the run.
+///
+/// # Errors
+/// With `fail_fast`, always.
+pub fn report_unreadable(e: &ImageError, fail_fast: bool, failed: &mut usize) -> Result<()> {
+    *failed += 1;
+    eprintln!("error: {}", printable(&e.to_string()));
+    if fail_fast {
+        bail!("stopped at the first unreadable image (--fail-fast)");
+    }
+    Ok(())
+}
+
+/// Writes the sidecar listing the images of `out`'s rows, one path per line, as
+/// `OUT.paths.txt` (the extension replaced), atomically; returns its path.
+///
+/// # Errors
+/// When it cannot be written.
+pub fn write_row_paths(out: &std::path::Path, rows: &[&std::path::Path]) -> Result<PathBuf> {
+    let sidecar = out.with_extension("paths.txt");
+    let list: String = rows.iter().map(|p| format!("{}\n", p.display())).collect();
+    alexvgg_import::write_bytes_atomic(&sidecar, list.as_bytes())?;
+    Ok(sidecar)
 }
 
 /// A library enum chosen by name on the command line: clap lists the names in help and in

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::labels::Class;
 use crate::preprocess::{
-    ImageError, ImageLimits, ImageWarning, Preset, load_image_checked, preprocess,
+    ImageError, ImageLimits, ImageWarning, LoadedImage, Preset, load_image_checked, preprocess,
 };
 use crate::runner::{Runner, RunnerError};
 
@@ -152,14 +152,22 @@ pub fn prepare_checked(
     side: usize,
     limits: &ImageLimits,
 ) -> Vec<Result<Prepared, ImageError>> {
+    load_each(paths, limits, |loaded| Prepared {
+        input: preprocess(&loaded.image, preset, side),
+        warnings: loaded.warnings,
+    })
+}
+
+/// Decodes `paths` in parallel, refusing images beyond `limits` ([`load_image_checked`]),
+/// and makes each decoded image into what the caller needs; results in the order of `paths`.
+pub fn load_each<T: Send>(
+    paths: &[PathBuf],
+    limits: &ImageLimits,
+    make: impl Fn(LoadedImage) -> T + Sync,
+) -> Vec<Result<T, ImageError>> {
     paths
         .par_iter()
-        .map(|p| {
-            load_image_checked(p, limits).map(|loaded| Prepared {
-                input: preprocess(&loaded.image, preset, side),
-                warnings: loaded.warnings,
-            })
-        })
+        .map(|p| load_image_checked(p, limits).map(&make))
         .collect()
 }
 

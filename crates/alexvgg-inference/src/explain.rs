@@ -26,11 +26,8 @@ use alexvgg_models::{LayerKind, Model, ModelError, host_values, names};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
-use rayon::prelude::*;
 
-use crate::preprocess::{
-    ImageError, ImageLimits, ImageWarning, Preset, load_image_checked, network_view, preprocess,
-};
+use crate::preprocess::{ImageError, ImageLimits, ImageWarning, Preset, network_view, preprocess};
 
 /// Which map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -442,16 +439,11 @@ pub fn prepare_views(
     side: usize,
     limits: &ImageLimits,
 ) -> Vec<Result<Prepared, ImageError>> {
-    paths
-        .par_iter()
-        .map(|p| {
-            load_image_checked(p, limits).map(|loaded| Prepared {
-                input: preprocess(&loaded.image, preset, side),
-                view: network_view(&loaded.image, preset, side),
-                warnings: loaded.warnings,
-            })
-        })
-        .collect()
+    crate::classify::load_each(paths, limits, |loaded| Prepared {
+        input: preprocess(&loaded.image, preset, side),
+        view: network_view(&loaded.image, preset, side),
+        warnings: loaded.warnings,
+    })
 }
 
 #[cfg(test)]

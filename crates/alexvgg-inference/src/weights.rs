@@ -433,7 +433,7 @@ pub fn fetch_in_table(
     );
     match fetch_in_table(other, table, dir, options) {
         Ok(fetched) => {
-            let native = dir.join(format!("{}.bpk", entry.name));
+            let native = native_path(entry, dir);
             convert(entry, &fetched.original, &native)?;
             eprintln!(
                 "{}: converted {} to {} for {}",
@@ -457,6 +457,11 @@ pub fn fetch_in_table(
     }
 }
 
+/// Where `entry`'s burnpack conversion goes in the cache: `NAME.bpk`.
+fn native_path(entry: &WeightsEntry, dir: &Path) -> PathBuf {
+    dir.join(format!("{}.bpk", entry.name))
+}
+
 fn unavailable(entry: &WeightsEntry, tried: Vec<SourceFailure>, dir: &Path) -> WeightsError {
     WeightsError::Unavailable {
         name: entry.name.clone(),
@@ -473,7 +478,7 @@ fn cached(
     dir: &Path,
 ) -> Result<Option<Fetched>, WeightsError> {
     let target = dir.join(&entry.file);
-    let native = dir.join(format!("{}.bpk", entry.name));
+    let native = native_path(entry, dir);
     if target.exists() {
         if !native.exists() {
             // a file placed in the cache by hand gets converted on first use; one that does
@@ -531,7 +536,7 @@ fn fetch_sources(
 ) -> Result<Fetched, WeightsError> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let target = dir.join(&entry.file);
-    let native = dir.join(format!("{}.bpk", entry.name));
+    let native = native_path(entry, dir);
     let partial = dir.join(format!("{}.partial", entry.file));
     let lock = FetchLock::acquire(&partial, &entry.file)?;
     if target.exists() {

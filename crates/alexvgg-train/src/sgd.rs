@@ -11,7 +11,7 @@
 //! (`momentum.velocity`), so optimizer files written before are read back unchanged.
 
 use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource, join_path};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use alexvgg_inference::device::{Backend, backend_of};
@@ -102,8 +102,11 @@ impl FusedSgd {
         let first = velocity.is_none();
         let mut v = match (self.momentum, velocity) {
             (Some(_), Some(v)) => Some(v.into_data().convert::<f32>()),
-            // the first step's velocity is the gradient itself: start from a copy
-            (Some(_), None) => Some(g.clone()),
+            // the first step's velocity is the gradient itself, written by the pass below
+            (Some(_), None) => Some(TensorData::new(
+                vec![0.0f32; g.num_elements()],
+                g.shape().clone(),
+            )),
             (None, _) => None,
         };
         let lr = lr as f32;

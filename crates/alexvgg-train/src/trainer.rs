@@ -99,6 +99,7 @@ pub(crate) fn frozen_boundary(
     {
         return None;
     }
+    // the first layer with a trained parameter: every layer before it is frozen
     let layers = alexvgg_import::param_layers(arch);
     let first_trained = layers
         .iter()
@@ -109,12 +110,7 @@ pub(crate) fn frozen_boundary(
     }
     let names = model.activation_names();
     let at = names.iter().position(|n| n == name)?;
-    // every layer before the first trained one must be frozen (a prefix, not a gap)
-    let trained_before = layers
-        .iter()
-        .take_while(|(n, _)| n != name)
-        .any(|(_, path)| !frozen.iter().any(|f| f.starts_with(&format!("{path}."))));
-    if trained_before || at == 0 {
+    if at == 0 {
         return None;
     }
     Some(names[at - 1].clone())
