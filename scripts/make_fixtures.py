@@ -16,6 +16,7 @@ layouts (conv OIHW, linear [out, in], fc6 columns in (c, h, w) order); activatio
 Usage (from the repository root, Python with torch, tensorflow-cpu, safetensors, numpy):
     python scripts/make_fixtures.py            # every fixture
     python scripts/make_fixtures.py explain    # only tests/fixtures/explain.safetensors
+    python scripts/make_fixtures.py op_grads   # only tests/fixtures/op_grads.safetensors
 """
 import io
 import os
@@ -766,6 +767,7 @@ def main():
     tf_alexnet = alexnet_tf()
     alexnet_caffe()
     train_steps()
+    op_grads()
     alexnet_torchvision()
     vgg(16, False)
     vgg(11, True)
@@ -776,8 +778,84 @@ def main():
     print(f"tensorflow {tf.__version__}, torch {torch.__version__}", file=sys.stderr)
 
 
+# Gradients of single layers, the cases the CPU kernels' hand-written backward passes must get
+# right: grouped and asymmetric-padded convolutions (direct and Winograd paths), stride 4,
+# ceil-mode and TensorFlow-SAME (asymmetric) max pools, LRN in TensorFlow's and Caffe's
+# parameters, fully connected layers with and without ReLU. Each case: inputs, a fixed random `r`, and PyTorch's gradients of sum(layer * r),
+# computed in float64.
+OP_CONVS = [
+    # name, x shape, cout, groups, kernel, stride, padding (top, left, bottom, right), relu,
+    # input gradient
+    ("conv_grouped_asym", (2, 6, 11, 11), 8, 2, 5, 1, (2, 1, 1, 2), True, True),
+    ("conv3_odd_channels", (2, 5, 9, 9), 7, 1, 3, 1, (1, 1, 1, 1), False, True),
+    ("conv_stride4", (2, 3, 35, 35), 8, 1, 11, 4, (3, 3, 5, 5), True, False),
+    ("conv3_winograd_grouped", (2, 32, 14, 14), 32, 2, 3, 1, (1, 1, 1, 1), True, True),
+    ("conv5_winograd", (2, 16, 12, 12), 16, 1, 5, 1, (2, 2, 2, 2), True, True),
+]
+OP_LRNS = [
+    # name, x shape, depth_radius, bias, alpha (TensorFlow's), beta
+    ("lrn_tf", (2, 12, 5, 5), 2, 1.0, 1e-2, 0.75),
+    ("lrn_caffe_beta", (2, 9, 4, 4), 3, 2.0, 3e-3, 0.6),
+]
+OP_LINEARS = [
+    # name, batch, d_in, d_out, relu (weights stored [d_in, d_out], burn's layout)
+    ("linear_relu", 4, 37, 23, True),
+    ("linear_logits", 3, 29, 11, False),
+]
+OP_POOLS = [
+    # name, x shape, kernel, stride, padding (top, left, bottom, right), ceil_mode
+    ("pool_ceil", (2, 4, 14, 14), 3, 2, (0, 0, 0, 0), True),
+    ("pool_same_asym", (2, 4, 28, 28), 3, 2, (0, 0, 1, 1), False),
+]
+
+
+def op_grads():
+    """tests/fixtures/op_grads.safetensors (see OP_CONVS, OP_LRNS, OP_LINEARS, OP_POOLS)."""
+    g = rng(15)
+    out = {}
+    d = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))
+
+    def finish(name, y, leaves):
+        r = g.standard_normal(tuple(y.shape)).astype(np.float32)
+        (y * d(r)).sum().backward()
+        out[f"{name}.r"] = r
+        for key, t in leaves.items():
+            out[f"{name}.{key}"] = f32(t.detach().numpy())
+            if t.grad is not None:
+                out[f"{name}.d{key}"] = f32(t.grad.numpy())
+
+    for name, shape, cout, groups, k, stride, (t, l, b, r), relu, x_grad in OP_CONVS:
+        x = d(g.uniform(-2, 2, size=shape).astype(np.float32)).requires_grad_(x_grad)
+        fan_in = shape[1] // groups * k * k
+        w = d((g.standard_normal((cout, shape[1] // groups, k, k)) / np.sqrt(fan_in)).astype(np.float32))
+        bias = d(g.uniform(-0.2, 0.2, size=cout).astype(np.float32))
+        w.requires_grad_(True)
+        bias.requires_grad_(True)
+        y = F.conv2d(F.pad(x, (l, r, t, b)), w, bias, stride=stride, groups=groups)
+        finish(name, F.relu(y) if relu else y, {"x": x, "weight": w, "bias": bias})
+    for name, shape, radius, bias, alpha, beta in OP_LRNS:
+        x = d(g.uniform(-3, 3, size=shape).astype(np.float32)).requires_grad_(True)
+        size = 2 * radius + 1
+        y = F.local_response_norm(x, size, alpha=alpha * size, beta=beta, k=bias)
+        finish(name, y, {"x": x})
+    for name, batch, d_in, d_out, relu in OP_LINEARS:
+        x = d(g.uniform(-2, 2, size=(batch, d_in)).astype(np.float32)).requires_grad_(True)
+        w = d((g.standard_normal((d_in, d_out)) / np.sqrt(d_in)).astype(np.float32)).requires_grad_(True)
+        bias = d(g.uniform(-0.2, 0.2, size=d_out).astype(np.float32)).requires_grad_(True)
+        y = x @ w + bias
+        finish(name, F.relu(y) if relu else y, {"x": x, "weight": w, "bias": bias})
+    for name, shape, k, stride, (t, l, b, r), ceil in OP_POOLS:
+        # distinct values: no ties between window positions
+        values = g.permutation(np.prod(shape)).reshape(shape) / np.prod(shape) - 0.5
+        x = d(values.astype(np.float32)).requires_grad_(True)
+        y = F.max_pool2d(F.pad(x, (l, r, t, b), value=-np.inf), k, stride, ceil_mode=ceil)
+        finish(name, y, {"x": x})
+    save_file(out, os.path.join(OUT, "op_grads.safetensors"))
+    print(f"op_grads: {len(out)} tensors")
+
+
 # generators that can run alone: `python scripts/make_fixtures.py NAME...`
-ALONE = {"explain": explain_maps}
+ALONE = {"explain": explain_maps, "op_grads": op_grads}
 
 if __name__ == "__main__":
     if sys.argv[1:]:

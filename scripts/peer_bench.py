@@ -194,9 +194,11 @@ def main():
               f"{gflops:>14.1f}{b * 1e3 / o:>12.1f}")
 
 def train_engines(args):
-    """alexvgg engines timed for training: the plain burn path, and with frozen layers also
-    `auto` (the frozen front forward only on the CPU engine), which is then 'ours'."""
-    return ["auto", "burn"] if args.freeze != "none" else ["burn"]
+    """alexvgg engines timed for training: `auto` ('ours': on CPU devices the trained layers'
+    convolutions, LRN and max pools run alexvgg-cpu's kernels with hand-written backward
+    passes, and frozen front layers run forward only on the CPU engine), then `burn` (burn's
+    layers throughout, everything under autodiff); `--engines` overrides."""
+    return args.engines.split(",")
 
 
 if __name__ == "__main__":

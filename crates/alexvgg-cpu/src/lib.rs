@@ -30,6 +30,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+pub mod autodiff;
 pub mod direct;
 pub mod gemm;
 pub mod kernels;
@@ -37,7 +39,10 @@ pub mod linear;
 mod plan;
 pub mod pool;
 pub mod simd;
+pub mod train;
 pub mod winograd;
 
-pub use plan::{Activation, ConvAlgorithm, Engine, EngineError, EngineOptions, LayerKernel};
+pub use plan::{
+    Activation, ConvAlgorithm, ConvLayer, Engine, EngineError, EngineOptions, LayerKernel,
+};
 pub use simd::{CpuInfo, Simd};

@@ -271,6 +271,88 @@ impl RawConv {
     }
 }
 
+/// One convolution compiled for the kernels of this crate from raw weights, for callers whose
+/// weights change between calls (training: [`crate::autodiff`]). It picks the kernel the
+/// [`Engine`] would pick for the same layer and input ([`ConvAlgorithm::Auto`]).
+#[derive(Debug)]
+pub struct ConvLayer {
+    weights: ConvKernel,
+    stride: [usize; 2],
+    padding: PaddingConfig2d,
+}
+
+impl ConvLayer {
+    /// Compiles a burn/PyTorch `[cout, cin / groups, kh, kw]` weight with its bias for inputs
+    /// of side `[height, width]` (which picks the Winograd tile size) at SIMD level `simd`.
+    ///
+    /// # Panics
+    /// When the sizes disagree.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        weight: Vec<f32>,
+        dims: [usize; 4],
+        groups: usize,
+        bias: Vec<f32>,
+        stride: [usize; 2],
+        padding: PaddingConfig2d,
+        input: [usize; 2],
+        simd: Simd,
+    ) -> Self {
+        let output = window(&padding, input, [dims[2], dims[3]], stride, false).map(|w| w.output);
+        let raw = RawConv {
+            name: String::new(),
+            weight,
+            dims,
+            groups,
+            bias,
+            stride,
+            padding,
+        };
+        match raw.into_op(false, &EngineOptions::default(), output, simd) {
+            Op::Conv {
+                weights,
+                stride,
+                padding,
+                ..
+            } => Self {
+                weights,
+                stride,
+                padding,
+            },
+            _ => unreachable!("a convolution compiles to a convolution op"),
+        }
+    }
+
+    /// The layer's geometry on input `x`.
+    ///
+    /// # Errors
+    /// [`EngineError::InputTooSmall`] when the window does not fit.
+    pub fn geometry(&self, x: &Nhwc) -> Result<ConvGeometry, EngineError> {
+        geometry(
+            "conv",
+            x,
+            self.weights.kernel(),
+            self.stride,
+            &self.padding,
+            false,
+        )
+    }
+
+    /// `conv(x) + bias`, then a ReLU when `relu` is set.
+    ///
+    /// # Errors
+    /// [`EngineError::InputTooSmall`] when the window does not fit.
+    pub fn run(&self, x: &Nhwc, relu: bool, pool: &Pool) -> Result<Nhwc, EngineError> {
+        let g = self.geometry(x)?;
+        Ok(self.weights.run(x, &g, relu, pool))
+    }
+
+    /// Family and form of the kernel, as [`Engine::layer_kernels`] describes it.
+    pub fn describe(&self) -> String {
+        self.weights.describe()
+    }
+}
+
 /// Errors from compiling a model or running the engine.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EngineError {
@@ -860,7 +942,7 @@ impl Engine {
     }
 }
 
-fn geometry(
+pub(crate) fn geometry(
     layer: &str,
     x: &Nhwc,
     kernel: [usize; 2],

@@ -13,11 +13,11 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::block_linear::{BlockLinear, classifier, weight_block_limit};
 use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, pool_info};
+use crate::kernels;
 use crate::lrn::{Lrn, LrnConfig};
 use crate::names;
 use crate::shape::Pad;
@@ -400,13 +400,15 @@ impl AlexNet {
         for (i, stage) in self.convs.iter().enumerate() {
             let n = i + 1;
             // [batch, C_n, H_n, W_n]
-            x = pass.step(&names::alexnet_conv(n), x, |x| relu(stage.conv.forward(x)))?;
+            x = pass.step(&names::alexnet_conv(n), x, |x| {
+                kernels::conv2d(&stage.conv, x, true)
+            })?;
             if let Some(lrn) = &stage.lrn {
-                x = pass.step(&names::alexnet_lrn(n), x, |x| lrn.forward(x))?;
+                x = pass.step(&names::alexnet_lrn(n), x, |x| kernels::lrn(lrn, x))?;
             }
             if let Some(pool) = &stage.pool {
                 // [batch, C_n, H_n / 2, W_n / 2]
-                x = pass.step(&names::alexnet_pool(n), x, |x| pool.forward(x))?;
+                x = pass.step(&names::alexnet_pool(n), x, |x| kernels::max_pool2d(pool, x))?;
             }
         }
         if let Some(avgpool) = &self.avgpool {

@@ -5,7 +5,6 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::{Pass, Stopped};
@@ -114,10 +113,7 @@ pub(crate) fn classifier(
         if let Some(dropout) = dropout {
             x = dropout.forward(x);
         }
-        x = fc.forward(x); // [batch, out]
-        if i < 2 {
-            x = relu(x);
-        }
+        x = crate::kernels::linear(fc, x, i < 2); // [batch, out], ReLU but on the logits
         let [b, f] = x.dims();
         pass.emit(name, &x.clone().reshape([b, f, 1, 1]))?;
     }

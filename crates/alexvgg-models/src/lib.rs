@@ -19,6 +19,7 @@ pub mod alexnet;
 pub mod arch;
 pub mod block_linear;
 pub mod info;
+pub mod kernels;
 pub mod lrn;
 pub mod names;
 pub mod params;

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::block_linear::{BlockLinear, classifier, weight_block_limit};
 use crate::info::{LayerInfo, LayerKind, check_flatten, conv_info, linear_info, pool_info};
+use crate::kernels;
 use crate::names;
 use crate::shape::Pad;
 use crate::{ModelError, Observer, Pass, Stopped};
@@ -385,14 +386,14 @@ impl Vgg {
         for (layer, (conv_name, pool_name)) in self.features.iter().zip(conv_names(&self.features))
         {
             x = pass.step(&conv_name, x, |x| {
-                let x = layer.conv.forward(x); // [batch, C, H, W]
-                relu(match &layer.bn {
-                    Some(bn) => bn.forward(x),
-                    None => x,
-                })
+                match &layer.bn {
+                    // [batch, C, H, W]
+                    Some(bn) => relu(bn.forward(kernels::conv2d(&layer.conv, x, false))),
+                    None => kernels::conv2d(&layer.conv, x, true),
+                }
             })?;
             if let (Some(pool), Some(name)) = (&layer.pool, pool_name) {
-                x = pass.step(&name, x, |x| pool.forward(x))?; // [batch, C, H / 2, W / 2]
+                x = pass.step(&name, x, |x| kernels::max_pool2d(pool, x))?; // [batch, C, H / 2, W / 2]
             }
         }
         x = pass.step(names::AVGPOOL, x, |x| self.avgpool.forward(x))?; // [batch, C, 7, 7]

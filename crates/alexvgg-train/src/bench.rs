@@ -13,7 +13,7 @@ use crate::trainer::Trainer;
 
 /// Times training steps (forward, cross-entropy, backward, SGD-with-momentum update) of `arch`
 /// with 1000 classes on random `[batch, 3, side, side]` inputs, with the layers `freeze` names
-/// frozen and the frozen prefix run by `engine` (see [`Trainer::with_frozen_prefix`]: `auto`
+/// frozen and the frozen prefix run by `engine` (see [`Trainer::with_engine`]: `auto`
 /// runs it forward only on the CPU engine, `burn` keeps everything under autodiff). GFLOP/s
 /// counts every step as a full one, three forward passes (forward, and backward's two products
 /// per layer), whatever is frozen: with frozen layers it is a nominal rate; compare times. The
@@ -37,8 +37,7 @@ pub fn bench_train(
         momentum: 0.9,
         weight_decay: 5e-4,
     };
-    let mut trainer =
-        Trainer::new(model, arch, &settings, freeze, &ad)?.with_frozen_prefix(engine)?;
+    let mut trainer = Trainer::new(model, arch, &settings, freeze, &ad)?.with_engine(engine)?;
     let mut g = SplitMix64::new(7);
     let side = spec.side;
     let inputs: Vec<f32> = (0..batch * 3 * side * side)

@@ -57,7 +57,7 @@ pub enum FinetuneError {
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
     /// The frozen layers' forward pass (run without autodiff, see
-    /// [`Trainer::with_frozen_prefix`](crate::Trainer::with_frozen_prefix)) failed.
+    /// [`Trainer::with_engine`](crate::Trainer::with_engine)) failed.
     #[error("the frozen layers' forward pass failed: {0}")]
     FrozenPrefix(String),
     /// Reading the model's outputs back to the host.

@@ -108,7 +108,7 @@ pub enum Event<'a> {
         frozen: usize,
         /// Where the frozen layers run forward only, outside autodiff: the activation the
         /// trained layers start from, and what computes it (see
-        /// [`Trainer::with_frozen_prefix`]); `None` when every layer runs under autodiff.
+        /// [`Trainer::with_engine`]); `None` when every layer runs under autodiff.
         frozen_prefix: Option<(&'a str, &'static str)>,
         /// `(epoch, step)` resumed from (1-based epoch).
         resumed: Option<(usize, usize)>,
@@ -161,7 +161,7 @@ pub struct RunOptions {
     /// [`default_max_memory`]); larger settings are refused before anything is allocated.
     pub max_memory: u64,
     /// What runs the frozen layers at the front of the network
-    /// ([`Trainer::with_frozen_prefix`]): `auto` (default) runs them forward only, outside
+    /// ([`Trainer::with_engine`]): `auto` (default) runs them forward only, outside
     /// autodiff, with the CPU engine on CPU backends; `burn` keeps everything under autodiff.
     pub engine: EngineKind,
 }
@@ -280,7 +280,7 @@ pub fn run_with(
         None => model,
     };
     let mut trainer = Trainer::new(model, &arch, &cfg.optimizer, &cfg.freeze, &ad)?
-        .with_frozen_prefix(options.engine)?;
+        .with_engine(options.engine)?;
     let resumed = progress.is_some();
     let mut progress = match progress {
         Some((p, optimizer_file)) => {

@@ -1,8 +1,10 @@
 //! One network with its optimizer: optimisation steps and evaluation.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use alexvgg_import::ModulePath;
+use alexvgg_models::kernels::{LayerKernels, with_kernels};
 use alexvgg_models::{Architecture, Model, host_values};
 use burn::module::{Module, ModuleMapper, Param, ParamGroup, ParamId};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
@@ -10,6 +12,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use alexvgg_inference::device::Backend;
 use alexvgg_inference::features;
 use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
 
@@ -66,6 +69,9 @@ pub struct Trainer {
     trainable: Vec<String>,
     arch: Architecture,
     prefix: Option<FrozenPrefix>,
+    /// Kernels standing in for burn's convolutions, LRN and max pools in the trained layers
+    /// (the CPU engine's, with hand-written backward passes, on CPU backends); `None`: burn's.
+    kernels: Option<Arc<dyn LayerKernels>>,
 }
 
 /// The frozen layers at the front of the network, run forward only, outside autodiff: no tape,
@@ -195,27 +201,35 @@ impl Trainer {
             trainable: prep.trainable,
             arch: *arch,
             prefix: None,
+            kernels: None,
         })
     }
 
-    /// Runs the frozen layers at the front of the network (see [`frozen_boundary`]) forward
-    /// only, outside autodiff, with `engine` (`auto`: the CPU engine on CPU backends, burn's
-    /// inference form on wgpu; `burn`: keeps the plain path, everything under autodiff, for A/B).
-    /// The trained layers start from the frozen part's output, so the frozen layers keep no
-    /// activations and get no backward pass. Without a frozen prefix this changes nothing.
+    /// Chooses what computes a step with `engine`. `auto` on a CPU backend: the trained
+    /// convolutions (with their ReLU), LRN and max pools run the CPU engine's kernels with
+    /// hand-written backward passes (`alexvgg_cpu::autodiff`), and the frozen layers at the
+    /// front of the network (see [`frozen_boundary`]) run forward only on the CPU engine,
+    /// outside autodiff: they keep no activations and get no backward pass. `auto` on wgpu:
+    /// burn's layers, the frozen prefix in burn's inference form. `burn`: burn's layers
+    /// throughout, everything under autodiff (the plain path, for A/B).
     ///
     /// # Errors
     /// [`FinetuneError::FrozenPrefix`] when the CPU engine cannot compile the network.
-    pub fn with_frozen_prefix(mut self, engine: EngineKind) -> Result<Self, FinetuneError> {
+    pub fn with_engine(mut self, engine: EngineKind) -> Result<Self, FinetuneError> {
+        self.prefix = None;
+        self.kernels = None;
         if engine == EngineKind::Burn {
-            self.prefix = None;
             return Ok(self);
+        }
+        let inner = self.device.clone().without_autodiff();
+        let backend = alexvgg_inference::device::backend_of(&inner);
+        #[cfg(any(feature = "flex", feature = "ndarray"))]
+        if matches!(backend, Backend::Flex | Backend::NdArray) {
+            self.kernels = Some(alexvgg_cpu::autodiff::CpuKernels::new().shared());
         }
         let Some(layer) = frozen_boundary(&self.arch, self.model(), &self.frozen) else {
             return Ok(self);
         };
-        let inner = self.device.clone().without_autodiff();
-        let backend = alexvgg_inference::device::backend_of(&inner);
         let runner = Runner::new(
             self.model().valid(),
             &inner,
@@ -226,6 +240,16 @@ impl Trainer {
         .map_err(|e| FinetuneError::FrozenPrefix(e.to_string()))?;
         self.prefix = Some(FrozenPrefix { layer, runner });
         Ok(self)
+    }
+
+    /// What computes the trained layers' convolutions, LRN and max pools: the CPU engine's
+    /// training kernels or burn's (see [`with_engine`](Self::with_engine)).
+    pub fn layer_kernels(&self) -> &'static str {
+        if self.kernels.is_some() {
+            "alexvgg-cpu training kernels"
+        } else {
+            "burn"
+        }
     }
 
     /// Where the frozen prefix ends and what runs it (`None`: everything runs under autodiff).
@@ -325,24 +349,23 @@ impl Trainer {
         lr: f64,
     ) -> Result<StepStats, FinetuneError> {
         let model = self.model.take().expect("model present between steps");
-        let logits = match &self.prefix {
-            Some(prefix) => {
-                let from = self
-                    .prefix_activation(prefix, inputs, labels.len(), &self.device)
-                    .and_then(|a| {
-                        model
-                            .forward_from(&prefix.layer, a)
-                            .map_err(FinetuneError::Model)
-                    });
-                match from {
-                    Ok(logits) => logits,
-                    Err(e) => {
-                        self.model = Some(model);
-                        return Err(e);
-                    }
-                }
+        let kernels = self.kernels.clone();
+        let logits = with_kernels(kernels, || match &self.prefix {
+            Some(prefix) => self
+                .prefix_activation(prefix, inputs, labels.len(), &self.device)
+                .and_then(|a| {
+                    model
+                        .forward_from(&prefix.layer, a)
+                        .map_err(FinetuneError::Model)
+                }),
+            None => Ok(model.forward(self.batch(inputs, labels).0)),
+        });
+        let logits = match logits {
+            Ok(logits) => logits,
+            Err(e) => {
+                self.model = Some(model);
+                return Err(e);
             }
-            None => model.forward(self.batch(inputs, labels).0),
         };
         let y = self.labels(labels);
         let scores = match host_values(logits.clone().detach()) {

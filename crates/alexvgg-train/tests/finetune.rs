@@ -31,9 +31,23 @@ use support::{assert_close, fixture, scratch};
 const CAFFE: Architecture = Architecture::AlexNet(AlexNetVariant::Caffe);
 const TF: Architecture = Architecture::AlexNet(AlexNetVariant::Tf);
 
-/// Two steps of `kind` on the reduced Caffe AlexNet (LRN, groups) from its fixture weights,
-/// compared with PyTorch's losses and updated weights.
+/// Two steps of `kind` on the reduced Caffe AlexNet (LRN, groups, stride 4, ceil-mode pools)
+/// from its fixture weights, compared with PyTorch's losses and updated weights: with the CPU
+/// training kernels (`auto`) and with burn's layers throughout (`burn`).
 fn optimizer_steps_match_pytorch(kind: OptimizerKind, name: &str, lr: f64, wd: f64) {
+    use alexvgg_inference::runner::EngineKind;
+    for engine in [EngineKind::Auto, EngineKind::Burn] {
+        optimizer_steps_on(kind, name, lr, wd, engine);
+    }
+}
+
+fn optimizer_steps_on(
+    kind: OptimizerKind,
+    name: &str,
+    lr: f64,
+    wd: f64,
+    engine: alexvgg_inference::runner::EngineKind,
+) {
     let device = cpu().autodiff();
     let (model, _, _) = load_model(&fixture("alexnet_caffe_w8.safetensors"), &CAFFE, &device)
         .expect("fixture weights");
@@ -44,7 +58,16 @@ fn optimizer_steps_match_pytorch(kind: OptimizerKind, name: &str, lr: f64, wd: f
         momentum: 0.9,
         weight_decay: wd,
     };
-    let mut trainer = Trainer::new(model, &CAFFE, &settings, &Freeze::None, &device).unwrap();
+    let mut trainer = Trainer::new(model, &CAFFE, &settings, &Freeze::None, &device)
+        .unwrap()
+        .with_engine(engine)
+        .unwrap();
+    let kernels = match engine {
+        alexvgg_inference::runner::EngineKind::Burn => "burn",
+        _ => "alexvgg-cpu training kernels",
+    };
+    assert_eq!(trainer.layer_kernels(), kernels);
+    let name_engine = format!("{name} ({kernels})");
     let inputs: Vec<f32> = tensors("inputs.safetensors")["input227"]
         .data
         .iter()
@@ -56,7 +79,7 @@ fn optimizer_steps_match_pytorch(kind: OptimizerKind, name: &str, lr: f64, wd: f
         let want = reference[&format!("{name}.loss{step}")].data[0] as f64;
         assert!(
             (stats.loss - want).abs() <= 1e-4 * want.abs(),
-            "{name} step {step}: loss {} vs PyTorch {want}",
+            "{name_engine} step {step}: loss {} vs PyTorch {want}",
             stats.loss
         );
     }
@@ -78,12 +101,12 @@ fn optimizer_steps_match_pytorch(kind: OptimizerKind, name: &str, lr: f64, wd: f
     assert_eq!(want.len(), after.len());
     for (k, w) in want.iter() {
         let got = &after[k];
-        assert_close(&format!("{name} {k}"), &got.data, &w.data, 1e-4);
+        assert_close(&format!("{name_engine} {k}"), &got.data, &w.data, 1e-4);
         // the update itself, not only the weights it was added to
         let delta =
             |t: &[f32]| -> Vec<f32> { t.iter().zip(&before[k].data).map(|(a, b)| a - b).collect() };
         assert_close(
-            &format!("{name} update of {k}"),
+            &format!("{name_engine} update of {k}"),
             &delta(&got.data),
             &delta(&w.data),
             2e-3,
@@ -473,7 +496,7 @@ fn a_frozen_prefix_runs_forward_only_and_trains_as_the_autodiff_path_does() {
                 let (model, _, _) = load_model(&fixture(weights), &arch, &device).unwrap();
                 Trainer::new(model.with_dropout(0.0), &arch, &settings, &freeze, &device)
                     .unwrap()
-                    .with_frozen_prefix(engine)
+                    .with_engine(engine)
                     .unwrap()
             };
             let mut fast = trainer(EngineKind::Auto);
@@ -522,13 +545,13 @@ fn a_frozen_prefix_runs_forward_only_and_trains_as_the_autodiff_path_does() {
     let (model, _, _) = load_model(&fixture("vgg11_bn_w16.safetensors"), &bn, &device).unwrap();
     let t = Trainer::new(model, &bn, &settings, &Freeze::Features, &device)
         .unwrap()
-        .with_frozen_prefix(EngineKind::Auto)
+        .with_engine(EngineKind::Auto)
         .unwrap();
     assert_eq!(t.frozen_prefix(), None);
     let (model, _, _) = load_model(&fixture("alexnet_tf_w8.safetensors"), &TF, &device).unwrap();
     let t = Trainer::new(model, &TF, &settings, &Freeze::UpTo("fc6".into()), &device)
         .unwrap()
-        .with_frozen_prefix(EngineKind::Auto)
+        .with_engine(EngineKind::Auto)
         .unwrap();
     assert_eq!(
         t.frozen_prefix(),

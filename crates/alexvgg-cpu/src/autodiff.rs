@@ -1,0 +1,562 @@
+//! The engine's kernels under burn's autodiff: [`CpuKernels`] stands in for the convolutions
+//! (with their ReLU), LRN and max pools of a model trained on a CPU backend (flex, ndarray),
+//! with hand-written backward passes ([`crate::train`]).
+//!
+//! A model runs them inside [`alexvgg_models::kernels::with_kernels`]; the kernels decline
+//! (and burn's composition runs) on every other backend, on tensors without autodiff, for
+//! non-`f32` values, dilated windows, convolutions without bias, and strided convolutions
+//! whose input needs a gradient (only the first layer is strided, and its input is the image).
+//!
+//! Activations cross between burn and the kernels channels-last: a result is handed to burn as
+//! an `[N, H, W, C]` tensor viewed as `[N, C, H, W]` (a permutation, no copy), so when the next
+//! layer is one of ours too, reading it back channels-last is a plain copy.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use alexvgg_models::Lrn;
+use alexvgg_models::kernels::LayerKernels;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
+use burn::nn::{Linear, PaddingConfig2d};
+use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::kernels::{ConvGeometry, Nhwc, lrn};
+use crate::plan::{ConvLayer, geometry};
+use crate::pool::Pool;
+use crate::simd::{Kernel, Simd};
+use crate::train::{
+    conv_weight_grad, input_grad_padding, input_grad_weights, linear_backward, linear_forward,
+    lrn_backward, max_pool_argmax, max_pool_backward, relu_mask,
+};
+
+/// The kernels of this crate as [`LayerKernels`], for training on the CPU backends compiled in.
+#[derive(Debug)]
+pub struct CpuKernels {
+    simd: Simd,
+    pool: Pool,
+    computed: AtomicUsize,
+}
+
+impl CpuKernels {
+    /// Kernels at the machine's SIMD level ([`Simd::current`]).
+    pub fn new() -> Self {
+        Self::with_simd(Simd::current())
+    }
+
+    /// Kernels at SIMD level `simd` (lowered to what the CPU has).
+    pub fn with_simd(simd: Simd) -> Self {
+        Self {
+            simd: simd.min(Simd::best()),
+            pool: Pool::new(),
+            computed: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many layers these kernels have computed (the others were declined to burn).
+    pub fn computed(&self) -> usize {
+        self.computed.load(Ordering::Relaxed)
+    }
+
+    /// As the `Arc<dyn LayerKernels>` that [`alexvgg_models::kernels::with_kernels`] takes
+    /// (an `Arc<CpuKernels>` coerces to it too, keeping [`computed`](Self::computed) at hand).
+    pub fn shared(self) -> Arc<dyn LayerKernels> {
+        Arc::new(self)
+    }
+}
+
+impl Default for CpuKernels {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs `op` on the first compiled-in CPU backend the tensors live on (under autodiff),
+/// counting the layers it computed.
+macro_rules! on_cpu_backends {
+    ($self:ident, $op:ident ( $($arg:expr),* )) => {{
+        let run = || {
+            #[cfg(feature = "flex")]
+            if let Some(y) = $op::<burn::backend::Flex>($($arg),*) {
+                return Some(y);
+            }
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            if let Some(y) = $op::<burn::backend::NdArray>($($arg),*) {
+                return Some(y);
+            }
+            None
+        };
+        let y = run();
+        if y.is_some() {
+            $self.computed.fetch_add(1, Ordering::Relaxed);
+        }
+        y
+    }};
+}
+
+impl LayerKernels for CpuKernels {
+    fn conv2d(&self, conv: &Conv2d, x: &Tensor<4>, relu: bool) -> Option<Tensor<4>> {
+        if conv.dilation != [1, 1] {
+            return None;
+        }
+        on_cpu_backends!(self, conv_on(self, conv, x, relu))
+    }
+
+    fn lrn(&self, layer: &Lrn, x: &Tensor<4>) -> Option<Tensor<4>> {
+        on_cpu_backends!(self, lrn_on(self, layer, x))
+    }
+
+    fn max_pool2d(&self, pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
+        if pool.dilation != [1, 1] {
+            return None;
+        }
+        on_cpu_backends!(self, pool_on(self, pool, x))
+    }
+
+    fn linear(&self, fc: &Linear, x: &Tensor<2>, relu: bool) -> Option<Tensor<2>> {
+        on_cpu_backends!(self, linear_on(fc, x, relu))
+    }
+}
+
+/// Reads a CPU tensor's values without a copy where the backend allows it.
+pub trait HostValues: Backend {
+    /// Calls `f` with the values of `t` in logical row-major order (`f32` tensors only).
+    fn with_values<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R;
+}
+
+#[cfg(feature = "flex")]
+impl HostValues for burn::backend::Flex {
+    fn with_values<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R {
+        // a parameter's own buffer, borrowed (fc6 holds 151 MB)
+        match t.as_slice::<f32>() {
+            Some(values) => f(values),
+            None => f(&host::<Self>(t.clone())),
+        }
+    }
+}
+
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)]
+impl HostValues for burn::backend::NdArray {
+    fn with_values<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R {
+        f(&host::<Self>(t.clone()))
+    }
+}
+
+type Ad<B> = Autodiff<B, NoCheckpointing>;
+
+/// `x` as an autodiff tensor of backend `B` holding `f32` values, if it is one.
+fn primitive<B: Backend, const D: usize>(x: Tensor<D>) -> Option<FloatTensor<Ad<B>>>
+where
+    DispatchTensor: DispatchKindConversion<Ad<B>>,
+{
+    let p = x.try_into_primitive::<Ad<B>>().ok()?;
+    (p.primitive().dtype() == DType::F32).then_some(p)
+}
+
+/// The values of a tensor on the host, `f32`, in its logical row-major order.
+fn host<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
+    let data = burn::backend::try_read_sync(B::float_into_data(t))
+        .expect("a CPU backend reads synchronously")
+        .expect("reading a CPU tensor");
+    data.try_into_vec::<f32>().expect("an f32 tensor")
+}
+
+/// An `[N, C, H, W]` tensor channels-last on the host.
+fn to_nhwc<B: Backend>(t: FloatTensor<B>) -> Nhwc {
+    let [batch, channels, height, width] = t.shape().dims();
+    let data = host::<B>(B::float_permute(t, &[0, 2, 3, 1]));
+    Nhwc {
+        data,
+        batch,
+        height,
+        width,
+        channels,
+    }
+}
+
+/// A channels-last buffer as an `[N, C, H, W]` tensor (a permuted view, no copy).
+fn from_nhwc<B: Backend>(y: Nhwc, device: &B::Device) -> FloatTensor<B> {
+    let shape = [y.batch, y.height, y.width, y.channels];
+    let t = B::float_from_data(TensorData::new(y.data, shape), device);
+    B::float_permute(t, &[0, 3, 1, 2])
+}
+
+/// A host buffer as a tensor of shape `shape`.
+fn from_host<B: Backend>(data: Vec<f32>, shape: Vec<usize>, device: &B::Device) -> FloatTensor<B> {
+    B::float_from_data(TensorData::new(data, shape), device)
+}
+
+/// A saved buffer, shown by size only.
+#[derive(Clone)]
+struct Saved<T>(Arc<T>);
+
+impl<T> fmt::Debug for Saved<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Saved(..)")
+    }
+}
+
+/// What a convolution's backward pass needs.
+#[derive(Clone, Debug)]
+struct ConvState {
+    /// The input, when the weights need a gradient.
+    x: Option<Saved<Nhwc>>,
+    /// Where the ReLU passed its input (output above zero), when the layer has one.
+    mask: Option<Saved<Vec<bool>>>,
+    /// The filters, when the input needs a gradient.
+    weight: Option<Saved<Vec<f32>>>,
+    dims: [usize; 4],
+    groups: usize,
+    geometry: ConvGeometry,
+    input: [usize; 2],
+    simd: Simd,
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl<B: Backend> Backward<B, 3> for ConvBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let device = grad.device();
+        let s = ops.state;
+        let mut dy = to_nhwc::<B>(grad);
+        if let Some(mask) = &s.mask {
+            relu_mask(&mut dy.data, &mask.0);
+        }
+        let [cout, cin_g, kh, kw] = s.dims;
+        if node_w.is_some() || node_b.is_some() {
+            let x =
+                s.x.as_ref()
+                    .expect("the input is saved when the weights need a gradient");
+            let (dw, db) = conv_weight_grad(&x.0, &dy, s.dims, s.groups, &s.geometry);
+            register::<B>(
+                grads,
+                node_w.map(|n| n.id),
+                dw,
+                vec![cout, cin_g, kh, kw],
+                &device,
+            );
+            register::<B>(grads, node_b.map(|n| n.id), db, vec![cout], &device);
+        }
+        if let Some(node) = node_x {
+            let weight = s
+                .weight
+                .as_ref()
+                .expect("the filters are saved for the input gradient");
+            let flipped = input_grad_weights(&weight.0, s.dims, s.groups);
+            let [t, l, b, r] = input_grad_padding([kh, kw], s.geometry.padding);
+            let layer = ConvLayer::new(
+                flipped,
+                [cin_g * s.groups, cout / s.groups, kh, kw],
+                s.groups,
+                vec![0.0; cin_g * s.groups],
+                [1, 1],
+                PaddingConfig2d::Explicit(t, l, b, r),
+                [dy.height, dy.width],
+                s.simd,
+            );
+            let dx = layer
+                .run(&dy, false, &Pool::new())
+                .expect("the input gradient's window fits");
+            debug_assert_eq!([dx.height, dx.width], s.input);
+            grads.register::<B>(node.id, from_nhwc::<B>(dx, &device));
+        }
+    }
+}
+
+fn register<B: Backend>(
+    grads: &mut Gradients,
+    node: Option<NodeId>,
+    values: Vec<f32>,
+    shape: Vec<usize>,
+    device: &B::Device,
+) {
+    if let Some(id) = node {
+        grads.register::<B>(id, from_host::<B>(values, shape, device));
+    }
+}
+
+fn conv_on<B: Backend>(
+    k: &CpuKernels,
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    relu: bool,
+) -> Option<Tensor<4>>
+where
+    DispatchTensor: DispatchKindConversion<Ad<B>>,
+{
+    let x = primitive::<B, 4>(x.clone())?;
+    let w = primitive::<B, 4>(conv.weight.val())?;
+    let b = primitive::<B, 1>(conv.bias.as_ref()?.val())?;
+    if conv.stride != [1, 1] && x.is_tracked() {
+        return None;
+    }
+    let device = x.primitive().device();
+    let dims: [usize; 4] = w.primitive().shape().dims();
+    let xs = to_nhwc::<B>(x.primitive().clone());
+    let weight = host::<B>(w.primitive().clone());
+    let layer = ConvLayer::new(
+        weight.clone(),
+        dims,
+        conv.groups,
+        host::<B>(b.primitive().clone()),
+        conv.stride,
+        conv.padding.clone(),
+        [xs.height, xs.width],
+        k.simd,
+    );
+    // A window that does not fit: burn's composition reports it.
+    let geometry = layer.geometry(&xs).ok()?;
+    let y = layer.run(&xs, relu, &k.pool).ok()?;
+    let mask = relu.then(|| Saved(Arc::new(y.data.iter().map(|&v| v > 0.0).collect())));
+    let out = from_nhwc::<B>(y, &device);
+    let input = [xs.height, xs.width];
+    let out = match ConvBackward
+        .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = ConvState {
+                x: (w.is_tracked() || b.is_tracked()).then(|| Saved(Arc::new(xs))),
+                mask,
+                weight: x.is_tracked().then(|| Saved(Arc::new(weight))),
+                dims,
+                groups: conv.groups,
+                geometry,
+                input,
+                simd: k.simd,
+            };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(Tensor::from_primitive::<Ad<B>>(out))
+}
+
+/// What LRN's backward pass needs.
+#[derive(Clone, Debug)]
+struct LrnState {
+    x: Saved<Nhwc>,
+    radius: usize,
+    bias: f32,
+    alpha: f32,
+    beta: f32,
+}
+
+#[derive(Debug)]
+struct LrnBackward;
+
+impl<B: Backend> Backward<B, 1> for LrnBackward {
+    type State = LrnState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            let device = grad.device();
+            let s = ops.state;
+            let dy = to_nhwc::<B>(grad);
+            let dx = lrn_backward(&s.x.0, &dy, s.radius, s.bias, s.alpha, s.beta);
+            grads.register::<B>(node.id, from_nhwc::<B>(dx, &device));
+        }
+    }
+}
+
+fn lrn_on<B: Backend>(k: &CpuKernels, layer: &Lrn, x: &Tensor<4>) -> Option<Tensor<4>>
+where
+    DispatchTensor: DispatchKindConversion<Ad<B>>,
+{
+    let x = primitive::<B, 4>(x.clone())?;
+    let device = x.primitive().device();
+    let xs = to_nhwc::<B>(x.primitive().clone());
+    let (radius, bias, alpha, beta) = (
+        layer.depth_radius,
+        layer.bias as f32,
+        layer.alpha as f32,
+        layer.beta as f32,
+    );
+    let simd = k.simd.for_kernel(Kernel::Elementwise);
+    let y = lrn(&xs, radius, bias, alpha, beta, simd, &k.pool);
+    let out = from_nhwc::<B>(y, &device);
+    let out = match LrnBackward
+        .prepare::<NoCheckpointing>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = LrnState {
+                x: Saved(Arc::new(xs)),
+                radius,
+                bias,
+                alpha,
+                beta,
+            };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(Tensor::from_primitive::<Ad<B>>(out))
+}
+
+/// What a max pool's backward pass needs.
+#[derive(Clone, Debug)]
+struct PoolState {
+    arg: Saved<Vec<u32>>,
+    input: [usize; 2],
+}
+
+#[derive(Debug)]
+struct PoolBackward;
+
+impl<B: Backend> Backward<B, 1> for PoolBackward {
+    type State = PoolState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            let device = grad.device();
+            let dy = to_nhwc::<B>(grad);
+            let dx = max_pool_backward(&dy, &ops.state.arg.0, ops.state.input);
+            grads.register::<B>(node.id, from_nhwc::<B>(dx, &device));
+        }
+    }
+}
+
+fn pool_on<B: Backend>(_: &CpuKernels, pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>>
+where
+    DispatchTensor: DispatchKindConversion<Ad<B>>,
+{
+    let x = primitive::<B, 4>(x.clone())?;
+    let device = x.primitive().device();
+    let xs = to_nhwc::<B>(x.primitive().clone());
+    let g = geometry(
+        "pool",
+        &xs,
+        pool.kernel_size,
+        pool.stride,
+        &pool.padding,
+        pool.ceil_mode,
+    )
+    .ok()?;
+    let (y, arg) = max_pool_argmax(&xs, &g);
+    let out = from_nhwc::<B>(y, &device);
+    let input = [xs.height, xs.width];
+    let out = match PoolBackward
+        .prepare::<NoCheckpointing>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            PoolState {
+                arg: Saved(Arc::new(arg)),
+                input,
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(Tensor::from_primitive::<Ad<B>>(out))
+}
+
+/// What a fully connected layer's backward pass needs.
+#[derive(Clone, Debug)]
+struct LinearState<B: Backend> {
+    /// The input, when the weight needs a gradient.
+    x: Option<Saved<Vec<f32>>>,
+    /// The weight (a handle on the parameter's buffer), when the input needs a gradient.
+    weight: Option<FloatTensor<B>>,
+    /// Where the ReLU passed its input, when the layer has one.
+    mask: Option<Saved<Vec<bool>>>,
+    /// `[batch, d_in, d_out]`.
+    dims: [usize; 3],
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: HostValues> Backward<B, 3> for LinearBackward {
+    type State = LinearState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let device = grad.device();
+        let s = ops.state;
+        let [batch, d_in, d_out] = s.dims;
+        let mut dy = host::<B>(grad);
+        if let Some(mask) = &s.mask {
+            relu_mask(&mut dy, &mask.0);
+        }
+        let x =
+            s.x.as_ref()
+                .filter(|_| node_w.is_some())
+                .map(|x| x.0.as_slice());
+        let run = |weight: Option<&[f32]>| linear_backward(x, weight, &dy, s.dims);
+        let (dw, db, dx) = match (&s.weight, node_x.is_some()) {
+            (Some(w), true) => B::with_values(w, |w| run(Some(w))),
+            _ => run(None),
+        };
+        if let Some(dw) = dw {
+            register::<B>(grads, node_w.map(|n| n.id), dw, vec![d_in, d_out], &device);
+        }
+        register::<B>(grads, node_b.map(|n| n.id), db, vec![d_out], &device);
+        if let Some(dx) = dx {
+            register::<B>(grads, node_x.map(|n| n.id), dx, vec![batch, d_in], &device);
+        }
+    }
+}
+
+fn linear_on<B: HostValues>(fc: &Linear, x: &Tensor<2>, relu: bool) -> Option<Tensor<2>>
+where
+    DispatchTensor: DispatchKindConversion<Ad<B>>,
+{
+    let x = primitive::<B, 2>(x.clone())?;
+    let w = primitive::<B, 2>(fc.weight.val())?;
+    let b = primitive::<B, 1>(fc.bias.as_ref()?.val())?;
+    let device = x.primitive().device();
+    let [batch, d_in] = x.primitive().shape().dims();
+    let [w_in, d_out] = w.primitive().shape().dims();
+    if w_in != d_in {
+        return None; // burn reports the mismatch
+    }
+    let xs = host::<B>(x.primitive().clone());
+    let bias = host::<B>(b.primitive().clone());
+    let y = B::with_values(w.primitive(), |weight| {
+        linear_forward(&xs, weight, &bias, relu)
+    });
+    let mask = relu.then(|| Saved(Arc::new(y.iter().map(|&v| v > 0.0).collect())));
+    let out = from_host::<B>(y, vec![batch, d_out], &device);
+    let out = match LinearBackward
+        .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = LinearState {
+                x: w.is_tracked().then(|| Saved(Arc::new(xs))),
+                weight: x.is_tracked().then(|| w.primitive().clone()),
+                mask,
+                dims: [batch, d_in, d_out],
+            };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(Tensor::from_primitive::<Ad<B>>(out))
+}

@@ -1,0 +1,505 @@
+//! The backward passes of the engine's layers on channels-last buffers: what
+//! [`crate::autodiff`] runs under burn's autodiff when a network is trained on a CPU backend.
+//!
+//! - Convolution, gradient of the input: for stride 1, a convolution of the output gradient
+//!   with the filters flipped and their input/output channels swapped, padded by
+//!   `kernel - 1 - padding` ([`input_grad_weights`]); it runs on the forward kernels
+//!   (Winograd / direct) through [`crate::ConvLayer`].
+//! - Convolution, gradient of the weights: `dW = dYᵀ · patches`, one GEMM per block of output
+//!   pixels accumulated per thread, so the patch matrix of the whole batch is never built
+//!   ([`conv_weight_grad`]); the bias gradient is the sum of the output gradient.
+//! - Max pooling: the forward pass records the position of each maximum
+//!   ([`max_pool_argmax`]); the backward pass adds each output gradient there.
+//! - LRN: the closed form from the forward inputs ([`lrn_backward`]).
+//! - Fully connected: `dW = xᵀ · dY` and `dX = dY · Wᵀ` ([`linear_backward`]), products on
+//!   strided views of the row-major buffers, split by rows across the cores ([`gemm_rows`]).
+
+use rayon::prelude::*;
+
+use crate::kernels::{ConvGeometry, Nhwc};
+
+/// Output pixels per block of the weight gradient: enough rows for a deep GEMM, few enough
+/// that a block's patches (`rows x kh*kw*cin_g`) stay a few megabytes.
+fn pixel_block(k: usize) -> usize {
+    ((1 << 20) / k.max(1)).clamp(64, 2048)
+}
+
+/// The filters of the input gradient of a stride-1 convolution: `[cin, cout / groups, kh, kw]`
+/// (same groups), each filter flipped in both axes, input and output channels swapped within
+/// each group.
+pub fn input_grad_weights(
+    weight: &[f32],
+    [cout, cin_g, kh, kw]: [usize; 4],
+    groups: usize,
+) -> Vec<f32> {
+    let cout_g = cout / groups;
+    let mut out = vec![0.0; weight.len()];
+    for g in 0..groups {
+        for co in 0..cout_g {
+            for ci in 0..cin_g {
+                let src = (((g * cout_g + co) * cin_g) + ci) * kh * kw;
+                let dst = (((g * cin_g + ci) * cout_g) + co) * kh * kw;
+                for y in 0..kh {
+                    for x in 0..kw {
+                        out[dst + y * kw + x] = weight[src + (kh - 1 - y) * kw + (kw - 1 - x)];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The padding `[top, left, bottom, right]` of the input-gradient convolution of a stride-1
+/// convolution with kernel `[kh, kw]` and padding `padding` (same order).
+pub fn input_grad_padding([kh, kw]: [usize; 2], [t, l, b, r]: [usize; 4]) -> [usize; 4] {
+    [kh - 1 - t, kw - 1 - l, kh - 1 - b, kw - 1 - r]
+}
+
+/// Zeroes `dy` where the ReLU did not pass its input (`passed[i]`: output `i` was above zero;
+/// burn's and PyTorch's ReLU gradient).
+pub fn relu_mask(dy: &mut [f32], passed: &[bool]) {
+    dy.par_chunks_mut(1 << 14)
+        .zip(passed.par_chunks(1 << 14))
+        .for_each(|(d, passed)| {
+            for (d, &p) in d.iter_mut().zip(passed) {
+                if !p {
+                    *d = 0.0;
+                }
+            }
+        });
+}
+
+/// Writes the patches of group `group` for output pixels `p0..p0 + rows` into `out`
+/// (`rows x kh*kw*cin_g`, row-major, `(ky, kx, c)` order; zeros outside the input).
+fn group_patches(
+    x: &Nhwc,
+    g: &ConvGeometry,
+    group: usize,
+    cin_g: usize,
+    p0: usize,
+    out: &mut [f32],
+) {
+    let [kh, kw] = g.kernel;
+    let [oh, ow] = g.output;
+    let k = kh * kw * cin_g;
+    for (r, row) in out.chunks_mut(k).enumerate() {
+        let p = p0 + r;
+        let (n, rest) = (p / (oh * ow), p % (oh * ow));
+        let (oy, ox) = (rest / ow, rest % ow);
+        for ky in 0..kh {
+            let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
+            for kx in 0..kw {
+                let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
+                let dst = &mut row[(ky * kw + kx) * cin_g..][..cin_g];
+                if iy < 0 || ix < 0 || iy as usize >= x.height || ix as usize >= x.width {
+                    dst.fill(0.0);
+                } else {
+                    let at = ((n * x.height + iy as usize) * x.width + ix as usize) * x.channels
+                        + group * cin_g;
+                    dst.copy_from_slice(&x.data[at..at + cin_g]);
+                }
+            }
+        }
+    }
+}
+
+/// `c[m, n] += aᵀ · b` with `a` a `[k, m]` block of `dy` (row stride `lda`) and `b` a dense
+/// `[k, n]` matrix, on this thread.
+fn accumulate_at_b(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: &mut [f32]) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!((k - 1) * lda + m <= a.len() && k * n <= b.len() && m * n <= c.len());
+    // SAFETY: the asserts above keep every view inside its slice; `c` is a distinct mutable
+    // borrow, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            a.as_ptr(),
+            lda as isize,
+            1,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Gradients of a convolution's weight (`[cout, cin / groups, kh, kw]`, burn's layout) and
+/// bias (`[cout]`) from its input `x` and the gradient `dy` of its output (ReLU already
+/// applied), for geometry `g`.
+pub fn conv_weight_grad(
+    x: &Nhwc,
+    dy: &Nhwc,
+    [cout, cin_g, kh, kw]: [usize; 4],
+    groups: usize,
+    g: &ConvGeometry,
+) -> (Vec<f32>, Vec<f32>) {
+    let cout_g = cout / groups;
+    let k = kh * kw * cin_g;
+    let pixels = dy.batch * dy.height * dy.width;
+    let block = pixel_block(k);
+    let blocks = pixels.div_ceil(block);
+    let zero = || {
+        (
+            vec![0.0f32; groups * cout_g * k],
+            vec![0.0f32; cout],
+            Vec::new(),
+        )
+    };
+    let (acc, bias, _) = (0..blocks)
+        .into_par_iter()
+        .fold(
+            zero,
+            |(mut acc, mut bias, mut patches): (Vec<f32>, Vec<f32>, Vec<f32>), b| {
+                let p0 = b * block;
+                let rows = block.min(pixels - p0);
+                patches.resize(block * k, 0.0);
+                let dy_rows = &dy.data[p0 * cout..(p0 + rows) * cout];
+                for row in dy_rows.chunks(cout) {
+                    bias.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                }
+                for group in 0..groups {
+                    group_patches(x, g, group, cin_g, p0, &mut patches[..rows * k]);
+                    accumulate_at_b(
+                        cout_g,
+                        k,
+                        rows,
+                        &dy_rows[group * cout_g..],
+                        cout,
+                        &patches[..rows * k],
+                        &mut acc[group * cout_g * k..][..cout_g * k],
+                    );
+                }
+                (acc, bias, patches)
+            },
+        )
+        .map(|(a, b, _)| (a, b, Vec::new()))
+        .reduce(zero, |(mut a, mut b, _), (a2, b2, _)| {
+            a.iter_mut().zip(&a2).for_each(|(s, v)| *s += v);
+            b.iter_mut().zip(&b2).for_each(|(s, v)| *s += v);
+            (a, b, Vec::new())
+        });
+    // (ky, kx, ci) rows per output channel -> burn's (ci, ky, kx).
+    let mut weight = vec![0.0; cout * k];
+    for (o, src) in acc.chunks(k).enumerate() {
+        let dst = &mut weight[o * k..][..k];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                for ci in 0..cin_g {
+                    dst[(ci * kh + ky) * kw + kx] = src[(ky * kw + kx) * cin_g + ci];
+                }
+            }
+        }
+    }
+    (weight, bias)
+}
+
+/// Max pooling that also returns, for every output value, the position `y * width + x` in its
+/// image of the input value it took (the first maximum of the window in row-major order;
+/// padding never wins).
+pub fn max_pool_argmax(x: &Nhwc, g: &ConvGeometry) -> (Nhwc, Vec<u32>) {
+    let c = x.channels;
+    let [oh, ow] = g.output;
+    let mut out = vec![0.0f32; x.batch * oh * ow * c];
+    let mut arg = vec![0u32; out.len()];
+    if c > 0 && ow > 0 {
+        out.par_chunks_mut(ow * c)
+            .zip(arg.par_chunks_mut(ow * c))
+            .enumerate()
+            .for_each(|(r, (orow, arow))| {
+                let (n, oy) = (r / oh, r % oh);
+                let y0 = (oy * g.stride[0]) as isize - g.padding[0] as isize;
+                for ox in 0..ow {
+                    let x0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
+                    let best = &mut orow[ox * c..][..c];
+                    let at = &mut arow[ox * c..][..c];
+                    let mut first = true;
+                    for iy in y0.max(0)..(y0 + g.kernel[0] as isize).min(x.height as isize) {
+                        for ix in x0.max(0)..(x0 + g.kernel[1] as isize).min(x.width as isize) {
+                            let pos = iy as usize * x.width + ix as usize;
+                            let src = &x.data[(n * x.height * x.width + pos) * c..][..c];
+                            if first {
+                                best.copy_from_slice(src);
+                                at.fill(pos as u32);
+                                first = false;
+                            } else {
+                                for ((b, a), &v) in best.iter_mut().zip(at.iter_mut()).zip(src) {
+                                    if v > *b {
+                                        *b = v;
+                                        *a = pos as u32;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+    (x.output(out, g.output, c), arg)
+}
+
+/// The input gradient of a max pool: each output gradient added at the position
+/// [`max_pool_argmax`] recorded. `input` is the pool's input `[height, width]`.
+pub fn max_pool_backward(dy: &Nhwc, arg: &[u32], [height, width]: [usize; 2]) -> Nhwc {
+    let c = dy.channels;
+    let per_out = dy.height * dy.width * c;
+    let per_in = height * width * c;
+    let mut dx = vec![0.0f32; dy.batch * per_in];
+    if per_in > 0 && per_out > 0 {
+        dx.par_chunks_mut(per_in)
+            .zip(dy.data.par_chunks(per_out).zip(arg.par_chunks(per_out)))
+            .for_each(|(dx, (dy, arg))| {
+                for (g, a) in dy.chunks(c).zip(arg.chunks(c)) {
+                    for (ch, (&g, &a)) in g.iter().zip(a).enumerate() {
+                        dx[a as usize * c + ch] += g;
+                    }
+                }
+            });
+    }
+    dy.output(dx, [height, width], c)
+}
+
+/// `d^-beta` (AlexNet's `beta = 0.75` from square roots, as the forward kernel computes it).
+fn pow_neg(d: f32, beta: f32) -> f32 {
+    if beta == 0.75 {
+        let s = d.sqrt();
+        1.0 / (s * s.sqrt())
+    } else if beta == 0.5 {
+        1.0 / d.sqrt()
+    } else {
+        d.powf(-beta)
+    }
+}
+
+/// The input gradient of local response normalization in TensorFlow's parameters
+/// (`y_c = x_c · d_c^-beta`, `d_c = bias + alpha · Σ_{|j-c|≤r} x_j²`):
+/// `dx_j = dy_j · d_j^-beta − 2·alpha·beta · x_j · Σ_{|c-j|≤r} dy_c · x_c · d_c^(-beta-1)`.
+///
+/// Per pixel, the window sums are `2r + 1` shifted adds over a zero-padded channel vector
+/// (loops the compiler vectorizes), not a running sum that could drift.
+pub fn lrn_backward(x: &Nhwc, dy: &Nhwc, radius: usize, bias: f32, alpha: f32, beta: f32) -> Nhwc {
+    let c = x.channels;
+    let mut dx = vec![0.0f32; x.data.len()];
+    if c > 0 {
+        let pixels_per_task = (8192 / c).max(1);
+        let coef = 2.0 * alpha * beta;
+        dx.par_chunks_mut(pixels_per_task * c)
+            .zip(x.data.par_chunks(pixels_per_task * c))
+            .zip(dy.data.par_chunks(pixels_per_task * c))
+            .for_each(|((dx, x), dy)| {
+                // [r zeros, c values, r zeros]
+                let mut padded = vec![0.0f32; c + 2 * radius];
+                let mut sum = vec![0.0f32; c];
+                let mut scale = vec![0.0f32; c];
+                for ((dx, x), dy) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)) {
+                    for (p, v) in padded[radius..radius + c].iter_mut().zip(x) {
+                        *p = v * v;
+                    }
+                    window_sums(&padded, &mut sum, radius);
+                    for ((s, sc), (&x, &dy)) in sum.iter_mut().zip(&mut scale).zip(x.iter().zip(dy))
+                    {
+                        let d = bias + alpha * *s;
+                        *sc = pow_neg(d, beta);
+                        // the term of channel c in its neighbours' gradients
+                        *s = dy * x * *sc / d;
+                    }
+                    padded[radius..radius + c].copy_from_slice(&sum);
+                    window_sums(&padded, &mut sum, radius);
+                    for (((dx, &t), &sc), (&x, &dy)) in
+                        dx.iter_mut().zip(&sum).zip(&scale).zip(x.iter().zip(dy))
+                    {
+                        *dx = dy * sc - coef * x * t;
+                    }
+                }
+            });
+    }
+    x.output(dx, [x.height, x.width], c)
+}
+
+/// `out[c] = Σ_{o ≤ 2r} padded[c + o]`: the windows of radius `r` over a vector padded with
+/// `r` zeros at each end.
+fn window_sums(padded: &[f32], out: &mut [f32], radius: usize) {
+    let c = out.len();
+    out.copy_from_slice(&padded[..c]);
+    for o in 1..=2 * radius {
+        for (s, &v) in out.iter_mut().zip(&padded[o..o + c]) {
+            *s += v;
+        }
+    }
+}
+
+/// A matrix view: element `(i, j)` at `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    /// Backing storage.
+    pub data: &'a [f32],
+    /// Distance between rows.
+    pub row_stride: usize,
+    /// Distance between columns.
+    pub col_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// A dense row-major `[_, cols]` matrix.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a dense row-major `[_, cols]` matrix.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+
+    fn last(&self, rows: usize, cols: usize) -> usize {
+        (rows - 1) * self.row_stride + (cols - 1) * self.col_stride
+    }
+}
+
+/// `c[m, n] = a[m, k] · b[k, n]` (`c` dense row-major), the rows of `c` split across the rayon
+/// pool, each block one single-threaded `gemm` call.
+///
+/// # Panics
+/// When a view does not fit its slice.
+pub fn gemm_rows(m: usize, n: usize, k: usize, a: View<'_>, b: View<'_>, c: &mut [f32]) {
+    assert!(c.len() >= m * n, "dst: {m}x{n} overruns");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return;
+    }
+    assert!(a.last(m, k) < a.data.len(), "lhs: {m}x{k} view overruns");
+    assert!(b.last(k, n) < b.data.len(), "rhs: {k}x{n} view overruns");
+    let threads = rayon::current_num_threads().max(1);
+    let rows = m.div_ceil(threads * 4).max(8);
+    c[..m * n]
+        .par_chunks_mut(rows * n)
+        .enumerate()
+        .for_each(|(block, c)| {
+            let i0 = block * rows;
+            let mb = c.len() / n;
+            // SAFETY: rows i0..i0 + mb of `a` and all of `b` lie inside their slices (checked
+            // above for the whole product); `c` is this block's own mutable chunk.
+            unsafe {
+                gemm::gemm(
+                    mb,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.data.as_ptr().add(i0 * a.row_stride),
+                    a.col_stride as isize,
+                    a.row_stride as isize,
+                    b.data.as_ptr(),
+                    b.col_stride as isize,
+                    b.row_stride as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+}
+
+/// `y = x W + b` (`W: [d_in, d_out]`, burn's layout), then a ReLU when `relu` is set.
+///
+/// # Shapes
+/// - `x`: `[batch, d_in]` row-major
+/// - output: `[batch, d_out]` row-major
+pub fn linear_forward(x: &[f32], weight: &[f32], bias: &[f32], relu: bool) -> Vec<f32> {
+    let (d_in, d_out) = (weight.len() / bias.len().max(1), bias.len());
+    let batch = x.len() / d_in.max(1);
+    // yᵀ = Wᵀ xᵀ: the long dimension (d_out) is the one split across the cores
+    let mut yt = vec![0.0f32; d_out * batch];
+    gemm_rows(
+        d_out,
+        batch,
+        d_in,
+        View::transposed(weight, d_out),
+        View::transposed(x, d_in),
+        &mut yt,
+    );
+    let mut y = vec![0.0f32; batch * d_out];
+    for (o, col) in yt.chunks(batch.max(1)).enumerate() {
+        for (n, &v) in col.iter().enumerate() {
+            let v = v + bias[o];
+            y[n * d_out + o] = if relu { v.max(0.0) } else { v };
+        }
+    }
+    y
+}
+
+/// Gradients of a fully connected layer from its input `x` (`[batch, d_in]`), its weight
+/// (`[d_in, d_out]`; needed for the input gradient) and the gradient `dy` of its output
+/// (`[batch, d_out]`, ReLU already applied): `(dW, db, dx)`, each computed only when asked.
+pub fn linear_backward(
+    x: Option<&[f32]>,
+    weight: Option<&[f32]>,
+    dy: &[f32],
+    [batch, d_in, d_out]: [usize; 3],
+) -> (Option<Vec<f32>>, Vec<f32>, Option<Vec<f32>>) {
+    let mut db = vec![0.0f32; d_out];
+    for row in dy.chunks(d_out.max(1)) {
+        db.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+    }
+    let dw = x.map(|x| {
+        let mut dw = vec![0.0f32; d_in * d_out];
+        gemm_rows(
+            d_in,
+            d_out,
+            batch,
+            View::transposed(x, d_in),
+            View::rows(dy, d_out),
+            &mut dw,
+        );
+        dw
+    });
+    let dx = weight.map(|w| {
+        // dxᵀ = W dyᵀ, split by rows of W
+        let mut dxt = vec![0.0f32; d_in * batch];
+        gemm_rows(
+            d_in,
+            batch,
+            d_out,
+            View::rows(w, d_out),
+            View::transposed(dy, d_out),
+            &mut dxt,
+        );
+        let mut dx = vec![0.0f32; batch * d_in];
+        for (i, col) in dxt.chunks(batch.max(1)).enumerate() {
+            for (n, &v) in col.iter().enumerate() {
+                dx[n * d_in + i] = v;
+            }
+        }
+        dx
+    });
+    (dw, db, dx)
+}
