@@ -781,7 +781,8 @@ def main():
 # Gradients of single layers, the cases the CPU kernels' hand-written backward passes must get
 # right: grouped and asymmetric-padded convolutions (direct and Winograd paths), stride 4,
 # ceil-mode and TensorFlow-SAME (asymmetric) max pools, LRN in TensorFlow's and Caffe's
-# parameters, fully connected layers with and without ReLU. Each case: inputs, a fixed random `r`, and PyTorch's gradients of sum(layer * r),
+# parameters, fully connected layers and batch normalization (training mode) with and without
+# ReLU. Each case: inputs, a fixed random `r`, and PyTorch's gradients of sum(layer * r),
 # computed in float64.
 OP_CONVS = [
     # name, x shape, cout, groups, kernel, stride, padding (top, left, bottom, right), relu,
@@ -802,6 +803,11 @@ OP_LINEARS = [
     ("linear_relu", 4, 37, 23, True),
     ("linear_logits", 3, 29, 11, False),
 ]
+OP_BATCH_NORMS = [
+    # name, x shape, relu (training mode: batch statistics, eps 1e-5)
+    ("bn_relu", (3, 6, 5, 5), True),
+    ("bn", (2, 5, 4, 3), False),
+]
 OP_POOLS = [
     # name, x shape, kernel, stride, padding (top, left, bottom, right), ceil_mode
     ("pool_ceil", (2, 4, 14, 14), 3, 2, (0, 0, 0, 0), True),
@@ -810,7 +816,8 @@ OP_POOLS = [
 
 
 def op_grads():
-    """tests/fixtures/op_grads.safetensors (see OP_CONVS, OP_LRNS, OP_LINEARS, OP_POOLS)."""
+    """tests/fixtures/op_grads.safetensors (see OP_CONVS, OP_LRNS, OP_LINEARS, OP_BATCH_NORMS,
+    OP_POOLS)."""
     g = rng(15)
     out = {}
     d = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))
@@ -844,6 +851,12 @@ def op_grads():
         bias = d(g.uniform(-0.2, 0.2, size=d_out).astype(np.float32)).requires_grad_(True)
         y = x @ w + bias
         finish(name, F.relu(y) if relu else y, {"x": x, "weight": w, "bias": bias})
+    for name, shape, relu in OP_BATCH_NORMS:
+        x = d(g.uniform(-2, 3, size=shape).astype(np.float32)).requires_grad_(True)
+        gamma = d(g.uniform(0.5, 1.5, size=shape[1]).astype(np.float32)).requires_grad_(True)
+        beta = d(g.uniform(-0.3, 0.3, size=shape[1]).astype(np.float32)).requires_grad_(True)
+        y = F.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5)
+        finish(name, F.relu(y) if relu else y, {"x": x, "gamma": gamma, "beta": beta})
     for name, shape, k, stride, (t, l, b, r), ceil in OP_POOLS:
         # distinct values: no ties between window positions
         values = g.permutation(np.prod(shape)).reshape(shape) / np.prod(shape) - 0.5

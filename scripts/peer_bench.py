@@ -73,6 +73,7 @@ MODELS = {
     "alexnet-caffe": (lambda: LrnAlexNet(False), 227, ["--model", "alexnet", "--variant", "caffe"]),
     "alexnet-torchvision": (lambda: torchvision.models.alexnet(), 224, ["--model", "alexnet", "--variant", "torchvision"]),
     "vgg16": (lambda: torchvision.models.vgg16(), 224, ["--model", "vgg16"]),
+    "vgg16_bn": (lambda: torchvision.models.vgg16_bn(), 224, ["--model", "vgg16_bn"]),
 }
 
 
@@ -92,7 +93,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default="alexnet-tf,alexnet-caffe,alexnet-torchvision,vgg16",
+                    help=f"comma-separated, of {','.join(MODELS)}")
     ap.add_argument("--binary", default=os.path.join("target", "release", "alexvgg"))
     ap.add_argument("--device", default="cpu", help="alexvgg's --device")
     ap.add_argument("--torch-device", default="cpu", help="PyTorch device (cpu or cuda)")

@@ -14,15 +14,17 @@ use alexvgg::models::kernels::{self, LayerKernels, with_kernels};
 use alexvgg::models::{BlockLinear, LrnConfig};
 use alexvgg_import::TensorMap;
 use burn::module::Param;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 
-/// `(name, kernel, stride, padding (top, left, bottom, right), groups, relu)`, as
-/// `OP_CONVS` in the fixture script.
-const CONVS: [(&str, usize, usize, [usize; 4], usize, bool); 5] = [
+/// `(name, kernel, stride, padding (top, left, bottom, right), groups, relu)`.
+type ConvCase = (&'static str, usize, usize, [usize; 4], usize, bool);
+
+/// The convolutions, as `OP_CONVS` in the fixture script.
+const CONVS: [ConvCase; 5] = [
     ("conv_grouped_asym", 5, 1, [2, 1, 1, 2], 2, true),
     ("conv3_odd_channels", 3, 1, [1, 1, 1, 1], 1, false),
     ("conv_stride4", 11, 4, [3, 3, 5, 5], 1, true),
@@ -38,6 +40,9 @@ const LRNS: [(&str, usize, f64, f64, f64); 2] = [
 
 /// `(name, relu)`, as `OP_LINEARS`.
 const LINEARS: [(&str, bool); 2] = [("linear_relu", true), ("linear_logits", false)];
+
+/// `(name, relu)`, as `OP_BATCH_NORMS`.
+const BATCH_NORMS: [(&str, bool); 2] = [("bn_relu", true), ("bn", false)];
 
 /// `(name, kernel, stride, padding, ceil_mode)`, as `OP_POOLS`.
 const POOLS: [(&str, usize, usize, [usize; 4], bool); 2] = [
@@ -84,6 +89,7 @@ enum Layer {
     Pool(MaxPool2d),
     /// Inputs and outputs `[batch, features, 1, 1]` here.
     Linear(BlockLinear, bool),
+    BatchNorm(BatchNorm, bool),
 }
 
 impl Layer {
@@ -93,6 +99,7 @@ impl Layer {
             Layer::Conv(conv, relu) => kernels::conv2d(conv, x, *relu),
             Layer::Lrn(lrn) => kernels::lrn(lrn, x),
             Layer::Pool(pool) => kernels::max_pool2d(pool, x),
+            Layer::BatchNorm(bn, relu) => kernels::batch_norm(bn, x, *relu),
             Layer::Linear(fc, relu) => {
                 let [b, f, _, _] = x.dims();
                 let y = kernels::linear(fc, x.reshape([b, f]), *relu);
@@ -134,6 +141,13 @@ fn cases(fx: &TensorMap, device: &Device) -> Vec<(String, Layer, bool)> {
             device,
         )));
         out.push((name.to_string(), Layer::Linear(fc, relu), true));
+    }
+    for (name, relu) in BATCH_NORMS {
+        let gamma = &fx[&format!("{name}.gamma")];
+        let mut bn = BatchNormConfig::new(gamma.shape[0]).init(device);
+        bn.gamma = Param::from_tensor(upload::<1>(gamma, device));
+        bn.beta = Param::from_tensor(upload::<1>(&fx[&format!("{name}.beta")], device));
+        out.push((name.to_string(), Layer::BatchNorm(bn, relu), true));
     }
     for (name, kernel, stride, pad, ceil) in POOLS {
         out.push((
@@ -267,7 +281,12 @@ fn kernel_gradients_agree_with_finite_differences() {
         // at least 1/n): small steps
         let mut g = alexvgg::inference::rng::SplitMix64::new(3);
         let dir: Vec<f32> = x.data.iter().map(|_| g.uniform() as f32 - 0.5).collect();
-        let eps = if name.starts_with("pool") { 5e-5 } else { 1e-2 };
+        // (batch normalization is curved and crosses ReLU kinks at larger steps)
+        let eps = match &layer {
+            Layer::Pool(_) => 5e-5,
+            Layer::BatchNorm(..) => 2e-3,
+            _ => 1e-2,
+        };
         let loss = |sign: f32| -> f64 {
             let shifted: Vec<f32> = x
                 .data
@@ -295,4 +314,51 @@ fn kernel_gradients_agree_with_finite_differences() {
             "{name}: directional derivative {analytic} vs finite differences {numeric}"
         );
     }
+}
+
+/// Batch normalization through the kernels updates the running statistics as burn's layer does
+/// (momentum 0.1, biased variance), and declines in inference mode.
+#[test]
+fn batch_norm_kernels_keep_burn_s_running_statistics() {
+    let fx = tensors("op_grads.safetensors");
+    let device = cpu().autodiff();
+    let layer = |device: &Device| {
+        let Layer::BatchNorm(bn, _) = cases(&fx, device)
+            .into_iter()
+            .find(|c| c.0 == "bn_relu")
+            .unwrap()
+            .1
+        else {
+            unreachable!()
+        };
+        bn
+    };
+    let x = upload4(&fx["bn_relu.x"], &device);
+    let kernels = Arc::new(CpuKernels::new());
+    let shared: Arc<dyn LayerKernels> = kernels.clone();
+    let (ours, plain) = (layer(&device), layer(&device));
+    for _ in 0..2 {
+        with_kernels(Some(shared.clone()), || {
+            kernels::batch_norm(&ours, x.clone(), true)
+        });
+        kernels::batch_norm(&plain, x.clone(), true);
+    }
+    assert_eq!(kernels.computed(), 2);
+    assert_close(
+        "running mean",
+        &values(ours.running_mean.value()),
+        &values(plain.running_mean.value()),
+        1e-5,
+    );
+    assert_close(
+        "running var",
+        &values(ours.running_var.value()),
+        &values(plain.running_var.value()),
+        1e-5,
+    );
+    // a layer in inference mode (frozen) is burn's
+    let mut eval = layer(&device);
+    eval.training = Param::from_bool(false);
+    with_kernels(Some(shared), || kernels::batch_norm(&eval, x, true));
+    assert_eq!(kernels.computed(), 2);
 }

@@ -26,7 +26,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
-use burn::nn::{Linear, PaddingConfig2d};
+use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::kernels::{ConvGeometry, Nhwc, lrn};
@@ -34,8 +34,9 @@ use crate::plan::{ConvLayer, geometry};
 use crate::pool::Pool;
 use crate::simd::{Kernel, Simd};
 use crate::train::{
-    conv_weight_grad, input_grad_padding, input_grad_weights, linear_backward, linear_forward,
-    lrn_backward, max_pool_argmax, max_pool_backward, relu_mask,
+    batch_norm_backward, batch_norm_train, conv_weight_grad, input_grad_padding,
+    input_grad_weights, linear_backward, linear_forward, lrn_backward, max_pool_argmax,
+    max_pool_backward, relu_mask,
 };
 
 /// The kernels of this crate as [`LayerKernels`], for training on the CPU backends compiled in.
@@ -124,6 +125,13 @@ impl LayerKernels for CpuKernels {
 
     fn linear(&self, fc: &Linear, x: &Tensor<2>, relu: bool) -> Option<Tensor<2>> {
         on_cpu_backends!(self, linear_on(fc, x, relu))
+    }
+
+    fn batch_norm(&self, bn: &BatchNorm, x: &Tensor<4>, relu: bool) -> Option<Tensor<4>> {
+        if !bn.training.is_enabled() {
+            return None; // inference mode (a frozen layer): burn's running-statistics path
+        }
+        on_cpu_backends!(self, batch_norm_on(bn, x, relu))
     }
 }
 
@@ -553,6 +561,112 @@ where
                 weight: x.is_tracked().then(|| w.primitive().clone()),
                 mask,
                 dims: [batch, d_in, d_out],
+            };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(Tensor::from_primitive::<Ad<B>>(out))
+}
+
+/// What batch normalization's backward pass needs.
+#[derive(Clone, Debug)]
+struct BatchNormState {
+    /// The normalized input `x̂`.
+    normalized: Saved<Vec<f32>>,
+    /// `gamma / sqrt(var + eps)` per channel.
+    scale: Vec<f32>,
+    /// Where the ReLU passed its input, when the layer has one.
+    mask: Option<Saved<Vec<bool>>>,
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl<B: Backend> Backward<B, 3> for BatchNormBackward {
+    type State = BatchNormState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let device = grad.device();
+        let s = ops.state;
+        let mut dy = to_nhwc::<B>(grad);
+        if let Some(mask) = &s.mask {
+            relu_mask(&mut dy.data, &mask.0);
+        }
+        let channels = dy.channels;
+        let (dx, dgamma, dbeta) = batch_norm_backward(&s.normalized.0, &s.scale, &dy);
+        register::<B>(
+            grads,
+            node_gamma.map(|n| n.id),
+            dgamma,
+            vec![channels],
+            &device,
+        );
+        register::<B>(
+            grads,
+            node_beta.map(|n| n.id),
+            dbeta,
+            vec![channels],
+            &device,
+        );
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, from_nhwc::<B>(dx, &device));
+        }
+    }
+}
+
+fn batch_norm_on<B: Backend>(bn: &BatchNorm, x: &Tensor<4>, relu: bool) -> Option<Tensor<4>>
+where
+    DispatchTensor: DispatchKindConversion<Ad<B>>,
+{
+    let xp = primitive::<B, 4>(x.clone())?;
+    let gamma = primitive::<B, 1>(bn.gamma.val())?;
+    let beta = primitive::<B, 1>(bn.beta.val())?;
+    let device = xp.primitive().device();
+    let xs = to_nhwc::<B>(xp.primitive().clone());
+    let gamma_values = host::<B>(gamma.primitive().clone());
+    if gamma_values.len() != xs.channels {
+        return None; // burn reports the mismatch
+    }
+    let beta_values = host::<B>(beta.primitive().clone());
+    let (y, normalized, mean, var) =
+        batch_norm_train(&xs, &gamma_values, &beta_values, bn.epsilon, relu);
+    // the running statistics, updated with burn's own tensor operations (as `BatchNorm` does)
+    let stat_device = bn.running_mean.value_sync().device();
+    let statistic =
+        |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [xs.channels]), &stat_device);
+    let m = bn.momentum;
+    let running_mean = bn
+        .running_mean
+        .value_sync()
+        .mul_scalar(1.0 - m)
+        .add(statistic(mean).mul_scalar(m));
+    let running_var = bn
+        .running_var
+        .value_sync()
+        .mul_scalar(1.0 - m)
+        .add(statistic(var.clone()).mul_scalar(m));
+    bn.running_mean.update(running_mean.detach());
+    bn.running_var.update(running_var.detach());
+    let scale: Vec<f32> = gamma_values
+        .iter()
+        .zip(&var)
+        .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
+        .collect();
+    let mask = relu.then(|| Saved(Arc::new(y.data.iter().map(|&v| v > 0.0).collect())));
+    let out = from_nhwc::<B>(y, &device);
+    let out = match BatchNormBackward
+        .prepare::<NoCheckpointing>([xp.node(), gamma.node(), beta.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = BatchNormState {
+                normalized: Saved(Arc::new(normalized)),
+                scale,
+                mask,
             };
             prep.finish(state, out)
         }

@@ -11,6 +11,8 @@
 //! - Max pooling: the forward pass records the position of each maximum
 //!   ([`max_pool_argmax`]); the backward pass adds each output gradient there.
 //! - LRN: the closed form from the forward inputs ([`lrn_backward`]).
+//! - Batch normalization (training mode): [`batch_norm_train`] keeps the normalized input,
+//!   [`batch_norm_backward`] is burn's closed form.
 //! - Fully connected: `dW = xᵀ · dY` and `dX = dY · Wᵀ` ([`linear_backward`]), products on
 //!   strided views of the row-major buffers, split by rows across the cores ([`gemm_rows`]).
 
@@ -89,10 +91,31 @@ fn group_patches(
         let (oy, ox) = (rest / ow, rest % ow);
         for ky in 0..kh {
             let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
+            let row = &mut row[ky * kw * cin_g..][..kw * cin_g];
+            if iy < 0 || iy as usize >= x.height {
+                row.fill(0.0);
+                continue;
+            }
+            if cin_g == x.channels {
+                // one group: the window's pixels of this row are contiguous in x, one copy
+                let ix0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
+                let lo = (-ix0).clamp(0, kw as isize) as usize;
+                let hi = (x.width as isize - ix0).clamp(0, kw as isize) as usize;
+                row[..lo * cin_g].fill(0.0);
+                if hi > lo {
+                    let at = ((n * x.height + iy as usize) * x.width
+                        + (ix0 + lo as isize) as usize)
+                        * cin_g;
+                    row[lo * cin_g..hi * cin_g]
+                        .copy_from_slice(&x.data[at..at + (hi - lo) * cin_g]);
+                }
+                row[hi.max(lo) * cin_g..].fill(0.0);
+                continue;
+            }
             for kx in 0..kw {
                 let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
-                let dst = &mut row[(ky * kw + kx) * cin_g..][..cin_g];
-                if iy < 0 || ix < 0 || iy as usize >= x.height || ix as usize >= x.width {
+                let dst = &mut row[kx * cin_g..][..cin_g];
+                if ix < 0 || ix as usize >= x.width {
                     dst.fill(0.0);
                 } else {
                     let at = ((n * x.height + iy as usize) * x.width + ix as usize) * x.channels
@@ -227,9 +250,11 @@ pub fn max_pool_argmax(x: &Nhwc, g: &ConvGeometry) -> (Nhwc, Vec<u32>) {
                     let x0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
                     let best = &mut orow[ox * c..][..c];
                     let at = &mut arow[ox * c..][..c];
+                    let ys = y0.max(0)..(y0 + g.kernel[0] as isize).min(x.height as isize);
+                    let xs = x0.max(0)..(x0 + g.kernel[1] as isize).min(x.width as isize);
                     let mut first = true;
-                    for iy in y0.max(0)..(y0 + g.kernel[0] as isize).min(x.height as isize) {
-                        for ix in x0.max(0)..(x0 + g.kernel[1] as isize).min(x.width as isize) {
+                    for iy in ys {
+                        for ix in xs.clone() {
                             let pos = iy as usize * x.width + ix as usize;
                             let src = &x.data[(n * x.height * x.width + pos) * c..][..c];
                             if first {
@@ -237,11 +262,12 @@ pub fn max_pool_argmax(x: &Nhwc, g: &ConvGeometry) -> (Nhwc, Vec<u32>) {
                                 at.fill(pos as u32);
                                 first = false;
                             } else {
+                                // selects, not branches: the loop vectorizes
+                                let pos = pos as u32;
                                 for ((b, a), &v) in best.iter_mut().zip(at.iter_mut()).zip(src) {
-                                    if v > *b {
-                                        *b = v;
-                                        *a = pos as u32;
-                                    }
+                                    let gt = v > *b;
+                                    *b = if gt { v } else { *b };
+                                    *a = if gt { pos } else { *a };
                                 }
                             }
                         }
@@ -294,8 +320,8 @@ fn pow_neg(d: f32, beta: f32) -> f32 {
 pub fn lrn_backward(x: &Nhwc, dy: &Nhwc, radius: usize, bias: f32, alpha: f32, beta: f32) -> Nhwc {
     let c = x.channels;
     let mut dx = vec![0.0f32; x.data.len()];
-    if c > 0 {
-        let pixels_per_task = (8192 / c).max(1);
+    if let Some(per_task) = 8192usize.checked_div(c) {
+        let pixels_per_task = per_task.max(1);
         let coef = 2.0 * alpha * beta;
         dx.par_chunks_mut(pixels_per_task * c)
             .zip(x.data.par_chunks(pixels_per_task * c))
@@ -502,4 +528,131 @@ pub fn linear_backward(
         dx
     });
     (dw, db, dx)
+}
+
+/// Per-channel sums of `f(pixel values)` over every pixel of a channels-last buffer, in `f64`,
+/// split across the rayon pool.
+fn channel_sums(data: &[f32], channels: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
+    let rows = (16384 / channels.max(1)).max(1) * channels.max(1);
+    data.par_chunks(rows)
+        .fold(
+            || vec![0.0f64; channels],
+            |mut acc, chunk| {
+                for px in chunk.chunks(channels) {
+                    for (c, (a, &v)) in acc.iter_mut().zip(px).enumerate() {
+                        *a += f(c, v);
+                    }
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![0.0f64; channels],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(s, v)| *s += v);
+                a
+            },
+        )
+}
+
+/// Batch normalization in training mode on a channels-last buffer, as burn's
+/// `batch_norm_train` computes it: the batch's per-channel mean and biased variance, `y = (x -
+/// mean) / sqrt(var + eps) · gamma + beta`, then a ReLU when `relu` is set. Returns `y`, the
+/// normalized input `x̂` (for the backward pass), the mean and the variance.
+pub fn batch_norm_train(
+    x: &Nhwc,
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+    relu: bool,
+) -> (Nhwc, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = x.channels;
+    let count = (x.data.len() / c.max(1)).max(1) as f64;
+    let mean: Vec<f64> = channel_sums(&x.data, c, |_, v| v as f64)
+        .into_iter()
+        .map(|s| s / count)
+        .collect();
+    let var: Vec<f64> = channel_sums(&x.data, c, |ch, v| (v as f64 - mean[ch]).powi(2))
+        .into_iter()
+        .map(|s| s / count)
+        .collect();
+    let (mean, var): (Vec<f32>, Vec<f32>) = (
+        mean.iter().map(|&m| m as f32).collect(),
+        var.iter().map(|&v| v as f32).collect(),
+    );
+    let inv_std: Vec<f32> = var
+        .iter()
+        .map(|&v| 1.0 / (v + epsilon as f32).sqrt())
+        .collect();
+    let mut normalized = vec![0.0f32; x.data.len()];
+    let mut y = vec![0.0f32; x.data.len()];
+    let rows = (16384 / c.max(1)).max(1) * c.max(1);
+    y.par_chunks_mut(rows)
+        .zip(normalized.par_chunks_mut(rows))
+        .zip(x.data.par_chunks(rows))
+        .for_each(|((y, n), x)| {
+            for ((y, n), x) in y.chunks_mut(c).zip(n.chunks_mut(c)).zip(x.chunks(c)) {
+                for ch in 0..c {
+                    let v = (x[ch] - mean[ch]) * inv_std[ch];
+                    n[ch] = v;
+                    let out = v * gamma[ch] + beta[ch];
+                    y[ch] = if relu { out.max(0.0) } else { out };
+                }
+            }
+        });
+    (x.output(y, [x.height, x.width], c), normalized, mean, var)
+}
+
+/// Gradients of [`batch_norm_train`] from the normalized input `x̂`, `gamma / sqrt(var + eps)`
+/// per channel (`scale`) and the output gradient `dy` (ReLU already applied):
+/// `(dx, dgamma, dbeta)`, with `dx = scale · (dy − mean(dy) − x̂ · mean(dy · x̂))` as burn's
+/// `batch_norm_train_backward`.
+pub fn batch_norm_backward(
+    normalized: &[f32],
+    scale: &[f32],
+    dy: &Nhwc,
+) -> (Nhwc, Vec<f32>, Vec<f32>) {
+    let c = dy.channels;
+    let count = (dy.data.len() / c.max(1)).max(1) as f64;
+    let dbeta = channel_sums(&dy.data, c, |_, v| v as f64);
+    let rows = (16384 / c.max(1)).max(1) * c.max(1);
+    let dgamma = dy
+        .data
+        .par_chunks(rows)
+        .zip(normalized.par_chunks(rows))
+        .fold(
+            || vec![0.0f64; c],
+            |mut acc, (g, n)| {
+                for (g, n) in g.chunks(c).zip(n.chunks(c)) {
+                    for ch in 0..c {
+                        acc[ch] += g[ch] as f64 * n[ch] as f64;
+                    }
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![0.0f64; c],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(s, v)| *s += v);
+                a
+            },
+        );
+    let mean_g: Vec<f32> = dbeta.iter().map(|s| (s / count) as f32).collect();
+    let mean_gn: Vec<f32> = dgamma.iter().map(|s| (s / count) as f32).collect();
+    let mut dx = vec![0.0f32; dy.data.len()];
+    dx.par_chunks_mut(rows)
+        .zip(dy.data.par_chunks(rows).zip(normalized.par_chunks(rows)))
+        .for_each(|(dx, (g, n))| {
+            for ((dx, g), n) in dx.chunks_mut(c).zip(g.chunks(c)).zip(n.chunks(c)) {
+                for ch in 0..c {
+                    dx[ch] = scale[ch] * (g[ch] - mean_g[ch] - n[ch] * mean_gn[ch]);
+                }
+            }
+        });
+    (
+        dy.output(dx, [dy.height, dy.width], c),
+        dgamma.into_iter().map(|v| v as f32).collect(),
+        dbeta.into_iter().map(|v| v as f32).collect(),
+    )
 }

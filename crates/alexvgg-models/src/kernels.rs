@@ -4,7 +4,7 @@
 //! operations. A crate with its own kernels (`alexvgg-cpu`: channels-last convolutions with a
 //! hand-written backward pass on the CPU backends) implements [`LayerKernels`] and runs a
 //! forward pass inside [`with_kernels`]: each convolution (with its ReLU), LRN, max pool and
-//! fully connected layer (with its ReLU)
+//! fully connected layer and batch normalization (each with its ReLU)
 //! then asks the kernels first and falls back to burn when they decline (another backend, a
 //! layer feature they lack). The model keeps one code path; which kernels compute it is the
 //! caller's choice for the span of one call, on the calling thread only, so tests and threads
@@ -13,9 +13,9 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
+use burn::nn::{BatchNorm, Linear};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
@@ -51,6 +51,14 @@ pub trait LayerKernels: Send + Sync {
     /// - `x`: `[batch, d_in]`
     /// - output: `[batch, d_out]`
     fn linear(&self, fc: &Linear, x: &Tensor<2>, relu: bool) -> Option<Tensor<2>>;
+
+    /// Batch normalization in training mode (batch statistics, running statistics updated as
+    /// burn's `BatchNorm` updates them), followed by a ReLU when `relu` is set. Layers in
+    /// inference mode are burn's.
+    ///
+    /// # Shapes
+    /// - `x` and output: `[batch, C, H, W]`
+    fn batch_norm(&self, bn: &BatchNorm, x: &Tensor<4>, relu: bool) -> Option<Tensor<4>>;
 }
 
 thread_local! {
@@ -128,5 +136,17 @@ pub fn linear(fc: &BlockLinear, x: Tensor<2>, with_relu: bool) -> Tensor<2> {
         return y;
     }
     let y = fc.forward(x);
+    if with_relu { relu(y) } else { y }
+}
+
+/// Batch normalization followed by a ReLU (when `with_relu`), by the active kernels or by burn.
+///
+/// # Shapes
+/// - `x` and output: `[batch, C, H, W]`
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, with_relu: bool) -> Tensor<4> {
+    if let Some(y) = active().and_then(|k| k.batch_norm(bn, &x, with_relu)) {
+        return y;
+    }
+    let y = bn.forward(x);
     if with_relu { relu(y) } else { y }
 }

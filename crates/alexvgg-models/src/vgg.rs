@@ -10,7 +10,6 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::block_linear::{BlockLinear, classifier, weight_block_limit};
@@ -388,7 +387,9 @@ impl Vgg {
             x = pass.step(&conv_name, x, |x| {
                 match &layer.bn {
                     // [batch, C, H, W]
-                    Some(bn) => relu(bn.forward(kernels::conv2d(&layer.conv, x, false))),
+                    Some(bn) => {
+                        kernels::batch_norm(bn, kernels::conv2d(&layer.conv, x, false), true)
+                    }
                     None => kernels::conv2d(&layer.conv, x, true),
                 }
             })?;

@@ -559,3 +559,81 @@ fn a_frozen_prefix_runs_forward_only_and_trains_as_the_autodiff_path_does() {
         "dropout after fc6 stays in training mode"
     );
 }
+
+/// The full recipe (every parameter trained) on each network, with the CPU training kernels
+/// (`auto`) and with burn's layers throughout (`burn`): the same losses, weights and BatchNorm
+/// running statistics after two SGD steps, and the kernels did compute the trained layers.
+#[test]
+fn every_network_trains_alike_with_the_kernels_and_with_burn() {
+    use alexvgg_inference::runner::EngineKind;
+    let settings = OptimizerSettings {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    };
+    let input = |side: usize| -> Vec<f32> {
+        let t = &tensors("inputs.safetensors")[&format!("input{side}")];
+        t.data.iter().map(|v| v * 0.02f32).collect()
+    };
+    let device = cpu().autodiff();
+    for (arch, weights) in [
+        (TF, "alexnet_tf_w8.safetensors"),
+        (
+            Architecture::AlexNet(AlexNetVariant::Torchvision),
+            "alexnet_torchvision_w8.safetensors",
+        ),
+        (
+            Architecture::parse("vgg16").unwrap(),
+            "vgg16_w16.safetensors",
+        ),
+        (
+            Architecture::parse("vgg11_bn").unwrap(),
+            "vgg11_bn_w16.safetensors",
+        ),
+    ] {
+        let what = arch.describe();
+        let trainer = |engine: EngineKind| {
+            let (model, _, _) = load_model(&fixture(weights), &arch, &device).unwrap();
+            Trainer::new(
+                model.with_dropout(0.0),
+                &arch,
+                &settings,
+                &Freeze::None,
+                &device,
+            )
+            .unwrap()
+            .with_engine(engine)
+            .unwrap()
+        };
+        let (mut fast, mut plain) = (trainer(EngineKind::Auto), trainer(EngineKind::Burn));
+        assert_eq!(
+            fast.layer_kernels(),
+            "alexvgg-cpu training kernels",
+            "{what}"
+        );
+        assert_eq!(plain.layer_kernels(), "burn", "{what}");
+        let x = input(arch.input_size());
+        for step in 0..2 {
+            let a = fast.step(x.clone(), &[3, 7], 0.01).unwrap();
+            let b = plain.step(x.clone(), &[3, 7], 0.01).unwrap();
+            assert!(
+                (a.loss - b.loss).abs() <= 1e-4 * b.loss.abs().max(1.0),
+                "{what} step {step}: loss {} (kernels) vs {} (burn)",
+                a.loss,
+                b.loss
+            );
+        }
+        // parameters and (for BatchNorm) running statistics
+        let (a, b) = (
+            module_tensors(fast.model()).unwrap(),
+            module_tensors(plain.model()).unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "{what}");
+        // BatchNorm's parameter gradients sum over every pixel of the batch (100k terms at
+        // 224x224), in f32 by burn and in f64 by the kernels: those layers agree to 1e-3
+        let tol = if what.contains("BN") { 1e-3 } else { 1e-4 };
+        for (k, t) in b.iter() {
+            assert_close(&format!("{what} {k}"), &a[k].data, &t.data, tol);
+        }
+    }
+}
