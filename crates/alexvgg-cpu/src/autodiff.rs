@@ -22,6 +22,7 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
 use burn::nn::conv::Conv2d;
@@ -135,12 +136,36 @@ impl LayerKernels for CpuKernels {
     }
 }
 
-/// Reads a CPU tensor's values without a copy where the backend allows it.
+/// How the kernels move values between a CPU backend's tensors and their host buffers.
 pub trait HostValues: Backend {
     /// Calls `f` with the values of `t` in logical row-major order (`f32` tensors only).
-    fn with_values<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R;
+    fn with_values<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R {
+        f(&host::<Self>(t.clone()))
+    }
+
+    /// The values of `t`, copied.
+    fn values(t: &FloatTensor<Self>) -> Vec<f32> {
+        Self::with_values(t, <[f32]>::to_vec)
+    }
+
+    /// An `[N, C, H, W]` tensor channels-last on the host: by default read channels-first and
+    /// transposed on the host (what suits a backend whose reads of strided views are slow).
+    fn to_nhwc(t: FloatTensor<Self>) -> Nhwc {
+        let dims: [usize; 4] = t.shape().dims();
+        Nhwc::from_nchw(&host::<Self>(t), dims, &Pool::new())
+    }
+
+    /// A channels-last buffer as an `[N, C, H, W]` tensor: by default transposed on the host
+    /// into a contiguous tensor.
+    fn from_nhwc(y: Nhwc, device: &Self::Device) -> FloatTensor<Self> {
+        let shape = vec![y.batch, y.channels, y.height, y.width];
+        from_host::<Self>(y.to_nchw(), shape, device)
+    }
 }
 
+/// flex: parameters borrowed in place, activations handed over channels-last as permuted
+/// views (flex reads and writes strided views fast, and a view of our own output reads back
+/// with a plain copy).
 #[cfg(feature = "flex")]
 impl HostValues for burn::backend::Flex {
     fn with_values<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R {
@@ -150,13 +175,45 @@ impl HostValues for burn::backend::Flex {
             None => f(&host::<Self>(t.clone())),
         }
     }
+
+    fn to_nhwc(t: FloatTensor<Self>) -> Nhwc {
+        let [batch, channels, height, width] = t.shape().dims();
+        let data = host::<Self>(Self::float_permute(t, &[0, 2, 3, 1]));
+        Nhwc {
+            data,
+            batch,
+            height,
+            width,
+            channels,
+        }
+    }
+
+    fn from_nhwc(y: Nhwc, device: &Self::Device) -> FloatTensor<Self> {
+        let shape = [y.batch, y.height, y.width, y.channels];
+        let t = Self::float_from_data(TensorData::new(y.data, shape), device);
+        Self::float_permute(t, &[0, 3, 1, 2])
+    }
 }
 
+/// ndarray: buffers borrowed where they are in standard layout, activations transposed on the
+/// host (its reads of a shared or strided array go element by element: they took 62% of an
+/// AlexNet step).
 #[cfg(feature = "ndarray")]
 #[allow(deprecated)]
 impl HostValues for burn::backend::NdArray {
     fn with_values<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R {
+        if let burn::backend::ndarray::NdArrayTensor::F32(storage) = t {
+            let view = storage.view();
+            if let Some(values) = view.as_slice() {
+                return f(values);
+            }
+        }
         f(&host::<Self>(t.clone()))
+    }
+
+    fn to_nhwc(t: FloatTensor<Self>) -> Nhwc {
+        let dims: [usize; 4] = t.shape().dims();
+        Self::with_values(&t, |v| Nhwc::from_nchw(v, dims, &Pool::new()))
     }
 }
 
@@ -177,26 +234,6 @@ fn host<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
         .expect("a CPU backend reads synchronously")
         .expect("reading a CPU tensor");
     data.try_into_vec::<f32>().expect("an f32 tensor")
-}
-
-/// An `[N, C, H, W]` tensor channels-last on the host.
-fn to_nhwc<B: Backend>(t: FloatTensor<B>) -> Nhwc {
-    let [batch, channels, height, width] = t.shape().dims();
-    let data = host::<B>(B::float_permute(t, &[0, 2, 3, 1]));
-    Nhwc {
-        data,
-        batch,
-        height,
-        width,
-        channels,
-    }
-}
-
-/// A channels-last buffer as an `[N, C, H, W]` tensor (a permuted view, no copy).
-fn from_nhwc<B: Backend>(y: Nhwc, device: &B::Device) -> FloatTensor<B> {
-    let shape = [y.batch, y.height, y.width, y.channels];
-    let t = B::float_from_data(TensorData::new(y.data, shape), device);
-    B::float_permute(t, &[0, 3, 1, 2])
 }
 
 /// A host buffer as a tensor of shape `shape`.
@@ -233,7 +270,7 @@ struct ConvState {
 #[derive(Debug)]
 struct ConvBackward;
 
-impl<B: Backend> Backward<B, 3> for ConvBackward {
+impl<B: HostValues> Backward<B, 3> for ConvBackward {
     type State = ConvState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -241,7 +278,7 @@ impl<B: Backend> Backward<B, 3> for ConvBackward {
         let grad = grads.consume::<B>(&ops.node);
         let device = grad.device();
         let s = ops.state;
-        let mut dy = to_nhwc::<B>(grad);
+        let mut dy = B::to_nhwc(grad);
         if let Some(mask) = &s.mask {
             relu_mask(&mut dy.data, &mask.0);
         }
@@ -281,7 +318,7 @@ impl<B: Backend> Backward<B, 3> for ConvBackward {
                 .run(&dy, false, &Pool::new())
                 .expect("the input gradient's window fits");
             debug_assert_eq!([dx.height, dx.width], s.input);
-            grads.register::<B>(node.id, from_nhwc::<B>(dx, &device));
+            grads.register::<B>(node.id, B::from_nhwc(dx, &device));
         }
     }
 }
@@ -298,7 +335,7 @@ fn register<B: Backend>(
     }
 }
 
-fn conv_on<B: Backend>(
+fn conv_on<B: HostValues>(
     k: &CpuKernels,
     conv: &Conv2d,
     x: &Tensor<4>,
@@ -315,13 +352,13 @@ where
     }
     let device = x.primitive().device();
     let dims: [usize; 4] = w.primitive().shape().dims();
-    let xs = to_nhwc::<B>(x.primitive().clone());
-    let weight = host::<B>(w.primitive().clone());
+    let xs = B::to_nhwc(x.primitive().clone());
+    let weight = B::values(w.primitive());
     let layer = ConvLayer::new(
         weight.clone(),
         dims,
         conv.groups,
-        host::<B>(b.primitive().clone()),
+        B::values(b.primitive()),
         conv.stride,
         conv.padding.clone(),
         [xs.height, xs.width],
@@ -331,7 +368,7 @@ where
     let geometry = layer.geometry(&xs).ok()?;
     let y = layer.run(&xs, relu, &k.pool).ok()?;
     let mask = relu.then(|| Saved(Arc::new(y.data.iter().map(|&v| v > 0.0).collect())));
-    let out = from_nhwc::<B>(y, &device);
+    let out = B::from_nhwc(y, &device);
     let input = [xs.height, xs.width];
     let out = match ConvBackward
         .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
@@ -369,7 +406,7 @@ struct LrnState {
 #[derive(Debug)]
 struct LrnBackward;
 
-impl<B: Backend> Backward<B, 1> for LrnBackward {
+impl<B: HostValues> Backward<B, 1> for LrnBackward {
     type State = LrnState;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -378,20 +415,20 @@ impl<B: Backend> Backward<B, 1> for LrnBackward {
         if let Some(node) = node_x {
             let device = grad.device();
             let s = ops.state;
-            let dy = to_nhwc::<B>(grad);
+            let dy = B::to_nhwc(grad);
             let dx = lrn_backward(&s.x.0, &dy, s.radius, s.bias, s.alpha, s.beta);
-            grads.register::<B>(node.id, from_nhwc::<B>(dx, &device));
+            grads.register::<B>(node.id, B::from_nhwc(dx, &device));
         }
     }
 }
 
-fn lrn_on<B: Backend>(k: &CpuKernels, layer: &Lrn, x: &Tensor<4>) -> Option<Tensor<4>>
+fn lrn_on<B: HostValues>(k: &CpuKernels, layer: &Lrn, x: &Tensor<4>) -> Option<Tensor<4>>
 where
     DispatchTensor: DispatchKindConversion<Ad<B>>,
 {
     let x = primitive::<B, 4>(x.clone())?;
     let device = x.primitive().device();
-    let xs = to_nhwc::<B>(x.primitive().clone());
+    let xs = B::to_nhwc(x.primitive().clone());
     let (radius, bias, alpha, beta) = (
         layer.depth_radius,
         layer.bias as f32,
@@ -400,7 +437,7 @@ where
     );
     let simd = k.simd.for_kernel(Kernel::Elementwise);
     let y = lrn(&xs, radius, bias, alpha, beta, simd, &k.pool);
-    let out = from_nhwc::<B>(y, &device);
+    let out = B::from_nhwc(y, &device);
     let out = match LrnBackward
         .prepare::<NoCheckpointing>([x.node()])
         .compute_bound()
@@ -431,7 +468,7 @@ struct PoolState {
 #[derive(Debug)]
 struct PoolBackward;
 
-impl<B: Backend> Backward<B, 1> for PoolBackward {
+impl<B: HostValues> Backward<B, 1> for PoolBackward {
     type State = PoolState;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -439,20 +476,20 @@ impl<B: Backend> Backward<B, 1> for PoolBackward {
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = node_x {
             let device = grad.device();
-            let dy = to_nhwc::<B>(grad);
+            let dy = B::to_nhwc(grad);
             let dx = max_pool_backward(&dy, &ops.state.arg.0, ops.state.input);
-            grads.register::<B>(node.id, from_nhwc::<B>(dx, &device));
+            grads.register::<B>(node.id, B::from_nhwc(dx, &device));
         }
     }
 }
 
-fn pool_on<B: Backend>(_: &CpuKernels, pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>>
+fn pool_on<B: HostValues>(_: &CpuKernels, pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>>
 where
     DispatchTensor: DispatchKindConversion<Ad<B>>,
 {
     let x = primitive::<B, 4>(x.clone())?;
     let device = x.primitive().device();
-    let xs = to_nhwc::<B>(x.primitive().clone());
+    let xs = B::to_nhwc(x.primitive().clone());
     let g = geometry(
         "pool",
         &xs,
@@ -463,7 +500,7 @@ where
     )
     .ok()?;
     let (y, arg) = max_pool_argmax(&xs, &g);
-    let out = from_nhwc::<B>(y, &device);
+    let out = B::from_nhwc(y, &device);
     let input = [xs.height, xs.width];
     let out = match PoolBackward
         .prepare::<NoCheckpointing>([x.node()])
@@ -507,7 +544,7 @@ impl<B: HostValues> Backward<B, 3> for LinearBackward {
         let device = grad.device();
         let s = ops.state;
         let [batch, d_in, d_out] = s.dims;
-        let mut dy = host::<B>(grad);
+        let mut dy = B::values(&grad);
         if let Some(mask) = &s.mask {
             relu_mask(&mut dy, &mask.0);
         }
@@ -543,8 +580,8 @@ where
     if w_in != d_in {
         return None; // burn reports the mismatch
     }
-    let xs = host::<B>(x.primitive().clone());
-    let bias = host::<B>(b.primitive().clone());
+    let xs = B::values(x.primitive());
+    let bias = B::values(b.primitive());
     let y = B::with_values(w.primitive(), |weight| {
         linear_forward(&xs, weight, &bias, relu)
     });
@@ -583,7 +620,7 @@ struct BatchNormState {
 #[derive(Debug)]
 struct BatchNormBackward;
 
-impl<B: Backend> Backward<B, 3> for BatchNormBackward {
+impl<B: HostValues> Backward<B, 3> for BatchNormBackward {
     type State = BatchNormState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -591,7 +628,7 @@ impl<B: Backend> Backward<B, 3> for BatchNormBackward {
         let grad = grads.consume::<B>(&ops.node);
         let device = grad.device();
         let s = ops.state;
-        let mut dy = to_nhwc::<B>(grad);
+        let mut dy = B::to_nhwc(grad);
         if let Some(mask) = &s.mask {
             relu_mask(&mut dy.data, &mask.0);
         }
@@ -612,12 +649,12 @@ impl<B: Backend> Backward<B, 3> for BatchNormBackward {
             &device,
         );
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, from_nhwc::<B>(dx, &device));
+            grads.register::<B>(node.id, B::from_nhwc(dx, &device));
         }
     }
 }
 
-fn batch_norm_on<B: Backend>(bn: &BatchNorm, x: &Tensor<4>, relu: bool) -> Option<Tensor<4>>
+fn batch_norm_on<B: HostValues>(bn: &BatchNorm, x: &Tensor<4>, relu: bool) -> Option<Tensor<4>>
 where
     DispatchTensor: DispatchKindConversion<Ad<B>>,
 {
@@ -625,12 +662,12 @@ where
     let gamma = primitive::<B, 1>(bn.gamma.val())?;
     let beta = primitive::<B, 1>(bn.beta.val())?;
     let device = xp.primitive().device();
-    let xs = to_nhwc::<B>(xp.primitive().clone());
-    let gamma_values = host::<B>(gamma.primitive().clone());
+    let xs = B::to_nhwc(xp.primitive().clone());
+    let gamma_values = B::values(gamma.primitive());
     if gamma_values.len() != xs.channels {
         return None; // burn reports the mismatch
     }
-    let beta_values = host::<B>(beta.primitive().clone());
+    let beta_values = B::values(beta.primitive());
     let (y, normalized, mean, var) =
         batch_norm_train(&xs, &gamma_values, &beta_values, bn.epsilon, relu);
     // the running statistics, updated with burn's own tensor operations (as `BatchNorm` does)
@@ -656,7 +693,7 @@ where
         .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
         .collect();
     let mask = relu.then(|| Saved(Arc::new(y.data.iter().map(|&v| v > 0.0).collect())));
-    let out = from_nhwc::<B>(y, &device);
+    let out = B::from_nhwc(y, &device);
     let out = match BatchNormBackward
         .prepare::<NoCheckpointing>([xp.node(), gamma.node(), beta.node()])
         .compute_bound()

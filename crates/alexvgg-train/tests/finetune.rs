@@ -575,23 +575,29 @@ fn every_network_trains_alike_with_the_kernels_and_with_burn() {
         let t = &tensors("inputs.safetensors")[&format!("input{side}")];
         t.data.iter().map(|v| v * 0.02f32).collect()
     };
-    let device = cpu().autodiff();
-    for (arch, weights) in [
-        (TF, "alexnet_tf_w8.safetensors"),
-        (
-            Architecture::AlexNet(AlexNetVariant::Torchvision),
-            "alexnet_torchvision_w8.safetensors",
-        ),
-        (
-            Architecture::parse("vgg16").unwrap(),
-            "vgg16_w16.safetensors",
-        ),
-        (
-            Architecture::parse("vgg11_bn").unwrap(),
-            "vgg11_bn_w16.safetensors",
-        ),
-    ] {
-        let what = arch.describe();
+    let cpu_devices = devices::devices()
+        .into_iter()
+        .filter(|(name, _, _)| name != "wgpu");
+    for ((backend, device, _), (arch, weights)) in cpu_devices.flat_map(|d| {
+        [
+            (TF, "alexnet_tf_w8.safetensors"),
+            (
+                Architecture::AlexNet(AlexNetVariant::Torchvision),
+                "alexnet_torchvision_w8.safetensors",
+            ),
+            (
+                Architecture::parse("vgg16").unwrap(),
+                "vgg16_w16.safetensors",
+            ),
+            (
+                Architecture::parse("vgg11_bn").unwrap(),
+                "vgg11_bn_w16.safetensors",
+            ),
+        ]
+        .map(|case| (d.clone(), case))
+    }) {
+        let device = device.autodiff();
+        let what = format!("{backend} {}", arch.describe());
         let trainer = |engine: EngineKind| {
             let (model, _, _) = load_model(&fixture(weights), &arch, &device).unwrap();
             Trainer::new(
