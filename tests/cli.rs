@@ -1112,7 +1112,9 @@ fn bench_names_the_cpu_the_simd_level_and_each_layer_s_kernel() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("training"), "{out}");
     assert!(
-        err.contains("frozen layers up to pool5 forward only"),
+        err.contains(
+            "trained layers: alexvgg-cpu training kernels; frozen layers up to pool5 forward only"
+        ),
         "{err}"
     );
     let (code, _, err) = alexvgg(&["bench", "--freeze", "features"]);

@@ -39,8 +39,9 @@ pub struct BenchArgs {
     #[arg(long)]
     train: bool,
     /// With --train: frozen layers, as `finetune --freeze` (none, features, up-to:LAYER).
-    /// With `--engine auto` the frozen front of the network runs forward only on the CPU
-    /// engine; `--engine burn` keeps every layer under autodiff.
+    /// With `--engine auto` on CPU backends the trained layers run the alexvgg-cpu kernels
+    /// with hand-written backward passes and the frozen front of the network runs forward
+    /// only on the CPU engine; `--engine burn` runs burn's layers, all under autodiff.
     #[arg(long, default_value = "none", value_parser = parse_freeze)]
     freeze: Freeze,
     /// Inference engine: auto (the alexvgg-cpu kernels on CPU backends, burn on wgpu), burn, kernels.
@@ -111,7 +112,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let secs = started.elapsed().as_secs_f64();
         eprintln!("compiled for the CPU engine in {secs:.3} s");
     }
-    let device_name = format!("{}, {}", describe(backend, &dev), runner.describe());
+    // training: what computed the layers is reported with each result (kernels or burn)
+    let device_name = if a.train {
+        describe(backend, &dev)
+    } else {
+        format!("{}, {}", describe(backend, &dev), runner.describe())
+    };
     // The CPU and the engine's SIMD level (`ALEXVGG_SIMD` overrides it); on standard error with
     // --json, whose standard output is one JSON result per line.
     let cpu = alexvgg_cpu::CpuInfo::detect();

@@ -126,10 +126,12 @@ pub struct FinetuneArgs {
     max_memory_gib: Option<u64>,
     #[command(flatten)]
     device: DeviceArgs,
-    /// What runs the frozen layers at the front of the network: auto (forward only, outside
-    /// autodiff: the alexvgg-cpu kernels on CPU backends, burn's inference form on wgpu) or
-    /// burn (every layer under autodiff, as before; for A/B). Networks with BatchNorm and
-    /// freezes reaching into the classifier always run under autodiff.
+    /// What computes a step: auto (on CPU backends the trained layers run the alexvgg-cpu
+    /// kernels with hand-written backward passes under autodiff, and the frozen front of the
+    /// network runs forward only on the CPU engine; on wgpu burn's layers, the frozen front in
+    /// burn's inference form) or burn (burn's layers, every layer under autodiff; for A/B).
+    /// Frozen BatchNorm and freezes reaching into the classifier keep the frozen front under
+    /// autodiff.
     #[arg(long, default_value = "auto", value_parser = choice::<EngineKind>())]
     engine: EngineKind,
     /// Print each epoch's metrics as a JSON line on stdout.
@@ -233,6 +235,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             trainable,
             frozen,
             frozen_prefix,
+            layer_kernels,
             resumed,
         } => {
             epochs_total = epochs;
@@ -240,6 +243,14 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
                 "{} classes, {train} training and {val} validation images; {trainable} parameter tensors trained, {frozen} frozen; on {}",
                 classes.len(),
                 describe(backend, &dev)
+            );
+            eprintln!(
+                "trained layers: {layer_kernels}{}",
+                if layer_kernels == "burn" {
+                    ""
+                } else {
+                    " (--engine burn: burn's layers)"
+                }
             );
             if let Some((layer, runner)) = frozen_prefix {
                 eprintln!(

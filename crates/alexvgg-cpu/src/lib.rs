@@ -14,8 +14,11 @@
 //! overrides it, [`EngineOptions::simd`] per engine; see [`simd`]), and
 //! [`Engine::layer_kernels`] says which kernel and variant computes each layer.
 //!
-//! The model code stays backend-agnostic; this is a separate, inference-only path with the same
-//! parity tests as the burn model (`tests/engine.rs` at the workspace root).
+//! The model code stays backend-agnostic; the engine is a separate inference path with the same
+//! parity tests as the burn model (`tests/engine.rs` at the workspace root). For training,
+//! [`autodiff`] puts the same kernels under burn's autodiff as custom operations with
+//! hand-written backward passes ([`train`]), which the models use through
+//! `alexvgg_models::kernels::with_kernels` (`tests/train_ops.rs`: gradients against PyTorch).
 //!
 //! ```no_run
 //! use alexvgg_cpu::Engine;

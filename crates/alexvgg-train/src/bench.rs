@@ -55,7 +55,13 @@ pub fn bench_train(
         return Err(e);
     }
     let mut result = BenchResult::from_times(spec, batch, &times, 3.0 * spec.gflop_per_image);
-    // what ran: the report says where the frozen layers ran forward only
+    // what ran: the report says what computed the trained layers, and where the frozen layers
+    // ran forward only
+    result.device = format!(
+        "{}; trained layers: {}",
+        result.device,
+        trainer.layer_kernels()
+    );
     if let Some((layer, runner)) = trainer.frozen_prefix() {
         result.device = format!(
             "{}; frozen layers up to {layer} forward only ({runner})",

@@ -110,6 +110,9 @@ pub enum Event<'a> {
         /// trained layers start from, and what computes it (see
         /// [`Trainer::with_engine`]); `None` when every layer runs under autodiff.
         frozen_prefix: Option<(&'a str, &'static str)>,
+        /// What computes the trained layers' convolutions, LRN, pools, fully connected and
+        /// batch-norm layers ([`Trainer::layer_kernels`]).
+        layer_kernels: &'static str,
         /// `(epoch, step)` resumed from (1-based epoch).
         resumed: Option<(usize, usize)>,
     },
@@ -160,9 +163,9 @@ pub struct RunOptions {
     /// (default: the machine's memory, or 64 GiB where it cannot be read, see
     /// [`default_max_memory`]); larger settings are refused before anything is allocated.
     pub max_memory: u64,
-    /// What runs the frozen layers at the front of the network
-    /// ([`Trainer::with_engine`]): `auto` (default) runs them forward only, outside
-    /// autodiff, with the CPU engine on CPU backends; `burn` keeps everything under autodiff.
+    /// What computes a step ([`Trainer::with_engine`]): `auto` (default) runs the trained
+    /// layers on the CPU training kernels and the frozen front forward only, outside autodiff,
+    /// on the CPU engine (CPU backends); `burn` runs burn's layers, everything under autodiff.
     pub engine: EngineKind,
 }
 
@@ -297,6 +300,7 @@ pub fn run_with(
         trainable: trainer.trainable().len(),
         frozen: trainer.frozen().len(),
         frozen_prefix: trainer.frozen_prefix(),
+        layer_kernels: trainer.layer_kernels(),
         resumed: resumed.then_some((progress.epoch + 1, progress.step)),
     });
     let ctx = Context {
