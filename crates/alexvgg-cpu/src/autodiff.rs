@@ -22,7 +22,6 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
 use burn::nn::conv::Conv2d;
@@ -177,6 +176,7 @@ impl HostValues for burn::backend::Flex {
     }
 
     fn to_nhwc(t: FloatTensor<Self>) -> Nhwc {
+        use burn::backend::ops::FloatTensorOps;
         let [batch, channels, height, width] = t.shape().dims();
         let data = host::<Self>(Self::float_permute(t, &[0, 2, 3, 1]));
         Nhwc {
@@ -189,6 +189,7 @@ impl HostValues for burn::backend::Flex {
     }
 
     fn from_nhwc(y: Nhwc, device: &Self::Device) -> FloatTensor<Self> {
+        use burn::backend::ops::FloatTensorOps;
         let shape = [y.batch, y.height, y.width, y.channels];
         let t = Self::float_from_data(TensorData::new(y.data, shape), device);
         Self::float_permute(t, &[0, 3, 1, 2])

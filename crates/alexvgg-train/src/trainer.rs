@@ -12,7 +12,6 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use alexvgg_inference::device::Backend;
 use alexvgg_inference::features;
 use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
 
@@ -224,7 +223,10 @@ impl Trainer {
         let inner = self.device.clone().without_autodiff();
         let backend = alexvgg_inference::device::backend_of(&inner);
         #[cfg(any(feature = "flex", feature = "ndarray"))]
-        if matches!(backend, Backend::Flex | Backend::NdArray) {
+        if matches!(
+            backend,
+            alexvgg_inference::device::Backend::Flex | alexvgg_inference::device::Backend::NdArray
+        ) {
             self.kernels = Some(alexvgg_cpu::autodiff::CpuKernels::new().shared());
         }
         let Some(layer) = frozen_boundary(&self.arch, self.model(), &self.frozen) else {
