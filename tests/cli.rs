@@ -1092,7 +1092,11 @@ fn bench_names_the_cpu_the_simd_level_and_each_layer_s_kernel() {
             .lines()
             .find(|l| l.trim_start().starts_with("fc6 "))
             .unwrap_or_else(|| panic!("no fc6 row:\n{text}"));
-        assert!(fc6.ends_with(&format!("fc-stream {level}")), "{fc6}");
+        assert!(fc6.contains(&format!("fc-stream {level}; ")), "{fc6}");
+        // the fully connected layers against the machine's read bandwidth, nominal and dense
+        assert!(fc6.contains("weights 151.0 MB at "), "{fc6}");
+        assert!(fc6.contains("dense at batch 1 "), "{fc6}");
+        assert!(text.contains("read bandwidth "), "{text}");
     }
     // training with frozen features: the frozen front runs forward only, and says so
     let (code, out, err) = alexvgg(&[

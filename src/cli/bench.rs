@@ -8,7 +8,7 @@ use alexvgg_inference::bench::{self, BenchResult, BenchSpec};
 use alexvgg_inference::device::{describe, make_device};
 use alexvgg_inference::memory::{bytes_per_image, check_batch};
 use alexvgg_inference::runner::{ConvChoice, EngineKind, Runner};
-use alexvgg_models::{NetworkShape, gflops};
+use alexvgg_models::{LayerKind, NetworkShape, gflops};
 use alexvgg_train::Freeze;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -98,13 +98,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         None => arch.init(&NetworkShape::default(), &dev)?,
     };
     let side = arch.input_size();
-    let rows = net.layers([3, side, side])?;
+    let net_rows = net.layers([3, side, side])?;
     // every batch size is checked before the first one runs (training needs more still)
-    let per_image = bytes_per_image(&rows);
+    let per_image = bytes_per_image(&net_rows);
     for &batch in &a.batch_size {
         check_batch(batch, per_image).with_context(|| format!("--batch-size {batch}"))?;
     }
-    let gflop = gflops(&rows);
+    let gflop = gflops(&net_rows);
     let started = Instant::now();
     let engine = if a.train { EngineKind::Burn } else { a.engine };
     let runner = Runner::new(net, &dev, backend, engine, a.conv)?;
@@ -181,7 +181,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let batch = a.batch_size.first().copied().unwrap_or(1);
         let rows = bench::per_layer_ms(&runner, side, batch, a.warmup, a.iters)?;
         let kernels = runner.layer_kernels().unwrap_or_default();
-        print_layers(&rows, &kernels, batch, a.json)?;
+        // fully connected weights against the machine's read bandwidth (they are streamed)
+        // and, on the CPU engine, the same kernel on a dense input (no row skipped) at batch 1
+        let engine = matches!(runner, Runner::Kernels(_));
+        let weights: Vec<FcRate> = net_rows
+            .iter()
+            .filter(|r| r.kind == LayerKind::Linear)
+            .map(|r| {
+                let [d_out, _, _] = r.output;
+                let d_in = (r.params - d_out) / d_out.max(1);
+                FcRate {
+                    layer: r.name.clone(),
+                    bytes: d_in * d_out * 4,
+                    dense_gbps: engine.then(|| bench::dense_linear_gbps(d_in, d_out)),
+                }
+            })
+            .collect();
+        let bandwidth = (!weights.is_empty()).then(bench::read_bandwidth_gbps);
+        print_layers(&rows, &kernels, batch, a.json, &weights, bandwidth)?;
     }
     Ok(())
 }
@@ -203,22 +220,49 @@ fn print_result(r: &BenchResult, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A fully connected layer's weight bytes and the engine's dense streaming rate for it.
+struct FcRate {
+    layer: String,
+    bytes: usize,
+    /// GB/s of weights at batch 1 with every input non-zero (CPU engine only).
+    dense_gbps: Option<f64>,
+}
+
 /// Prints each layer's median time, with its CPU engine kernel where `kernels` names one (an
-/// empty list for burn, whose backend chooses).
+/// empty list for burn, whose backend chooses), and for the fully connected layers (`weights`)
+/// the rate their weights were read at, nominal and dense, against the machine's read
+/// `bandwidth` (GB/s).
 fn print_layers(
     rows: &[(String, f64)],
     kernels: &[alexvgg_cpu::LayerKernel],
     batch: usize,
     json: bool,
+    weights: &[FcRate],
+    bandwidth: Option<f64>,
 ) -> Result<()> {
     let total: f64 = rows.iter().map(|(_, ms)| ms).sum();
     let kernel = |layer: &str| kernels.iter().find(|k| k.layer == layer);
+    // GB/s of weights: bytes / ms / 1e6
+    let rate = |layer: &str, ms: f64| {
+        weights
+            .iter()
+            .find(|w| w.layer == layer)
+            .map(|w| (w, w.bytes as f64 / ms.max(1e-9) / 1e6))
+    };
     if json {
         for (layer, ms) in rows {
             let mut row = serde_json::json!({"layer": layer, "batch": batch, "median_ms": ms});
             if let Some(k) = kernel(layer) {
                 row["family"] = k.family.into();
                 row["kernel"] = k.description.clone().into();
+            }
+            if let (Some((w, gbps)), Some(bw)) = (rate(layer, *ms), bandwidth) {
+                row["weight_bytes"] = w.bytes.into();
+                row["weight_gb_per_s"] = gbps.into();
+                row["read_bandwidth_gb_per_s"] = bw.into();
+                if let Some(dense) = w.dense_gbps {
+                    row["dense_batch1_gb_per_s"] = dense.into();
+                }
             }
             outln!("{row}");
         }
@@ -227,10 +271,31 @@ fn print_layers(
     outln!("per layer, batch {batch} (median ms, share of {total:.1} ms):");
     for (layer, ms) in rows {
         let share = 100.0 * ms / total.max(1e-9);
-        match kernel(layer) {
-            Some(k) => outln!("  {layer:<8} {ms:>9.2} {share:>6.1}%  {}", k.description),
-            None => outln!("  {layer:<8} {ms:>9.2} {share:>6.1}%"),
+        let mut line = format!("  {layer:<8} {ms:>9.2} {share:>6.1}%");
+        if let Some(k) = kernel(layer) {
+            line += &format!("  {}", k.description);
         }
+        if let (Some((w, gbps)), Some(bw)) = (rate(layer, *ms), bandwidth) {
+            line += &format!(
+                "; weights {:.1} MB at {gbps:.1} GB/s ({:.0}% of read bandwidth)",
+                w.bytes as f64 / 1e6,
+                100.0 * gbps / bw
+            );
+            if let Some(dense) = w.dense_gbps {
+                line += &format!(
+                    ", dense at batch 1 {dense:.1} GB/s ({:.0}%)",
+                    100.0 * dense / bw
+                );
+            }
+        }
+        outln!("{line}");
+    }
+    if let Some(bw) = bandwidth {
+        outln!(
+            "read bandwidth {bw:.1} GB/s (all threads summing 256 MiB). The CPU engine skips \
+             the weight rows of zero inputs, so a layer's nominal rate can exceed it; \
+             'dense' streams every row"
+        );
     }
     Ok(())
 }

@@ -280,3 +280,55 @@ pub fn per_layer_ms(
         })
         .collect())
 }
+
+/// The machine's memory read bandwidth in GB/s, as the fully connected layers at batch 1 meet it:
+/// every thread of the rayon pool sums its share of a 256 MiB buffer (far larger than the
+/// caches), best of three timed passes after one untimed pass.
+pub fn read_bandwidth_gbps() -> f64 {
+    use rayon::prelude::*;
+    const LEN: usize = 64 << 20; // f32 values: 256 MiB
+    let data = vec![1.0f32; LEN];
+    let pass = || {
+        let start = std::time::Instant::now();
+        let sum: f32 = data
+            .par_chunks(1 << 16)
+            .map(|c| {
+                // eight independent sums, so the loop is bound by loads, not by one add chain
+                let mut acc = [0.0f32; 8];
+                for v in c.chunks_exact(8) {
+                    for (a, x) in acc.iter_mut().zip(v) {
+                        *a += x;
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum();
+        std::hint::black_box(sum);
+        start.elapsed().as_secs_f64()
+    };
+    pass();
+    let best = (0..3).map(|_| pass()).fold(f64::INFINITY, f64::min);
+    (LEN * 4) as f64 / best / 1e9
+}
+
+/// The rate (GB/s of weights) at which the CPU engine's fully connected kernel streams a dense
+/// `[d_in, d_out]` layer at batch 1: every input non-zero, so no row is skipped and every weight
+/// is read once; best of five passes after one untimed pass.
+pub fn dense_linear_gbps(d_in: usize, d_out: usize) -> f64 {
+    use alexvgg_cpu::linear::{LinearWeights, linear};
+    let weight: Vec<f32> = (0..d_in * d_out).map(|i| (i % 7) as f32 * 1e-3).collect();
+    let w = LinearWeights::from_in_out(weight, d_in, d_out, vec![0.0; d_out])
+        .with_simd(alexvgg_cpu::Simd::current());
+    let x = vec![1.0f32; d_in];
+    let pool = alexvgg_cpu::pool::Pool::new();
+    let pass = || {
+        let start = std::time::Instant::now();
+        let y = linear(&x, 1, &w, false, &pool);
+        std::hint::black_box(&y);
+        pool.give(y);
+        start.elapsed().as_secs_f64()
+    };
+    pass();
+    let best = (0..5).map(|_| pass()).fold(f64::INFINITY, f64::min);
+    (d_in * d_out * 4) as f64 / best / 1e9
+}
