@@ -12,5 +12,7 @@ fi
 
 # Tests run on every compiled backend; lavapipe wants a runtime directory.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+# The CPU engine's fixed kernel rules, whatever `alexvgg tune` recorded on this machine.
+export ALEXVGG_TUNING=off
 # Tests run on every compiled backend; the software Vulkan device serves wgpu without a GPU.
 cargo test --locked --workspace --features ndarray,wgpu "$@"

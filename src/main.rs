@@ -19,6 +19,7 @@ use cli::layers::LayersArgs;
 use cli::make_dataset::MakeDatasetArgs;
 use cli::params::ParamsArgs;
 use cli::plot::PlotArgs;
+use cli::tune::TuneArgs;
 use cli::visualize::VisualizeArgs;
 
 /// AlexNet (LRN, grouped convolutions) and VGG on burn, with the original weights.
@@ -48,6 +49,9 @@ enum Command {
     Bench(BenchArgs),
     /// Time local response normalization: ours (one pass), burn's, and 2r+1 slices, by radius.
     BenchLrn(BenchLrnArgs),
+    /// Time every kernel that can compute each convolution of a network on this machine
+    /// (batch 1 and 8) and record the fastest for the CPU engine.
+    Tune(TuneArgs),
     /// Convert a weight file once into burn's native format (fast to load).
     Convert(ConvertArgs),
     /// Fine-tune on an image folder (one sub-folder per class): new head, frozen layers,
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Explain(a) => cli::explain::run(*a),
         Command::Bench(a) => cli::bench::run(a),
         Command::BenchLrn(a) => cli::bench::run_lrn(a),
+        Command::Tune(a) => cli::tune::run(a),
         Command::Convert(a) => cli::convert::run(a),
         Command::Finetune(a) => cli::finetune::run(*a),
         Command::Plot(a) => cli::plot::run(a),

@@ -1125,3 +1125,80 @@ fn bench_names_the_cpu_the_simd_level_and_each_layer_s_kernel() {
     assert_eq!(code, 1);
     assert!(err.contains("--freeze is for --train"), "{err}");
 }
+
+/// `alexvgg tune` times each convolution's kernels and records the fastest in the cache; the
+/// CPU engine then runs them (`bench --per-layer` says so), `ALEXVGG_TUNING=off` and an
+/// unreadable table leave the fixed rules, and bad flags are refused.
+#[test]
+fn tune_records_kernel_choices_that_the_engine_uses() {
+    let cache = scratch("tune-cache");
+    let run = |args: &[&str], tuning: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_alexvgg"));
+        c.args(args).env("ALEXVGG_CACHE", &cache);
+        match tuning {
+            Some(v) => c.env("ALEXVGG_TUNING", v),
+            None => c.env_remove("ALEXVGG_TUNING"),
+        };
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(
+        &["tune", "-m", "alexnet", "--variant", "tf", "--iters", "1"],
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    for needle in [
+        "conv1",
+        "winograd-f2x5",
+        "winograd-f4x3",
+        "recorded 5 convolution shapes",
+    ] {
+        assert!(out.contains(needle), "{needle}:\n{out}");
+    }
+    let table = std::fs::read_to_string(cache.join("tuning.txt")).unwrap();
+    assert!(
+        table.starts_with("# alexvgg tuning v1\nmachine "),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 2 + 5, "{table}");
+    let bench = [
+        "bench",
+        "-m",
+        "alexnet",
+        "--variant",
+        "tf",
+        "--batch-size",
+        "1",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--per-layer",
+    ];
+    let (code, out, err) = run(&bench, None);
+    assert_eq!(code, Some(0), "{err}");
+    let conv3 = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("conv3 "))
+        .unwrap();
+    assert!(conv3.contains("tuned: "), "{conv3}");
+    let (_, out, _) = run(&bench, Some("off"));
+    assert!(!out.contains("tuned: "), "{out}");
+    // an unreadable table: said once, then the fixed rules
+    std::fs::write(cache.join("tuning.txt"), "not a table").unwrap();
+    let (code, out, err) = run(&bench, None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("ignoring the tuning table") && err.contains("tuning.txt"),
+        "{err}"
+    );
+    assert!(!out.contains("tuned: "), "{out}");
+    let (code, _, err) = run(&["tune", "--iters", "0"], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--iters 0 is out of range"), "{err}");
+    let _ = std::fs::remove_dir_all(cache);
+}

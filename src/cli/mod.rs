@@ -36,6 +36,7 @@ pub mod layers;
 pub mod make_dataset;
 pub mod params;
 pub mod plot;
+pub mod tune;
 pub mod visualize;
 
 use std::path::PathBuf;

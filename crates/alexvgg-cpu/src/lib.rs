@@ -43,6 +43,7 @@ mod plan;
 pub mod pool;
 pub mod simd;
 pub mod train;
+pub mod tune;
 pub mod winograd;
 
 pub use plan::{

@@ -17,6 +17,7 @@ use crate::kernels::{
 use crate::linear::{LinearWeights, linear};
 use crate::pool::Pool;
 use crate::simd::{Kernel, Simd};
+use crate::tune::{self, Choice, ConvKey, TunedConv, Tuning};
 use crate::winograd::{Layout, Variant, WinogradConv, conv2d_winograd};
 
 /// How the engine computes its convolutions.
@@ -54,6 +55,10 @@ pub struct EngineOptions {
     /// SIMD level of the engine's own kernels; [`Simd::current`] when `None` (a level the CPU
     /// lacks is lowered to the best it has).
     pub simd: Option<Simd>,
+    /// Kernel choices measured on this machine (`alexvgg tune`, see [`crate::tune`]): with
+    /// [`ConvAlgorithm::Auto`], each convolution the table lists runs its recorded kernels;
+    /// `None` (and every layer it does not list): the fixed rules.
+    pub tuning: Option<&'static Tuning>,
 }
 
 /// Fewest output tiles for which the Winograd form beats the small-input fallback (measured on
@@ -72,6 +77,12 @@ enum ConvKernel {
     Direct(DirectConv),
     /// Winograd, with a form for inputs with few tiles where the layer is small.
     Winograd(WinogradConv, Option<Box<ConvKernel>>),
+    /// The kernels measured fastest on this machine ([`crate::tune`]): `many`, and `few` for
+    /// batches below [`tune::MANY_FROM`] where a different kernel won there.
+    Tuned {
+        many: Box<ConvKernel>,
+        few: Option<Box<ConvKernel>>,
+    },
 }
 
 impl ConvKernel {
@@ -80,6 +91,17 @@ impl ConvKernel {
             ConvKernel::Im2col(w) => w.kernel,
             ConvKernel::Direct(w) => w.kernel,
             ConvKernel::Winograd(w, _) => [w.kernel, w.kernel],
+            ConvKernel::Tuned { many, .. } => many.kernel(),
+        }
+    }
+
+    /// Kernel family, as [`LayerKernel::family`] names it.
+    fn family(&self) -> &'static str {
+        match self {
+            ConvKernel::Im2col(_) => "im2col-gemm",
+            ConvKernel::Direct(_) => "direct",
+            ConvKernel::Winograd(..) => "winograd",
+            ConvKernel::Tuned { many, .. } => many.family(),
         }
     }
 
@@ -109,6 +131,17 @@ impl ConvKernel {
                 }
                 d
             }
+            ConvKernel::Tuned { many, few: None } => format!("tuned: {}", many.describe()),
+            ConvKernel::Tuned {
+                many,
+                few: Some(few),
+            } => format!(
+                "tuned: batch {MANY}+ {}; batch 1-{} {}",
+                many.describe(),
+                tune::MANY_FROM - 1,
+                few.describe(),
+                MANY = tune::MANY_FROM
+            ),
         }
     }
 
@@ -125,6 +158,10 @@ impl ConvKernel {
                     _ => conv2d_winograd(x, w, g, relu, pool),
                 }
             }
+            ConvKernel::Tuned { many, few } => match few {
+                Some(few) if x.batch < tune::MANY_FROM => few.run(x, g, relu, pool),
+                _ => many.run(x, g, relu, pool),
+            },
         }
     }
 }
@@ -134,29 +171,107 @@ impl ConvKernel {
 struct Tuned<'a> {
     options: &'a EngineOptions,
     sizes: HashMap<String, [usize; 2]>,
+    /// Each convolution's shape, by name (for the tuning table).
+    keys: HashMap<String, ConvKey>,
     simd: Simd,
 }
 
 impl Tuned<'_> {
-    /// The op of a convolution (followed by ReLU).
+    /// The op of a convolution (followed by ReLU): its recorded kernels where the tuning table
+    /// lists its shape (and the algorithm is `Auto`), the fixed rules else.
     fn op(&self, raw: RawConv) -> Op {
         let output = self.sizes.get(&raw.name).copied();
-        raw.into_op(true, self.options, output, self.simd)
+        let recorded = match (self.options.conv, self.options.tuning) {
+            (ConvAlgorithm::Auto, Some(table)) => self
+                .keys
+                .get(&raw.name)
+                .and_then(|key| table.choice(key).map(|c| (c, key.output))),
+            _ => None,
+        };
+        match recorded {
+            Some((choice, output)) => raw.into_tuned_op(choice, self.simd, output),
+            None => raw.into_op(true, self.options, output, self.simd),
+        }
     }
 }
 
 /// A convolution read from burn, before its weights are packed.
-struct RawConv {
-    name: String,
-    weight: Vec<f32>,
-    dims: [usize; 4],
-    groups: usize,
-    bias: Vec<f32>,
-    stride: [usize; 2],
-    padding: PaddingConfig2d,
+pub(crate) struct RawConv {
+    pub(crate) name: String,
+    pub(crate) weight: Vec<f32>,
+    pub(crate) dims: [usize; 4],
+    pub(crate) groups: usize,
+    pub(crate) bias: Vec<f32>,
+    pub(crate) stride: [usize; 2],
+    pub(crate) padding: PaddingConfig2d,
 }
 
 impl RawConv {
+    /// The weights packed for one recorded kernel at level `simd` (`output`: the layer's output
+    /// size, which picks a Winograd layout).
+    fn kernel_for(&self, kernel: TunedConv, simd: Simd, output: [usize; 2]) -> ConvKernel {
+        let vector = simd.vector_kernels();
+        let bias = self.bias.clone();
+        match kernel {
+            TunedConv::Direct if vector => {
+                let w = DirectConv::from_oihw(&self.weight, self.dims, self.groups, bias);
+                ConvKernel::Direct(w.with_simd(simd.for_kernel(Kernel::Tiles)))
+            }
+            TunedConv::Direct | TunedConv::Im2col => ConvKernel::Im2col(PackedConv::from_oihw(
+                &self.weight,
+                self.dims,
+                self.groups,
+                bias,
+            )),
+            TunedConv::Winograd(variant) => {
+                let few_tiles = output[0].div_ceil(variant.tile())
+                    * output[1].div_ceil(variant.tile())
+                    < WINOGRAD_MIN_TILES;
+                let layout = match WinogradConv::default_layout(self.dims, variant) {
+                    _ if !vector => Layout::Gemm,
+                    Layout::Gemm if few_tiles => Layout::Blocks,
+                    other => other,
+                };
+                let mut w = WinogradConv::with_layout(
+                    &self.weight,
+                    self.dims,
+                    self.groups,
+                    bias,
+                    variant,
+                    layout,
+                );
+                w.tiles = simd.for_kernel(Kernel::Tiles);
+                w.transforms = simd.for_kernel(Kernel::Elementwise);
+                ConvKernel::Winograd(w, None)
+            }
+        }
+    }
+
+    /// The op of a convolution (with ReLU) on its recorded kernels.
+    fn into_tuned_op(self, choice: Choice, simd: Simd, output: [usize; 2]) -> Op {
+        let weights = ConvKernel::Tuned {
+            many: Box::new(self.kernel_for(choice.many, simd, output)),
+            few: (choice.few != choice.many)
+                .then(|| Box::new(self.kernel_for(choice.few, simd, output))),
+        };
+        Op::Conv {
+            name: self.name,
+            weights,
+            stride: self.stride,
+            padding: self.padding,
+            relu: true,
+        }
+    }
+
+    /// One recorded kernel as a [`ConvLayer`] (for timing it: [`crate::tune::measure`]).
+    pub(crate) fn build(self, kernel: TunedConv, simd: Simd, output: [usize; 2]) -> ConvLayer {
+        ConvLayer {
+            weights: self.kernel_for(kernel, simd, output),
+            stride: self.stride,
+            padding: self.padding,
+        }
+    }
+
     /// Folds `y = conv(x) * scale + shift` (per output channel) into the weights.
     fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) {
         let per_out = self.weight.len() / self.dims[0];
@@ -494,14 +609,7 @@ impl Op {
     fn kernel(&self, simd: Simd) -> LayerKernel {
         let elementwise = simd.for_kernel(Kernel::Elementwise);
         let (family, description) = match self {
-            Op::Conv { weights, .. } => {
-                let family = match weights {
-                    ConvKernel::Im2col(_) => "im2col-gemm",
-                    ConvKernel::Direct(_) => "direct",
-                    ConvKernel::Winograd(..) => "winograd",
-                };
-                (family, weights.describe())
-            }
+            Op::Conv { weights, .. } => (weights.family(), weights.describe()),
             Op::Lrn { .. } => ("lrn", format!("lrn {elementwise}")),
             Op::MaxPool { .. } => ("max-pool", format!("max-pool {elementwise}")),
             Op::AvgPool { .. } => ("avg-pool", "avg-pool portable".to_string()),
@@ -656,9 +764,14 @@ impl Engine {
             })
             .unwrap_or_default();
         let simd = options.simd.unwrap_or_else(Simd::current).min(Simd::best());
+        let keys = model
+            .layers([3, side, side])
+            .map(|rows| tune::conv_keys(&rows, 3).into_iter().collect())
+            .unwrap_or_default();
         let options = &Tuned {
             options,
             sizes,
+            keys,
             simd,
         };
         match model {

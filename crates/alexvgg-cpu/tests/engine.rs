@@ -77,6 +77,7 @@ fn check(arch: Architecture, stem: &str, side: usize) {
                 conv,
                 input_size: None,
                 simd: Some(simd),
+                tuning: None,
             },
         )
         .unwrap();
@@ -212,6 +213,7 @@ fn engine_matches_burn_on_other_input_sizes() {
                     conv,
                     input_size: None,
                     simd: Some(simd),
+                    tuning: None,
                 },
             )
             .unwrap();
@@ -395,5 +397,82 @@ fn engine_reports_its_kernels_per_layer() {
         assert_eq!(fc6.description, format!("fc-stream {linear}"));
         assert_eq!(of("lrn1").family, "lrn");
         assert_eq!(of("pool1").family, "max-pool");
+    }
+}
+
+/// A tuning table (`alexvgg tune`) changes which kernel computes each layer it lists, per batch
+/// size, and not the result.
+#[test]
+fn recorded_kernel_choices_change_the_kernels_not_the_logits() {
+    use alexvgg_cpu::tune::{Choice, TunedConv, Tuning, conv_keys};
+    use alexvgg_cpu::winograd::Variant;
+    let device = Device::flex();
+    let arch = Architecture::AlexNet(AlexNetVariant::Tf);
+    let shape = NetworkShape {
+        num_classes: 5,
+        hidden: 16,
+        width_divisor: 4,
+    };
+    let model = arch.init(&shape, &device).unwrap();
+    let rows = model.layers([3, 227, 227]).unwrap();
+    let mut table = Tuning::new("test".into());
+    for (name, key) in conv_keys(&rows, 3) {
+        let choice = match name.as_str() {
+            // im2col for batch 8, the direct kernel at batch 1
+            "conv1" => Choice {
+                few: TunedConv::Direct,
+                many: TunedConv::Im2col,
+            },
+            // F(4x4, 3x3) where the fixed rules pick F(2x2, 3x3) (13x13 maps)
+            "conv3" => Choice {
+                few: TunedConv::Winograd(Variant::F4x3),
+                many: TunedConv::Winograd(Variant::F4x3),
+            },
+            _ => continue,
+        };
+        table.entries.insert(key, choice);
+    }
+    let table: &'static Tuning = Box::leak(Box::new(table));
+    let plain = Engine::from_model(model.clone()).unwrap();
+    let tuned = Engine::with_options(
+        model,
+        &EngineOptions {
+            tuning: Some(table),
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let describe = |e: &Engine, layer: &str| {
+        e.layer_kernels()
+            .into_iter()
+            .find(|k| k.layer == layer)
+            .unwrap()
+            .description
+    };
+    let conv1 = describe(&tuned, "conv1");
+    assert!(conv1.starts_with("tuned: batch 4+ im2col-gemm"), "{conv1}");
+    assert!(conv1.contains("batch 1-3 direct"), "{conv1}");
+    let conv3 = describe(&tuned, "conv3");
+    assert!(conv3.starts_with("tuned: winograd F(4x4,3x3)"), "{conv3}");
+    assert!(describe(&plain, "conv3").starts_with("winograd F(2x2,3x3)"));
+    // unlisted layers keep the fixed rules
+    assert_eq!(describe(&tuned, "conv2"), describe(&plain, "conv2"));
+    for batch in [1, 8] {
+        let dims = [batch, 3, 227, 227];
+        let input: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|i| ((i * 7919) % 255) as f32 - 120.0)
+            .collect();
+        let a = tuned.forward(&input, dims).unwrap();
+        let b = plain.forward(&input, dims).unwrap();
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-4 * scale,
+            "batch {batch}: {worst} vs scale {scale}"
+        );
     }
 }

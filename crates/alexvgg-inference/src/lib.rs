@@ -61,4 +61,5 @@ pub mod pretrained;
 pub mod rng;
 pub mod runner;
 pub mod tables;
+pub mod tuning;
 pub mod weights;

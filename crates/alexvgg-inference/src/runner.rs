@@ -109,6 +109,7 @@ impl From<ConvChoice> for EngineOptions {
             },
             input_size: None,
             simd: None,
+            tuning: None,
         }
     }
 }
@@ -185,8 +186,13 @@ impl Runner {
         match (kind.resolve(cpu, simd), cpu) {
             (EngineKind::Kernels, false) => Err(RunnerError::KernelsOnGpu(backend.name().into())),
             (EngineKind::Kernels, true) => {
+                // the machine's recorded kernel choices, for the automatic algorithm
+                let tuning = (conv == ConvChoice::Auto)
+                    .then(|| crate::tuning::active(simd.min(Simd::best())))
+                    .flatten();
                 let options = EngineOptions {
                     simd: Some(simd),
+                    tuning,
                     ..conv.into()
                 };
                 Ok(Runner::Kernels(Engine::with_options(model, &options)?))
