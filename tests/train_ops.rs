@@ -211,12 +211,15 @@ fn kernel_gradients_match_pytorch_and_burn_on_every_cpu_backend() {
             let r = upload4(&fx[&format!("{name}.r")], &device);
             let kernels = Arc::new(CpuKernels::new());
             let shared: Arc<dyn LayerKernels> = kernels.clone();
-            let (_, ours) = run(&layer, x.clone(), r.clone(), x_grad, Some(shared));
+            let (_, ours) = run(&layer, x.clone(), r.clone(), x_grad, Some(shared.clone()));
             assert_eq!(
                 kernels.computed(),
                 1,
                 "{backend} {name}: the kernels computed it"
             );
+            // the same gradients, bit for bit, on a second run (fixed reduction order)
+            let (_, again) = run(&layer, x.clone(), r.clone(), x_grad, Some(shared));
+            assert_eq!(ours, again, "{backend} {name}: not reproducible");
             let (_, burn) = run(&layer, x, r, x_grad, None);
             for ((key, got), (_, plain)) in ours.iter().zip(&burn) {
                 let want = &fx[&format!("{name}.{key}")].data;
@@ -361,4 +364,37 @@ fn batch_norm_kernels_keep_burn_s_running_statistics() {
     eval.training = Param::from_bool(false);
     with_kernels(Some(shared), || kernels::batch_norm(&eval, x, true));
     assert_eq!(kernels.computed(), 2);
+}
+
+/// NaN reaches the output as through burn's layers (a diverged network must show in its loss):
+/// the kernels keep it through ReLU and max pooling, and leave non-finite convolutions to burn.
+#[test]
+fn nan_passes_through_the_kernels_as_through_burn() {
+    let fx = tensors("op_grads.safetensors");
+    let device = cpu().autodiff();
+    let kernels = Arc::new(CpuKernels::new());
+    let shared: Arc<dyn LayerKernels> = kernels.clone();
+    let poisoned = |key: &str| {
+        let mut t = fx[key].clone();
+        t.data[3] = f32::NAN;
+        upload4(&t, &device)
+    };
+    for name in [
+        "linear_relu",
+        "pool_ceil",
+        "bn_relu",
+        "conv_grouped_asym",
+        "lrn_tf",
+    ] {
+        let (_, layer, _) = cases(&fx, &device)
+            .into_iter()
+            .find(|c| c.0 == name)
+            .unwrap();
+        let y = with_kernels(Some(shared.clone()), || {
+            layer.forward(poisoned(&format!("{name}.x")))
+        });
+        assert!(values(y).iter().any(|v| v.is_nan()), "{name}: NaN lost");
+    }
+    // linear, pool, batch norm and LRN computed it; the convolution went to burn
+    assert_eq!(kernels.computed(), 4);
 }

@@ -34,9 +34,9 @@ use crate::plan::{ConvLayer, geometry};
 use crate::pool::Pool;
 use crate::simd::{Kernel, Simd};
 use crate::train::{
-    batch_norm_backward, batch_norm_train, conv_weight_grad, input_grad_padding,
+    all_finite, batch_norm_backward, batch_norm_train, conv_weight_grad, input_grad_padding,
     input_grad_weights, linear_backward, linear_forward, lrn_backward, max_pool_argmax,
-    max_pool_backward, relu_mask,
+    max_pool_backward, relu_mask, relu_passes,
 };
 
 /// The kernels of this crate as [`LayerKernels`], for training on the CPU backends compiled in.
@@ -355,11 +355,17 @@ where
     let dims: [usize; 4] = w.primitive().shape().dims();
     let xs = B::to_nhwc(x.primitive().clone());
     let weight = B::values(w.primitive());
+    let bias = B::values(b.primitive());
+    // The engine's fused ReLU drops NaN; burn's keeps it, and a diverged network must show in
+    // its loss: non-finite values run burn's composition.
+    if !(all_finite(&xs.data) && all_finite(&weight) && all_finite(&bias)) {
+        return None;
+    }
     let layer = ConvLayer::new(
         weight.clone(),
         dims,
         conv.groups,
-        B::values(b.primitive()),
+        bias,
         conv.stride,
         conv.padding.clone(),
         [xs.height, xs.width],
@@ -367,8 +373,17 @@ where
     );
     // A window that does not fit: burn's composition reports it.
     let geometry = layer.geometry(&xs).ok()?;
+    // The input gradient's convolution pads by `kernel - 1 - padding`: padding beyond
+    // `kernel - 1` (a window of nothing but padding) stays with burn.
+    let [kh, kw] = [dims[2], dims[3]];
+    let [t, l, bo, r] = geometry.padding;
+    if x.is_tracked() && (t.max(bo) >= kh || l.max(r) >= kw) {
+        return None;
+    }
+    let tracked = x.is_tracked() || w.is_tracked() || b.is_tracked();
     let y = layer.run(&xs, relu, &k.pool).ok()?;
-    let mask = relu.then(|| Saved(Arc::new(y.data.iter().map(|&v| v > 0.0).collect())));
+    let mask = (relu && tracked)
+        .then(|| Saved(Arc::new(y.data.iter().map(|&v| relu_passes(v)).collect())));
     let out = B::from_nhwc(y, &device);
     let input = [xs.height, xs.width];
     let out = match ConvBackward
@@ -500,6 +515,12 @@ where
         pool.ceil_mode,
     )
     .ok()?;
+    // A window lying entirely in the padding (padding at least the kernel) has no input to
+    // take: burn's composition handles it.
+    let [t, l, b, r] = g.padding;
+    if t.max(b) >= pool.kernel_size[0] || l.max(r) >= pool.kernel_size[1] {
+        return None;
+    }
     let (y, arg) = max_pool_argmax(&xs, &g);
     let out = B::from_nhwc(y, &device);
     let input = [xs.height, xs.width];
@@ -583,10 +604,11 @@ where
     }
     let xs = B::values(x.primitive());
     let bias = B::values(b.primitive());
+    let dims = [batch, d_in, d_out];
     let y = B::with_values(w.primitive(), |weight| {
-        linear_forward(&xs, weight, &bias, relu)
+        linear_forward(&xs, weight, &bias, dims, relu)
     });
-    let mask = relu.then(|| Saved(Arc::new(y.iter().map(|&v| v > 0.0).collect())));
+    let mask = relu.then(|| Saved(Arc::new(y.iter().map(|&v| relu_passes(v)).collect())));
     let out = from_host::<B>(y, vec![batch, d_out], &device);
     let out = match LinearBackward
         .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
@@ -693,7 +715,7 @@ where
         .zip(&var)
         .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
         .collect();
-    let mask = relu.then(|| Saved(Arc::new(y.data.iter().map(|&v| v > 0.0).collect())));
+    let mask = relu.then(|| Saved(Arc::new(y.data.iter().map(|&v| relu_passes(v)).collect())));
     let out = B::from_nhwc(y, &device);
     let out = match BatchNormBackward
         .prepare::<NoCheckpointing>([xp.node(), gamma.node(), beta.node()])

@@ -20,6 +20,30 @@ use rayon::prelude::*;
 
 use crate::kernels::{ConvGeometry, Nhwc};
 
+/// Parts every reduction is split into, whatever the number of threads: each part sums its
+/// range in order and the parts are added in order, so a gradient comes out bit-identical from
+/// run to run (what `finetune --resume` promises).
+const PARTS: usize = 8;
+
+/// `0..n` as [`PARTS`] contiguous ranges (some empty), in parallel.
+fn fixed_parts(n: usize) -> impl IndexedParallelIterator<Item = std::ops::Range<usize>> {
+    let per = n.div_ceil(PARTS).max(1);
+    (0..PARTS)
+        .into_par_iter()
+        .map(move |p| (p * per).min(n)..((p + 1) * per).min(n))
+}
+
+/// The element-wise sums of `parts`, added in their order.
+fn sum_in_order(parts: Vec<(Vec<f32>, Vec<f32>)>) -> (Vec<f32>, Vec<f32>) {
+    let mut parts = parts.into_iter();
+    let (mut a, mut b) = parts.next().unwrap_or_default();
+    for (a2, b2) in parts {
+        a.iter_mut().zip(&a2).for_each(|(s, v)| *s += v);
+        b.iter_mut().zip(&b2).for_each(|(s, v)| *s += v);
+    }
+    (a, b)
+}
+
 /// Output pixels per block of the weight gradient: enough rows for a deep GEMM, few enough
 /// that a block's patches (`rows x kh*kw*cin_g`) stay a few megabytes.
 fn pixel_block(k: usize) -> usize {
@@ -56,6 +80,25 @@ pub fn input_grad_weights(
 /// convolution with kernel `[kh, kw]` and padding `padding` (same order).
 pub fn input_grad_padding([kh, kw]: [usize; 2], [t, l, b, r]: [usize; 4]) -> [usize; 4] {
     [kh - 1 - t, kw - 1 - l, kh - 1 - b, kw - 1 - r]
+}
+
+/// Whether every value is finite (no NaN, no infinity), scanned in parallel.
+pub fn all_finite(v: &[f32]) -> bool {
+    v.par_chunks(1 << 16)
+        .all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
+}
+
+/// ReLU that keeps NaN (as burn's does), so a diverged network shows in its loss.
+#[inline]
+pub fn relu_keep_nan(v: f32) -> f32 {
+    if v < 0.0 { 0.0 } else { v }
+}
+
+/// Whether a ReLU passes output `v` on to the gradient: above zero, or NaN (burn's mask is
+/// `output <= 0 → 0`).
+#[inline]
+pub fn relu_passes(v: f32) -> bool {
+    !(v <= 0.0)
 }
 
 /// Zeroes `dy` where the ReLU did not pass its input (`passed[i]`: output `i` was above zero;
@@ -176,21 +219,16 @@ pub fn conv_weight_grad(
     let pixels = dy.batch * dy.height * dy.width;
     let block = pixel_block(k);
     let blocks = pixels.div_ceil(block);
-    let zero = || {
-        (
-            vec![0.0f32; groups * cout_g * k],
-            vec![0.0f32; cout],
-            Vec::new(),
-        )
-    };
-    let (acc, bias, _) = (0..blocks)
-        .into_par_iter()
-        .fold(
-            zero,
-            |(mut acc, mut bias, mut patches): (Vec<f32>, Vec<f32>, Vec<f32>), b| {
+    // fixed parts of the pixel blocks, each summed in block order, then the parts in order:
+    // the same sums in the same order on every run
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = fixed_parts(blocks)
+        .map(|range| {
+            let mut acc = vec![0.0f32; groups * cout_g * k];
+            let mut bias = vec![0.0f32; cout];
+            let mut patches = vec![0.0f32; block * k];
+            for b in range {
                 let p0 = b * block;
                 let rows = block.min(pixels - p0);
-                patches.resize(block * k, 0.0);
                 let dy_rows = &dy.data[p0 * cout..(p0 + rows) * cout];
                 for row in dy_rows.chunks(cout) {
                     bias.iter_mut().zip(row).for_each(|(s, v)| *s += v);
@@ -207,15 +245,11 @@ pub fn conv_weight_grad(
                         &mut acc[group * cout_g * k..][..cout_g * k],
                     );
                 }
-                (acc, bias, patches)
-            },
-        )
-        .map(|(a, b, _)| (a, b, Vec::new()))
-        .reduce(zero, |(mut a, mut b, _), (a2, b2, _)| {
-            a.iter_mut().zip(&a2).for_each(|(s, v)| *s += v);
-            b.iter_mut().zip(&b2).for_each(|(s, v)| *s += v);
-            (a, b, Vec::new())
-        });
+            }
+            (acc, bias)
+        })
+        .collect();
+    let (acc, bias) = sum_in_order(parts);
     // (ky, kx, ci) rows per output channel -> burn's (ci, ky, kx).
     let mut weight = vec![0.0; cout * k];
     for (o, src) in acc.chunks(k).enumerate() {
@@ -265,7 +299,8 @@ pub fn max_pool_argmax(x: &Nhwc, g: &ConvGeometry) -> (Nhwc, Vec<u32>) {
                                 // selects, not branches: the loop vectorizes
                                 let pos = pos as u32;
                                 for ((b, a), &v) in best.iter_mut().zip(at.iter_mut()).zip(src) {
-                                    let gt = v > *b;
+                                    // a NaN wins and stays, as in burn
+                                    let gt = v > *b || (v.is_nan() && !b.is_nan());
                                     *b = if gt { v } else { *b };
                                     *a = if gt { pos } else { *a };
                                 }
@@ -370,18 +405,18 @@ fn window_sums(padded: &[f32], out: &mut [f32], radius: usize) {
 
 /// A matrix view: element `(i, j)` at `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy, Debug)]
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     /// Backing storage.
-    pub data: &'a [f32],
+    data: &'a [f32],
     /// Distance between rows.
-    pub row_stride: usize,
+    row_stride: usize,
     /// Distance between columns.
-    pub col_stride: usize,
+    col_stride: usize,
 }
 
 impl<'a> View<'a> {
     /// A dense row-major `[_, cols]` matrix.
-    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+    pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
         Self {
             data,
             row_stride: cols,
@@ -390,7 +425,7 @@ impl<'a> View<'a> {
     }
 
     /// The transpose of a dense row-major `[_, cols]` matrix.
-    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+    pub(crate) fn transposed(data: &'a [f32], cols: usize) -> Self {
         Self {
             data,
             row_stride: 1,
@@ -408,7 +443,7 @@ impl<'a> View<'a> {
 ///
 /// # Panics
 /// When a view does not fit its slice.
-pub fn gemm_rows(m: usize, n: usize, k: usize, a: View<'_>, b: View<'_>, c: &mut [f32]) {
+pub(crate) fn gemm_rows(m: usize, n: usize, k: usize, a: View<'_>, b: View<'_>, c: &mut [f32]) {
     assert!(c.len() >= m * n, "dst: {m}x{n} overruns");
     if m == 0 || n == 0 {
         return;
@@ -460,9 +495,14 @@ pub fn gemm_rows(m: usize, n: usize, k: usize, a: View<'_>, b: View<'_>, c: &mut
 /// # Shapes
 /// - `x`: `[batch, d_in]` row-major
 /// - output: `[batch, d_out]` row-major
-pub fn linear_forward(x: &[f32], weight: &[f32], bias: &[f32], relu: bool) -> Vec<f32> {
-    let (d_in, d_out) = (weight.len() / bias.len().max(1), bias.len());
-    let batch = x.len() / d_in.max(1);
+pub fn linear_forward(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    [batch, d_in, d_out]: [usize; 3],
+    relu: bool,
+) -> Vec<f32> {
+    assert!(x.len() == batch * d_in && weight.len() == d_in * d_out && bias.len() == d_out);
     // yᵀ = Wᵀ xᵀ: the long dimension (d_out) is the one split across the cores
     let mut yt = vec![0.0f32; d_out * batch];
     gemm_rows(
@@ -477,7 +517,7 @@ pub fn linear_forward(x: &[f32], weight: &[f32], bias: &[f32], relu: bool) -> Ve
     for (o, col) in yt.chunks(batch.max(1)).enumerate() {
         for (n, &v) in col.iter().enumerate() {
             let v = v + bias[o];
-            y[n * d_out + o] = if relu { v.max(0.0) } else { v };
+            y[n * d_out + o] = if relu { relu_keep_nan(v) } else { v };
         }
     }
     y
@@ -533,26 +573,26 @@ pub fn linear_backward(
 /// Per-channel sums of `f(pixel values)` over every pixel of a channels-last buffer, in `f64`,
 /// split across the rayon pool.
 fn channel_sums(data: &[f32], channels: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
-    let rows = (16384 / channels.max(1)).max(1) * channels.max(1);
-    data.par_chunks(rows)
-        .fold(
-            || vec![0.0f64; channels],
-            |mut acc, chunk| {
-                for px in chunk.chunks(channels) {
-                    for (c, (a, &v)) in acc.iter_mut().zip(px).enumerate() {
-                        *a += f(c, v);
-                    }
+    let c = channels.max(1);
+    let pixels = data.len() / c;
+    let parts: Vec<Vec<f64>> = fixed_parts(pixels)
+        .map(|range| {
+            let mut acc = vec![0.0f64; channels];
+            for px in data[range.start * c..range.end * c].chunks(c) {
+                for (ch, (a, &v)) in acc.iter_mut().zip(px).enumerate() {
+                    *a += f(ch, v);
                 }
-                acc
-            },
-        )
-        .reduce(
-            || vec![0.0f64; channels],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(s, v)| *s += v);
-                a
-            },
-        )
+            }
+            acc
+        })
+        .collect();
+    parts
+        .into_iter()
+        .reduce(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(s, v)| *s += v);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0; channels])
 }
 
 /// Batch normalization in training mode on a channels-last buffer, as burn's
@@ -596,7 +636,7 @@ pub fn batch_norm_train(
                     let v = (x[ch] - mean[ch]) * inv_std[ch];
                     n[ch] = v;
                     let out = v * gamma[ch] + beta[ch];
-                    y[ch] = if relu { out.max(0.0) } else { out };
+                    y[ch] = if relu { relu_keep_nan(out) } else { out };
                 }
             }
         });
@@ -616,28 +656,25 @@ pub fn batch_norm_backward(
     let count = (dy.data.len() / c.max(1)).max(1) as f64;
     let dbeta = channel_sums(&dy.data, c, |_, v| v as f64);
     let rows = (16384 / c.max(1)).max(1) * c.max(1);
-    let dgamma = dy
-        .data
-        .par_chunks(rows)
-        .zip(normalized.par_chunks(rows))
-        .fold(
-            || vec![0.0f64; c],
-            |mut acc, (g, n)| {
-                for (g, n) in g.chunks(c).zip(n.chunks(c)) {
-                    for ch in 0..c {
-                        acc[ch] += g[ch] as f64 * n[ch] as f64;
-                    }
+    let pixels = dy.data.len() / c.max(1);
+    let dgamma = fixed_parts(pixels)
+        .map(|range| {
+            let mut acc = vec![0.0f64; c];
+            let (lo, hi) = (range.start * c, range.end * c);
+            for (g, n) in dy.data[lo..hi].chunks(c).zip(normalized[lo..hi].chunks(c)) {
+                for ch in 0..c {
+                    acc[ch] += g[ch] as f64 * n[ch] as f64;
                 }
-                acc
-            },
-        )
-        .reduce(
-            || vec![0.0f64; c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(s, v)| *s += v);
-                a
-            },
-        );
+            }
+            acc
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .reduce(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(s, v)| *s += v);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0; c]);
     let mean_g: Vec<f32> = dbeta.iter().map(|s| (s / count) as f32).collect();
     let mean_gn: Vec<f32> = dgamma.iter().map(|s| (s / count) as f32).collect();
     let mut dx = vec![0.0f32; dy.data.len()];
