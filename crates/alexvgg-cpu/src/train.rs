@@ -98,7 +98,7 @@ pub fn relu_keep_nan(v: f32) -> f32 {
 /// `output <= 0 → 0`).
 #[inline]
 pub fn relu_passes(v: f32) -> bool {
-    !(v <= 0.0)
+    v > 0.0 || v.is_nan()
 }
 
 /// Zeroes `dy` where the ReLU did not pass its input (`passed[i]`: output `i` was above zero;
