@@ -20,7 +20,7 @@ use alexvgg_models::kernels::LayerKernels;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
@@ -276,13 +276,8 @@ impl<B: HostValues> Backward<B, 3> for ConvBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let device = grad.device();
         let s = ops.state;
-        let mut dy = B::to_nhwc(grad);
-        if let Some(mask) = &s.mask {
-            relu_mask(&mut dy.data, &mask.0);
-        }
+        let (dy, device) = nhwc_grad::<B>(grads.consume::<B>(&ops.node), s.mask.as_ref());
         let [cout, cin_g, kh, kw] = s.dims;
         if node_w.is_some() || node_b.is_some() {
             let x =
@@ -322,6 +317,55 @@ impl<B: HostValues> Backward<B, 3> for ConvBackward {
             grads.register::<B>(node.id, B::from_nhwc(dx, &device));
         }
     }
+}
+
+/// `out` as the output of `op` on the autodiff tape (with the backward state `state()`, built
+/// only when some input needs a gradient), as a tensor.
+fn record<B, O, const N: usize, const D: usize>(
+    op: O,
+    nodes: [NodeGuard; N],
+    out: FloatTensor<B>,
+    state: impl FnOnce() -> O::State,
+) -> Tensor<D>
+where
+    B: Backend,
+    O: Backward<B, N>,
+    DispatchTensor: DispatchKindConversion<Ad<B>>,
+{
+    let out = match op
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state(), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive::<Ad<B>>(out)
+}
+
+/// Where a ReLU passed its input (output `y`), kept for the backward pass when the layer has
+/// a ReLU and one of its `inputs` needs a gradient.
+fn relu_mask_of<B: Backend, const N: usize>(
+    relu: bool,
+    inputs: [&FloatTensor<Ad<B>>; N],
+    y: &[f32],
+) -> Option<Saved<Vec<bool>>> {
+    (relu && inputs.iter().any(|t| t.is_tracked()))
+        .then(|| Saved(Arc::new(y.iter().map(|&v| relu_passes(v)).collect())))
+}
+
+/// The gradient of a layer's output channels-last, with the layer's ReLU `mask` applied, and
+/// its device.
+fn nhwc_grad<B: HostValues>(
+    grad: FloatTensor<B>,
+    mask: Option<&Saved<Vec<bool>>>,
+) -> (Nhwc, B::Device) {
+    let device = grad.device();
+    let mut dy = B::to_nhwc(grad);
+    if let Some(mask) = mask {
+        relu_mask(&mut dy.data, &mask.0);
+    }
+    (dy, device)
 }
 
 fn register<B: Backend>(
@@ -380,33 +424,21 @@ where
     if x.is_tracked() && (t.max(bo) >= kh || l.max(r) >= kw) {
         return None;
     }
-    let tracked = x.is_tracked() || w.is_tracked() || b.is_tracked();
     let y = layer.run(&xs, relu, &k.pool).ok()?;
-    let mask = (relu && tracked)
-        .then(|| Saved(Arc::new(y.data.iter().map(|&v| relu_passes(v)).collect())));
+    let mask = relu_mask_of(relu, [&x, &w, &b], &y.data);
     let out = B::from_nhwc(y, &device);
     let input = [xs.height, xs.width];
-    let out = match ConvBackward
-        .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = ConvState {
-                x: (w.is_tracked() || b.is_tracked()).then(|| Saved(Arc::new(xs))),
-                mask,
-                weight: x.is_tracked().then(|| Saved(Arc::new(weight))),
-                dims,
-                groups: conv.groups,
-                geometry,
-                input,
-                simd: k.simd,
-            };
-            prep.finish(state, out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Some(Tensor::from_primitive::<Ad<B>>(out))
+    let nodes = [x.node(), w.node(), b.node()];
+    Some(record(ConvBackward, nodes, out, || ConvState {
+        x: (w.is_tracked() || b.is_tracked()).then(|| Saved(Arc::new(xs))),
+        mask,
+        weight: x.is_tracked().then(|| Saved(Arc::new(weight))),
+        dims,
+        groups: conv.groups,
+        geometry,
+        input,
+        simd: k.simd,
+    }))
 }
 
 /// What LRN's backward pass needs.
@@ -429,9 +461,8 @@ impl<B: HostValues> Backward<B, 1> for LrnBackward {
         let [node_x] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = node_x {
-            let device = grad.device();
             let s = ops.state;
-            let dy = B::to_nhwc(grad);
+            let (dy, device) = nhwc_grad::<B>(grad, None);
             let dx = lrn_backward(&s.x.0, &dy, s.radius, s.bias, s.alpha, s.beta);
             grads.register::<B>(node.id, B::from_nhwc(dx, &device));
         }
@@ -454,24 +485,13 @@ where
     let simd = k.simd.for_kernel(Kernel::Elementwise);
     let y = lrn(&xs, radius, bias, alpha, beta, simd, &k.pool);
     let out = B::from_nhwc(y, &device);
-    let out = match LrnBackward
-        .prepare::<NoCheckpointing>([x.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = LrnState {
-                x: Saved(Arc::new(xs)),
-                radius,
-                bias,
-                alpha,
-                beta,
-            };
-            prep.finish(state, out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Some(Tensor::from_primitive::<Ad<B>>(out))
+    Some(record(LrnBackward, [x.node()], out, || LrnState {
+        x: Saved(Arc::new(xs)),
+        radius,
+        bias,
+        alpha,
+        beta,
+    }))
 }
 
 /// What a max pool's backward pass needs.
@@ -491,8 +511,7 @@ impl<B: HostValues> Backward<B, 1> for PoolBackward {
         let [node_x] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = node_x {
-            let device = grad.device();
-            let dy = B::to_nhwc(grad);
+            let (dy, device) = nhwc_grad::<B>(grad, None);
             let dx = max_pool_backward(&dy, &ops.state.arg.0, ops.state.input);
             grads.register::<B>(node.id, B::from_nhwc(dx, &device));
         }
@@ -524,21 +543,10 @@ where
     let (y, arg) = max_pool_argmax(&xs, &g);
     let out = B::from_nhwc(y, &device);
     let input = [xs.height, xs.width];
-    let out = match PoolBackward
-        .prepare::<NoCheckpointing>([x.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            PoolState {
-                arg: Saved(Arc::new(arg)),
-                input,
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Some(Tensor::from_primitive::<Ad<B>>(out))
+    Some(record(PoolBackward, [x.node()], out, || PoolState {
+        arg: Saved(Arc::new(arg)),
+        input,
+    }))
 }
 
 /// What a fully connected layer's backward pass needs.
@@ -608,25 +616,15 @@ where
     let y = B::with_values(w.primitive(), |weight| {
         linear_forward(&xs, weight, &bias, dims, relu)
     });
-    let mask = relu.then(|| Saved(Arc::new(y.iter().map(|&v| relu_passes(v)).collect())));
+    let mask = relu_mask_of(relu, [&x, &w, &b], &y);
     let out = from_host::<B>(y, vec![batch, d_out], &device);
-    let out = match LinearBackward
-        .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = LinearState {
-                x: w.is_tracked().then(|| Saved(Arc::new(xs))),
-                weight: x.is_tracked().then(|| w.primitive().clone()),
-                mask,
-                dims: [batch, d_in, d_out],
-            };
-            prep.finish(state, out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Some(Tensor::from_primitive::<Ad<B>>(out))
+    let nodes = [x.node(), w.node(), b.node()];
+    Some(record(LinearBackward, nodes, out, || LinearState {
+        x: w.is_tracked().then(|| Saved(Arc::new(xs))),
+        weight: x.is_tracked().then(|| w.primitive().clone()),
+        mask,
+        dims,
+    }))
 }
 
 /// What batch normalization's backward pass needs.
@@ -648,13 +646,8 @@ impl<B: HostValues> Backward<B, 3> for BatchNormBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let device = grad.device();
         let s = ops.state;
-        let mut dy = B::to_nhwc(grad);
-        if let Some(mask) = &s.mask {
-            relu_mask(&mut dy.data, &mask.0);
-        }
+        let (dy, device) = nhwc_grad::<B>(grads.consume::<B>(&ops.node), s.mask.as_ref());
         let channels = dy.channels;
         let (dx, dgamma, dbeta) = batch_norm_backward(&s.normalized.0, &s.scale, &dy);
         register::<B>(
@@ -715,22 +708,12 @@ where
         .zip(&var)
         .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
         .collect();
-    let mask = relu.then(|| Saved(Arc::new(y.data.iter().map(|&v| relu_passes(v)).collect())));
+    let mask = relu_mask_of(relu, [&xp, &gamma, &beta], &y.data);
     let out = B::from_nhwc(y, &device);
-    let out = match BatchNormBackward
-        .prepare::<NoCheckpointing>([xp.node(), gamma.node(), beta.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = BatchNormState {
-                normalized: Saved(Arc::new(normalized)),
-                scale,
-                mask,
-            };
-            prep.finish(state, out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Some(Tensor::from_primitive::<Ad<B>>(out))
+    let nodes = [xp.node(), gamma.node(), beta.node()];
+    Some(record(BatchNormBackward, nodes, out, || BatchNormState {
+        normalized: Saved(Arc::new(normalized)),
+        scale,
+        mask,
+    }))
 }

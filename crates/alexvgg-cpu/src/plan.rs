@@ -166,12 +166,13 @@ impl ConvKernel {
     }
 }
 
-/// Engine options with the output size of each layer at the input size tuned for, and the
-/// SIMD level.
+/// Engine options with each convolution's shape at the input size tuned for, and the SIMD
+/// level.
 struct Tuned<'a> {
     options: &'a EngineOptions,
-    sizes: HashMap<String, [usize; 2]>,
-    /// Each convolution's shape, by name (for the tuning table).
+    /// Each convolution's shape at the input size tuned for, by name (none where the input
+    /// does not fit): its output size picks the Winograd tiles, the whole shape is the key of
+    /// the tuning table.
     keys: HashMap<String, ConvKey>,
     simd: Simd,
 }
@@ -180,17 +181,14 @@ impl Tuned<'_> {
     /// The op of a convolution (followed by ReLU): its recorded kernels where the tuning table
     /// lists its shape (and the algorithm is `Auto`), the fixed rules else.
     fn op(&self, raw: RawConv) -> Op {
-        let output = self.sizes.get(&raw.name).copied();
-        let recorded = match (self.options.conv, self.options.tuning) {
-            (ConvAlgorithm::Auto, Some(table)) => self
-                .keys
-                .get(&raw.name)
-                .and_then(|key| table.choice(key).map(|c| (c, key.output))),
+        let key = self.keys.get(&raw.name);
+        let recorded = match (self.options.conv, self.options.tuning, key) {
+            (ConvAlgorithm::Auto, Some(table), Some(key)) => table.choice(key),
             _ => None,
         };
-        match recorded {
-            Some((choice, output)) => raw.into_tuned_op(choice, self.simd, output),
-            None => raw.into_op(true, self.options, output, self.simd),
+        match (recorded, key) {
+            (Some(choice), Some(key)) => raw.into_tuned_op(choice, self.simd, key.output),
+            _ => raw.into_op(true, self.options, key.map(|k| k.output), self.simd),
         }
     }
 }
@@ -207,42 +205,66 @@ pub(crate) struct RawConv {
 }
 
 impl RawConv {
+    /// im2col + GEMM weights.
+    fn packed(&self, bias: Vec<f32>) -> ConvKernel {
+        ConvKernel::Im2col(PackedConv::from_oihw(
+            &self.weight,
+            self.dims,
+            self.groups,
+            bias,
+        ))
+    }
+
+    /// The direct kernel at level `simd`.
+    fn direct_kernel(&self, bias: Vec<f32>, simd: Simd) -> ConvKernel {
+        let w = DirectConv::from_oihw(&self.weight, self.dims, self.groups, bias);
+        ConvKernel::Direct(w.with_simd(simd.for_kernel(Kernel::Tiles)))
+    }
+
+    /// The direct kernel where the level has vector tiles, im2col + GEMM else.
+    fn direct(&self, bias: Vec<f32>, simd: Simd) -> ConvKernel {
+        if simd.vector_kernels() {
+            self.direct_kernel(bias, simd)
+        } else {
+            self.packed(bias)
+        }
+    }
+
+    /// Winograd `variant` at level `simd`: the register-tile layouts where the level has vector
+    /// tiles, the `gemm` crate else; for inputs with `few_tiles`, the register tiles instead of
+    /// the `gemm` crate, whose packing dominates such small products.
+    fn winograd(
+        &self,
+        variant: Variant,
+        bias: Vec<f32>,
+        simd: Simd,
+        few_tiles: bool,
+    ) -> WinogradConv {
+        let layout = match WinogradConv::default_layout(self.dims, variant) {
+            _ if !simd.vector_kernels() => Layout::Gemm,
+            Layout::Gemm if few_tiles => Layout::Blocks,
+            other => other,
+        };
+        let mut w =
+            WinogradConv::with_layout(&self.weight, self.dims, self.groups, bias, variant, layout);
+        w.tiles = simd.for_kernel(Kernel::Tiles);
+        w.transforms = simd.for_kernel(Kernel::Elementwise);
+        w
+    }
+
     /// The weights packed for one recorded kernel at level `simd` (`output`: the layer's output
-    /// size, which picks a Winograd layout).
+    /// size, whose tile count picks a Winograd layout).
     fn kernel_for(&self, kernel: TunedConv, simd: Simd, output: [usize; 2]) -> ConvKernel {
-        let vector = simd.vector_kernels();
         let bias = self.bias.clone();
         match kernel {
-            TunedConv::Direct if vector => {
-                let w = DirectConv::from_oihw(&self.weight, self.dims, self.groups, bias);
-                ConvKernel::Direct(w.with_simd(simd.for_kernel(Kernel::Tiles)))
-            }
-            TunedConv::Direct | TunedConv::Im2col => ConvKernel::Im2col(PackedConv::from_oihw(
-                &self.weight,
-                self.dims,
-                self.groups,
-                bias,
-            )),
+            TunedConv::Direct => self.direct(bias, simd),
+            TunedConv::Im2col => self.packed(bias),
             TunedConv::Winograd(variant) => {
-                let few_tiles = output[0].div_ceil(variant.tile())
-                    * output[1].div_ceil(variant.tile())
-                    < WINOGRAD_MIN_TILES;
-                let layout = match WinogradConv::default_layout(self.dims, variant) {
-                    _ if !vector => Layout::Gemm,
-                    Layout::Gemm if few_tiles => Layout::Blocks,
-                    other => other,
-                };
-                let mut w = WinogradConv::with_layout(
-                    &self.weight,
-                    self.dims,
-                    self.groups,
-                    bias,
-                    variant,
-                    layout,
-                );
-                w.tiles = simd.for_kernel(Kernel::Tiles);
-                w.transforms = simd.for_kernel(Kernel::Elementwise);
-                ConvKernel::Winograd(w, None)
+                let tiles = output[0].div_ceil(variant.tile()) * output[1].div_ceil(variant.tile());
+                ConvKernel::Winograd(
+                    self.winograd(variant, bias, simd, tiles < WINOGRAD_MIN_TILES),
+                    None,
+                )
             }
         }
     }
@@ -286,7 +308,7 @@ impl RawConv {
     /// Packs the weights for `options`' algorithm and the kernels of level `simd`; `output` is
     /// the layer's output size at the input size tuned for.
     fn into_op(
-        self,
+        mut self,
         relu: bool,
         options: &EngineOptions,
         output: Option<[usize; 2]>,
@@ -299,81 +321,35 @@ impl RawConv {
             Some(3) => (Variant::F4x3, Variant::F2x3),
             _ => (Variant::F2x5, Variant::F2x5),
         };
-        let vector = simd.vector_kernels();
-        let pack =
-            |bias: Vec<f32>| PackedConv::from_oihw(&self.weight, self.dims, self.groups, bias);
-        let with_layout = |variant, bias: Vec<f32>, layout| {
-            let mut w = WinogradConv::with_layout(
-                &self.weight,
-                self.dims,
-                self.groups,
-                bias,
-                variant,
-                layout,
-            );
-            w.tiles = simd.for_kernel(Kernel::Tiles);
-            w.transforms = simd.for_kernel(Kernel::Elementwise);
-            w
-        };
-        // The register-tile layouts where the level has vector tiles, the `gemm` crate else.
-        let wino = |variant, bias: Vec<f32>| {
-            let layout = if vector {
-                WinogradConv::default_layout(self.dims, variant)
-            } else {
-                Layout::Gemm
-            };
-            with_layout(variant, bias, layout)
-        };
-        // For inputs with few tiles: the register tiles instead of the `gemm` crate, whose
-        // packing dominates such small products.
-        let wino_few_tiles = |variant, bias: Vec<f32>| {
-            let layout = match WinogradConv::default_layout(self.dims, variant) {
-                Layout::Gemm if vector => Layout::Blocks,
-                _ if !vector => Layout::Gemm,
-                other => other,
-            };
-            with_layout(variant, bias, layout)
-        };
-        let direct_kernel = |bias: Vec<f32>| {
-            let w = DirectConv::from_oihw(&self.weight, self.dims, self.groups, bias);
-            ConvKernel::Direct(w.with_simd(simd.for_kernel(Kernel::Tiles)))
-        };
-        // The direct kernel where the level has vector tiles, im2col + GEMM else.
-        let direct = |bias: Vec<f32>| {
-            if vector {
-                direct_kernel(bias)
-            } else {
-                ConvKernel::Im2col(pack(bias))
-            }
-        };
+        let bias = std::mem::take(&mut self.bias);
         let weights = match (options.conv, side) {
-            (ConvAlgorithm::Im2col, _) => ConvKernel::Im2col(pack(self.bias)),
-            (ConvAlgorithm::Direct, _) => direct_kernel(self.bias),
-            (_, None) => direct(self.bias),
+            (ConvAlgorithm::Im2col, _) => self.packed(bias),
+            (ConvAlgorithm::Direct, _) => self.direct_kernel(bias, simd),
+            (_, None) => self.direct(bias, simd),
             (ConvAlgorithm::Winograd, Some(_)) => {
-                ConvKernel::Winograd(wino(large, self.bias), None)
+                ConvKernel::Winograd(self.winograd(large, bias, simd, false), None)
             }
             (ConvAlgorithm::WinogradSmallTiles, Some(_)) => {
-                ConvKernel::Winograd(wino(small, self.bias), None)
+                ConvKernel::Winograd(self.winograd(small, bias, simd, false), None)
             }
-            (ConvAlgorithm::Auto, Some(_)) if cin_g < 16 || cout_g < 16 => direct(self.bias),
+            (ConvAlgorithm::Auto, Some(_)) if cin_g < 16 || cout_g < 16 => self.direct(bias, simd),
             // Small feature maps (13x13, 14x14 at batch 1): too few 4x4 tiles to keep the GEMMs
             // busy; F(2x2, 3x3) was measured faster there at batch 1 and as fast at batch 8.
             (ConvAlgorithm::Auto, Some(3))
                 if output
                     .is_some_and(|[h, w]| h.div_ceil(4) * w.div_ceil(4) < WINOGRAD_MIN_TILES) =>
             {
-                ConvKernel::Winograd(wino_few_tiles(small, self.bias), None)
+                ConvKernel::Winograd(self.winograd(small, bias, simd, true), None)
             }
             (ConvAlgorithm::Auto, Some(side)) => {
                 let fallback = (self.weight.len() * 4 <= KEEP_BOTH_BYTES).then(|| {
                     Box::new(if side == 3 {
-                        ConvKernel::Winograd(wino_few_tiles(small, self.bias.clone()), None)
+                        ConvKernel::Winograd(self.winograd(small, bias.clone(), simd, true), None)
                     } else {
-                        direct(self.bias.clone())
+                        self.direct(bias.clone(), simd)
                     })
                 });
-                ConvKernel::Winograd(wino(large, self.bias.clone()), fallback)
+                ConvKernel::Winograd(self.winograd(large, bias, simd, false), fallback)
             }
         };
         Op::Conv {
@@ -754,23 +730,14 @@ impl Engine {
     /// As [`from_model`](Self::from_model).
     pub fn with_options(model: Model, options: &EngineOptions) -> Result<Self, EngineError> {
         let side = options.input_size.unwrap_or_else(|| model.input_size());
-        // Each layer's output size at that input, by name (none where the input does not fit).
-        let sizes: HashMap<String, [usize; 2]> = model
-            .layers([3, side, side])
-            .map(|rows| {
-                rows.into_iter()
-                    .map(|r| (r.name, [r.output[1], r.output[2]]))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let simd = options.simd.unwrap_or_else(Simd::current).min(Simd::best());
+        // Each convolution's shape at that input, by name (none where the input does not fit).
         let keys = model
             .layers([3, side, side])
             .map(|rows| tune::conv_keys(&rows, 3).into_iter().collect())
             .unwrap_or_default();
+        let simd = options.simd.unwrap_or_else(Simd::current).min(Simd::best());
         let options = &Tuned {
             options,
-            sizes,
             keys,
             simd,
         };

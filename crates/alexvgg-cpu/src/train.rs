@@ -570,17 +570,21 @@ pub fn linear_backward(
     (dw, db, dx)
 }
 
-/// Per-channel sums of `f(pixel values)` over every pixel of a channels-last buffer, in `f64`,
-/// split across the rayon pool.
-fn channel_sums(data: &[f32], channels: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
+/// Per-channel sums of `f(index, channel, value)` over every value of a channels-last buffer
+/// (`index` into `data`), in `f64`, in [`PARTS`] fixed parts.
+fn channel_sums(
+    data: &[f32],
+    channels: usize,
+    f: impl Fn(usize, usize, f32) -> f64 + Sync,
+) -> Vec<f64> {
     let c = channels.max(1);
     let pixels = data.len() / c;
     let parts: Vec<Vec<f64>> = fixed_parts(pixels)
         .map(|range| {
             let mut acc = vec![0.0f64; channels];
-            for px in data[range.start * c..range.end * c].chunks(c) {
-                for (ch, (a, &v)) in acc.iter_mut().zip(px).enumerate() {
-                    *a += f(ch, v);
+            for p in range {
+                for (ch, (a, &v)) in acc.iter_mut().zip(&data[p * c..(p + 1) * c]).enumerate() {
+                    *a += f(p * c + ch, ch, v);
                 }
             }
             acc
@@ -608,11 +612,11 @@ pub fn batch_norm_train(
 ) -> (Nhwc, Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = x.channels;
     let count = (x.data.len() / c.max(1)).max(1) as f64;
-    let mean: Vec<f64> = channel_sums(&x.data, c, |_, v| v as f64)
+    let mean: Vec<f64> = channel_sums(&x.data, c, |_, _, v| v as f64)
         .into_iter()
         .map(|s| s / count)
         .collect();
-    let var: Vec<f64> = channel_sums(&x.data, c, |ch, v| (v as f64 - mean[ch]).powi(2))
+    let var: Vec<f64> = channel_sums(&x.data, c, |_, ch, v| (v as f64 - mean[ch]).powi(2))
         .into_iter()
         .map(|s| s / count)
         .collect();
@@ -654,27 +658,9 @@ pub fn batch_norm_backward(
 ) -> (Nhwc, Vec<f32>, Vec<f32>) {
     let c = dy.channels;
     let count = (dy.data.len() / c.max(1)).max(1) as f64;
-    let dbeta = channel_sums(&dy.data, c, |_, v| v as f64);
+    let dbeta = channel_sums(&dy.data, c, |_, _, g| g as f64);
     let rows = (16384 / c.max(1)).max(1) * c.max(1);
-    let pixels = dy.data.len() / c.max(1);
-    let dgamma = fixed_parts(pixels)
-        .map(|range| {
-            let mut acc = vec![0.0f64; c];
-            let (lo, hi) = (range.start * c, range.end * c);
-            for (g, n) in dy.data[lo..hi].chunks(c).zip(normalized[lo..hi].chunks(c)) {
-                for ch in 0..c {
-                    acc[ch] += g[ch] as f64 * n[ch] as f64;
-                }
-            }
-            acc
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .reduce(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(s, v)| *s += v);
-            a
-        })
-        .unwrap_or_else(|| vec![0.0; c]);
+    let dgamma = channel_sums(&dy.data, c, |i, _, g| g as f64 * normalized[i] as f64);
     let mean_g: Vec<f32> = dbeta.iter().map(|s| (s / count) as f32).collect();
     let mean_gn: Vec<f32> = dgamma.iter().map(|s| (s / count) as f32).collect();
     let mut dx = vec![0.0f32; dy.data.len()];

@@ -289,7 +289,6 @@ pub fn read_bandwidth_gbps() -> f64 {
     const LEN: usize = 64 << 20; // f32 values: 256 MiB
     let data = vec![1.0f32; LEN];
     let pass = || {
-        let start = std::time::Instant::now();
         let sum: f32 = data
             .par_chunks(1 << 16)
             .map(|c| {
@@ -304,11 +303,9 @@ pub fn read_bandwidth_gbps() -> f64 {
             })
             .sum();
         std::hint::black_box(sum);
-        start.elapsed().as_secs_f64()
     };
-    pass();
-    let best = (0..3).map(|_| pass()).fold(f64::INFINITY, f64::min);
-    (LEN * 4) as f64 / best / 1e9
+    let best_ms = timed_ms(1, 3, pass)[0];
+    (LEN * 4) as f64 / best_ms / 1e6
 }
 
 /// The rate (GB/s of weights) at which the CPU engine's fully connected kernel streams a dense
@@ -322,13 +319,10 @@ pub fn dense_linear_gbps(d_in: usize, d_out: usize) -> f64 {
     let x = vec![1.0f32; d_in];
     let pool = alexvgg_cpu::pool::Pool::new();
     let pass = || {
-        let start = std::time::Instant::now();
         let y = linear(&x, 1, &w, false, &pool);
         std::hint::black_box(&y);
         pool.give(y);
-        start.elapsed().as_secs_f64()
     };
-    pass();
-    let best = (0..5).map(|_| pass()).fold(f64::INFINITY, f64::min);
-    (d_in * d_out * 4) as f64 / best / 1e9
+    let best_ms = timed_ms(1, 5, pass)[0];
+    (d_in * d_out * 4) as f64 / best_ms / 1e6
 }

@@ -68,11 +68,7 @@ fn optimizer_steps_on(
     };
     assert_eq!(trainer.layer_kernels(), kernels);
     let name_engine = format!("{name} ({kernels})");
-    let inputs: Vec<f32> = tensors("inputs.safetensors")["input227"]
-        .data
-        .iter()
-        .map(|v| v * 0.02f32)
-        .collect();
+    let inputs = fixture_input(227);
     let reference = tensors("train_steps.safetensors");
     for step in 0..2 {
         let stats = trainer.step(inputs.clone(), &[3, 7], lr).unwrap();
@@ -465,15 +461,7 @@ fn last_good(dir: &Path) -> std::path::PathBuf {
 fn a_frozen_prefix_runs_forward_only_and_trains_as_the_autodiff_path_does() {
     use alexvgg_inference::runner::EngineKind;
     let torchvision = Architecture::AlexNet(AlexNetVariant::Torchvision);
-    let settings = OptimizerSettings {
-        kind: OptimizerKind::Sgd,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-    };
-    let input = |side: usize| -> Vec<f32> {
-        let t = &tensors("inputs.safetensors")[&format!("input{side}")];
-        t.data.iter().map(|v| v * 0.02f32).collect()
-    };
+    let settings = momentum_sgd();
     for (name, device, tol) in devices::devices() {
         let device = device.autodiff();
         for (arch, weights, freeze, boundary) in [
@@ -508,25 +496,9 @@ fn a_frozen_prefix_runs_forward_only_and_trains_as_the_autodiff_path_does() {
             };
             assert_eq!(fast.frozen_prefix(), Some((boundary, runner)), "{what}");
             assert_eq!(plain.frozen_prefix(), None, "{what}");
-            let x = input(arch.input_size());
+            let x = fixture_input(arch.input_size());
             let labels = [3, 7];
-            for step in 0..2 {
-                let a = fast.step(x.clone(), &labels, 0.01).unwrap();
-                let b = plain.step(x.clone(), &labels, 0.01).unwrap();
-                assert!(
-                    (a.loss - b.loss).abs() <= 1e-4 * b.loss.abs().max(1.0),
-                    "{what} step {step}: loss {} vs {}",
-                    a.loss,
-                    b.loss
-                );
-            }
-            let (a, b) = (
-                module_tensors(fast.model()).unwrap(),
-                module_tensors(plain.model()).unwrap(),
-            );
-            for (k, t) in b.iter() {
-                assert_close(&format!("{what} {k}"), &a[k].data, &t.data, tol);
-            }
+            train_alike(&what, &mut fast, &mut plain, &x, tol);
             // and evaluation takes the same route
             let (ea, eb) = (
                 fast.evaluate(&fast.eval_model(), x.clone(), &labels)
@@ -566,15 +538,7 @@ fn a_frozen_prefix_runs_forward_only_and_trains_as_the_autodiff_path_does() {
 #[test]
 fn every_network_trains_alike_with_the_kernels_and_with_burn() {
     use alexvgg_inference::runner::EngineKind;
-    let settings = OptimizerSettings {
-        kind: OptimizerKind::Sgd,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-    };
-    let input = |side: usize| -> Vec<f32> {
-        let t = &tensors("inputs.safetensors")[&format!("input{side}")];
-        t.data.iter().map(|v| v * 0.02f32).collect()
-    };
+    let settings = momentum_sgd();
     let cpu_devices = devices::devices()
         .into_iter()
         .filter(|(name, _, _)| name != "wgpu");
@@ -618,28 +582,53 @@ fn every_network_trains_alike_with_the_kernels_and_with_burn() {
             "{what}"
         );
         assert_eq!(plain.layer_kernels(), "burn", "{what}");
-        let x = input(arch.input_size());
-        for step in 0..2 {
-            let a = fast.step(x.clone(), &[3, 7], 0.01).unwrap();
-            let b = plain.step(x.clone(), &[3, 7], 0.01).unwrap();
-            assert!(
-                (a.loss - b.loss).abs() <= 1e-4 * b.loss.abs().max(1.0),
-                "{what} step {step}: loss {} (kernels) vs {} (burn)",
-                a.loss,
-                b.loss
-            );
-        }
-        // parameters and (for BatchNorm) running statistics
-        let (a, b) = (
-            module_tensors(fast.model()).unwrap(),
-            module_tensors(plain.model()).unwrap(),
-        );
-        assert_eq!(a.len(), b.len(), "{what}");
         // BatchNorm's parameter gradients sum over every pixel of the batch (100k terms at
         // 224x224), in f32 by burn and in f64 by the kernels: those layers agree to 1e-3
         let tol = if what.contains("BN") { 1e-3 } else { 1e-4 };
-        for (k, t) in b.iter() {
-            assert_close(&format!("{what} {k}"), &a[k].data, &t.data, tol);
-        }
+        train_alike(
+            &what,
+            &mut fast,
+            &mut plain,
+            &fixture_input(arch.input_size()),
+            tol,
+        );
+    }
+}
+
+/// SGD with momentum 0.9 and weight decay 5e-4.
+fn momentum_sgd() -> OptimizerSettings {
+    OptimizerSettings {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    }
+}
+
+/// The shared fixture batch of side `side`, scaled as the PyTorch references scale it.
+fn fixture_input(side: usize) -> Vec<f32> {
+    let t = &tensors("inputs.safetensors")[&format!("input{side}")];
+    t.data.iter().map(|v| v * 0.02f32).collect()
+}
+
+/// Two SGD steps of `fast` and `plain` on `x` (labels 3, 7): the same losses (1e-4) and then
+/// the same parameters and running statistics (`tol`).
+fn train_alike(what: &str, fast: &mut Trainer, plain: &mut Trainer, x: &[f32], tol: f32) {
+    for step in 0..2 {
+        let a = fast.step(x.to_vec(), &[3, 7], 0.01).unwrap();
+        let b = plain.step(x.to_vec(), &[3, 7], 0.01).unwrap();
+        assert!(
+            (a.loss - b.loss).abs() <= 1e-4 * b.loss.abs().max(1.0),
+            "{what} step {step}: loss {} vs {}",
+            a.loss,
+            b.loss
+        );
+    }
+    let (a, b) = (
+        module_tensors(fast.model()).unwrap(),
+        module_tensors(plain.model()).unwrap(),
+    );
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (k, t) in b.iter() {
+        assert_close(&format!("{what} {k}"), &a[k].data, &t.data, tol);
     }
 }
