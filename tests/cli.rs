@@ -1153,15 +1153,17 @@ fn tune_records_kernel_choices_that_the_engine_uses() {
     assert_eq!(code, Some(0), "{err}");
     for needle in [
         "conv1",
-        "winograd-f2x5",
-        "winograd-f4x3",
+        "winograd-f2x5-gemm",
+        "winograd-f2x5-blocks",
+        "winograd-f4x3-blocks",
+        "winograd-f2x3-fused",
         "recorded 5 convolution shapes",
     ] {
         assert!(out.contains(needle), "{needle}:\n{out}");
     }
     let table = std::fs::read_to_string(cache.join("tuning.txt")).unwrap();
     assert!(
-        table.starts_with("# alexvgg tuning v1\nmachine "),
+        table.starts_with("# alexvgg tuning v2\nmachine "),
         "{table}"
     );
     assert_eq!(table.lines().count(), 2 + 5, "{table}");

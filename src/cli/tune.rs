@@ -60,7 +60,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
         a.iters
     );
     outln!(
-        "{:<9} {:<32} {:<14} {:>10} {:>10}",
+        "{:<9} {:<32} {:<22} {:>10} {:>10}",
         "layer",
         "shape",
         "kernel",
@@ -80,7 +80,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
         for (i, t) in timings.iter().enumerate() {
             let mark = |on: bool| if on { "*" } else { " " };
             outln!(
-                "{:<9} {:<32} {:<14} {:>9.2}{} {:>9.2}{}",
+                "{:<9} {:<32} {:<22} {:>9.2}{} {:>9.2}{}",
                 if i == 0 { layer.as_str() } else { "" },
                 if i == 0 {
                     key.to_string()

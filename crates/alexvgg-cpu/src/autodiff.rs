@@ -307,7 +307,7 @@ impl<B: HostValues> Backward<B, 3> for ConvBackward {
                 vec![0.0; cin_g * s.groups],
                 [1, 1],
                 PaddingConfig2d::Explicit(t, l, b, r),
-                [dy.height, dy.width],
+                [dy.batch, dy.height, dy.width],
                 s.simd,
             );
             let dx = layer
@@ -412,7 +412,7 @@ where
         bias,
         conv.stride,
         conv.padding.clone(),
-        [xs.height, xs.width],
+        [xs.batch, xs.height, xs.width],
         k.simd,
     );
     // A window that does not fit: burn's composition reports it.

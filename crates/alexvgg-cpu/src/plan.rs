@@ -26,7 +26,10 @@ pub enum ConvAlgorithm {
     /// Winograd where it pays: F(4x4, 3x3) and F(2x2, 5x5) for layers with at least 16 input
     /// and output channels per group; for inputs with few 4x4 tiles (AlexNet's 13x13 layers at
     /// batch 1), F(2x2, 3x3) or the direct kernel, whichever was measured faster, where the
-    /// layer's weights are small enough to keep a second form. Every other convolution (AlexNet's
+    /// layer's weights are small enough to keep a second form (feature maps with few tiles
+    /// even at larger batches whose weights are not, VGG16's 14x14: F(2x2, 3x3) alone). Each
+    /// Winograd form's products in the layout [`WinogradConv::default_layout`] picks for the
+    /// level's register tiles. Every other convolution (AlexNet's
     /// 11x11 stride-4 conv1, VGG's 3-channel conv1_1) runs the direct kernel (measured to take
     /// 10-35% less time than im2col + GEMM there). At the [`Simd::Portable`] level, im2col +
     /// GEMM instead of the direct kernel, and Winograd's products by the `gemm` crate.
@@ -188,7 +191,7 @@ impl Tuned<'_> {
         };
         match (recorded, key) {
             (Some(choice), Some(key)) => raw.into_tuned_op(choice, self.simd, key.output),
-            _ => raw.into_op(true, self.options, key.map(|k| k.output), self.simd),
+            _ => raw.into_op(true, self.options, key.map(|k| k.output), None, self.simd),
         }
     }
 }
@@ -230,9 +233,8 @@ impl RawConv {
         }
     }
 
-    /// Winograd `variant` at level `simd`: the register-tile layouts where the level has vector
-    /// tiles, the `gemm` crate else; for inputs with `few_tiles`, the register tiles instead of
-    /// the `gemm` crate, whose packing dominates such small products.
+    /// Winograd `variant` at level `simd` in the layout of the engine's rules for inputs with
+    /// `few_tiles` or not ([`WinogradConv::default_layout`]).
     fn winograd(
         &self,
         variant: Variant,
@@ -240,11 +242,19 @@ impl RawConv {
         simd: Simd,
         few_tiles: bool,
     ) -> WinogradConv {
-        let layout = match WinogradConv::default_layout(self.dims, variant) {
-            _ if !simd.vector_kernels() => Layout::Gemm,
-            Layout::Gemm if few_tiles => Layout::Blocks,
-            other => other,
-        };
+        let tiles = simd.for_kernel(Kernel::Tiles);
+        let layout = WinogradConv::default_layout(self.dims, variant, tiles, few_tiles);
+        self.winograd_in(variant, bias, simd, layout)
+    }
+
+    /// Winograd `variant` at level `simd` with its products in `layout`.
+    fn winograd_in(
+        &self,
+        variant: Variant,
+        bias: Vec<f32>,
+        simd: Simd,
+        layout: Layout,
+    ) -> WinogradConv {
         let mut w =
             WinogradConv::with_layout(&self.weight, self.dims, self.groups, bias, variant, layout);
         w.tiles = simd.for_kernel(Kernel::Tiles);
@@ -259,7 +269,10 @@ impl RawConv {
         match kernel {
             TunedConv::Direct => self.direct(bias, simd),
             TunedConv::Im2col => self.packed(bias),
-            TunedConv::Winograd(variant) => {
+            TunedConv::Winograd(variant, Some(layout)) => {
+                ConvKernel::Winograd(self.winograd_in(variant, bias, simd, layout), None)
+            }
+            TunedConv::Winograd(variant, None) => {
                 let tiles = output[0].div_ceil(variant.tile()) * output[1].div_ceil(variant.tile());
                 ConvKernel::Winograd(
                     self.winograd(variant, bias, simd, tiles < WINOGRAD_MIN_TILES),
@@ -306,12 +319,15 @@ impl RawConv {
     }
 
     /// Packs the weights for `options`' algorithm and the kernels of level `simd`; `output` is
-    /// the layer's output size at the input size tuned for.
+    /// the layer's output size at the input size tuned for. Where `batch` is known (a
+    /// [`ConvLayer`]), only the form that batch runs is built; else (an [`Engine`]) the layer
+    /// keeps a form for inputs with few tiles where its weights are small enough.
     fn into_op(
         mut self,
         relu: bool,
         options: &EngineOptions,
         output: Option<[usize; 2]>,
+        batch: Option<usize>,
         simd: Simd,
     ) -> Op {
         let [cout, cin_g, kh, kw] = self.dims;
@@ -322,6 +338,11 @@ impl RawConv {
             _ => (Variant::F2x5, Variant::F2x5),
         };
         let bias = std::mem::take(&mut self.bias);
+        // Whether the known batch has too few tiles of `large` (None: not known).
+        let few_tiles = batch.zip(output).map(|(n, [h, w])| {
+            n * h.div_ceil(large.tile()) * w.div_ceil(large.tile()) < WINOGRAD_MIN_TILES
+        });
+        let keep_both = self.weight.len() * 4 <= KEEP_BOTH_BYTES;
         let weights = match (options.conv, side) {
             (ConvAlgorithm::Im2col, _) => self.packed(bias),
             (ConvAlgorithm::Direct, _) => self.direct_kernel(bias, simd),
@@ -333,23 +354,46 @@ impl RawConv {
                 ConvKernel::Winograd(self.winograd(small, bias, simd, false), None)
             }
             (ConvAlgorithm::Auto, Some(_)) if cin_g < 16 || cout_g < 16 => self.direct(bias, simd),
-            // Small feature maps (13x13, 14x14 at batch 1): too few 4x4 tiles to keep the GEMMs
-            // busy; F(2x2, 3x3) was measured faster there at batch 1 and as fast at batch 8.
+            // Small feature maps (13x13, 14x14): too few 4x4 tiles at batch 1 to keep the
+            // products busy; F(2x2, 3x3) was measured faster there at batch 1, F(4x4, 3x3) 15-20%
+            // faster from batch 8 (AlexNet's conv3-conv5). Both forms where the weights are
+            // small enough, the batch choosing at run time; F(2x2, 3x3) alone else.
             (ConvAlgorithm::Auto, Some(3))
                 if output
                     .is_some_and(|[h, w]| h.div_ceil(4) * w.div_ceil(4) < WINOGRAD_MIN_TILES) =>
             {
-                ConvKernel::Winograd(self.winograd(small, bias, simd, true), None)
+                match few_tiles {
+                    Some(false) => {
+                        ConvKernel::Winograd(self.winograd(large, bias, simd, true), None)
+                    }
+                    None if keep_both => {
+                        let few = self.winograd(small, bias.clone(), simd, true);
+                        ConvKernel::Winograd(
+                            self.winograd(large, bias, simd, true),
+                            Some(Box::new(ConvKernel::Winograd(few, None))),
+                        )
+                    }
+                    _ => ConvKernel::Winograd(self.winograd(small, bias, simd, true), None),
+                }
             }
             (ConvAlgorithm::Auto, Some(side)) => {
-                let fallback = (self.weight.len() * 4 <= KEEP_BOTH_BYTES).then(|| {
-                    Box::new(if side == 3 {
-                        ConvKernel::Winograd(self.winograd(small, bias.clone(), simd, true), None)
+                let fallback = |bias: Vec<f32>| {
+                    if side == 3 {
+                        ConvKernel::Winograd(self.winograd(small, bias, simd, true), None)
                     } else {
-                        self.direct(bias.clone(), simd)
-                    })
-                });
-                ConvKernel::Winograd(self.winograd(large, bias, simd, false), fallback)
+                        self.direct(bias, simd)
+                    }
+                };
+                match few_tiles {
+                    Some(true) => fallback(bias),
+                    Some(false) => {
+                        ConvKernel::Winograd(self.winograd(large, bias, simd, false), None)
+                    }
+                    None => {
+                        let small = keep_both.then(|| Box::new(fallback(bias.clone())));
+                        ConvKernel::Winograd(self.winograd(large, bias, simd, false), small)
+                    }
+                }
             }
         };
         Op::Conv {
@@ -364,7 +408,8 @@ impl RawConv {
 
 /// One convolution compiled for the kernels of this crate from raw weights, for callers whose
 /// weights change between calls (training: [`crate::autodiff`]). It picks the kernel the
-/// [`Engine`] would pick for the same layer and input ([`ConvAlgorithm::Auto`]).
+/// [`Engine`]'s fixed rules ([`ConvAlgorithm::Auto`]) would run for the same layer and input
+/// batch, and builds only that form.
 #[derive(Debug)]
 pub struct ConvLayer {
     weights: ConvKernel,
@@ -374,7 +419,7 @@ pub struct ConvLayer {
 
 impl ConvLayer {
     /// Compiles a burn/PyTorch `[cout, cin / groups, kh, kw]` weight with its bias for inputs
-    /// of side `[height, width]` (which picks the Winograd tile size) at SIMD level `simd`.
+    /// of `[batch, height, width]` (which pick the Winograd tile size) at SIMD level `simd`.
     ///
     /// # Panics
     /// When the sizes disagree.
@@ -386,10 +431,11 @@ impl ConvLayer {
         bias: Vec<f32>,
         stride: [usize; 2],
         padding: PaddingConfig2d,
-        input: [usize; 2],
+        [batch, height, width]: [usize; 3],
         simd: Simd,
     ) -> Self {
-        let output = window(&padding, input, [dims[2], dims[3]], stride, false).map(|w| w.output);
+        let output =
+            window(&padding, [height, width], [dims[2], dims[3]], stride, false).map(|w| w.output);
         let raw = RawConv {
             name: String::new(),
             weight,
@@ -399,7 +445,7 @@ impl ConvLayer {
             stride,
             padding,
         };
-        match raw.into_op(false, &EngineOptions::default(), output, simd) {
+        match raw.into_op(false, &EngineOptions::default(), output, Some(batch), simd) {
             Op::Conv {
                 weights,
                 stride,

@@ -10,9 +10,10 @@
 //!
 //! Where the AVX-512 variant of a kernel was measured no faster than the AVX2 one on the machines
 //! seen so far, the [`Simd::Avx512`] level keeps the AVX2 variant for it ([`Simd::for_kernel`]);
-//! the variant is still compiled and tested. The `gemm` crate (im2col and the large Winograd
-//! layers) dispatches on its own: AVX2 + FMA kernels where the CPU has them (its AVX-512 kernels
-//! need its `x86-v4` feature, which is off), whatever the level here.
+//! the variant is still compiled and tested. The `gemm` crate (im2col, the large Winograd
+//! layers below the AVX-512 level, training's weight gradients) dispatches on its own: AVX2 +
+//! FMA kernels where the CPU has them (its AVX-512 kernels need its `x86-v4` feature, which is
+//! off), whatever the level here.
 
 use std::fmt;
 use std::sync::OnceLock;

@@ -18,13 +18,22 @@ use crate::kernels::Nhwc;
 use crate::plan::RawConv;
 use crate::pool::Pool;
 use crate::simd::Simd;
-use crate::winograd::Variant;
+use crate::winograd::{Layout, Variant, WinogradConv};
 
 /// Batches from this size on take the batch-8 choice; smaller ones the batch-1 choice.
 pub const MANY_FROM: usize = 4;
 
 /// The first line of a tuning file.
-const HEADER: &str = "# alexvgg tuning v1";
+const HEADER: &str = "# alexvgg tuning v2";
+
+/// The first line of the tables written before Winograd layouts were tuned; still read (their
+/// Winograd entries keep the engine's layout rule).
+const HEADER_V1: &str = "# alexvgg tuning v1";
+
+/// Largest transformed filter (bytes) for which [`Layout::Fused`] is a candidate: each of its
+/// tasks reads the whole filter, which was measured 30-60% slower than the blocked layouts
+/// already at 8 MB.
+const FUSED_CANDIDATE_BYTES: usize = 8 << 20;
 
 /// A convolution's shape: what a recorded choice applies to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -103,20 +112,44 @@ impl ConvKey {
         [side(0), side(1)]
     }
 
-    /// The kernels that can compute this convolution.
+    /// The kernels that can compute this convolution: the direct kernel, im2col + GEMM, and for
+    /// stride-1 3x3 and 5x5 convolutions each Winograd form in each layout of its products (the
+    /// `gemm` crate, the register tiles in blocks, and fused tile rows where the transformed
+    /// filter is small enough for that to be a contender).
     pub fn candidates(&self) -> Vec<TunedConv> {
         let mut out = vec![TunedConv::Direct, TunedConv::Im2col];
-        if self.stride == [1, 1] && self.kernel[0] == self.kernel[1] {
-            match self.kernel[0] {
-                3 => out.extend([
-                    TunedConv::Winograd(Variant::F4x3),
-                    TunedConv::Winograd(Variant::F2x3),
-                ]),
-                5 => out.push(TunedConv::Winograd(Variant::F2x5)),
-                _ => {}
+        for variant in self.winograd_variants() {
+            let dims = [self.cout, self.cin / self.groups.max(1), 3, 3];
+            let filter = WinogradConv::transformed_bytes(dims, variant);
+            let mut layouts = vec![Layout::Gemm, Layout::Blocks];
+            if filter <= FUSED_CANDIDATE_BYTES {
+                layouts.push(Layout::Fused);
             }
+            out.extend(
+                layouts
+                    .into_iter()
+                    .map(|layout| TunedConv::Winograd(variant, Some(layout))),
+            );
         }
         out
+    }
+
+    /// The Winograd forms that fit this convolution.
+    fn winograd_variants(&self) -> Vec<Variant> {
+        match (self.stride, self.kernel) {
+            ([1, 1], [3, 3]) => vec![Variant::F4x3, Variant::F2x3],
+            ([1, 1], [5, 5]) => vec![Variant::F2x5],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether `kernel` can compute this convolution (a candidate, or a Winograd form that fits
+    /// with the engine's layout rule).
+    fn can_run(&self, kernel: TunedConv) -> bool {
+        match kernel {
+            TunedConv::Winograd(variant, None) => self.winograd_variants().contains(&variant),
+            other => self.candidates().contains(&other),
+        }
     }
 }
 
@@ -127,32 +160,56 @@ pub enum TunedConv {
     Direct,
     /// im2col + GEMM.
     Im2col,
-    /// Winograd, in the layout the engine picks for the layer.
-    Winograd(Variant),
+    /// Winograd with its products in `layout`; `None` (tables written before layouts were
+    /// tuned): the layout the engine's rules pick for the layer.
+    Winograd(Variant, Option<Layout>),
 }
 
 impl TunedConv {
-    /// The name in tuning files and reports.
-    pub fn name(self) -> &'static str {
+    /// The name in tuning files and reports: `direct`, `im2col`, `winograd-f4x3-blocks`, ...
+    pub fn name(self) -> String {
         match self {
-            TunedConv::Direct => "direct",
-            TunedConv::Im2col => "im2col",
-            TunedConv::Winograd(Variant::F4x3) => "winograd-f4x3",
-            TunedConv::Winograd(Variant::F2x3) => "winograd-f2x3",
-            TunedConv::Winograd(Variant::F2x5) => "winograd-f2x5",
+            TunedConv::Direct => "direct".into(),
+            TunedConv::Im2col => "im2col".into(),
+            TunedConv::Winograd(variant, layout) => {
+                let variant = match variant {
+                    Variant::F4x3 => "f4x3",
+                    Variant::F2x3 => "f2x3",
+                    Variant::F2x5 => "f2x5",
+                };
+                match layout {
+                    None => format!("winograd-{variant}"),
+                    Some(layout) => format!("winograd-{variant}-{}", layout_name(layout)),
+                }
+            }
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [
-            TunedConv::Direct,
-            TunedConv::Im2col,
-            TunedConv::Winograd(Variant::F4x3),
-            TunedConv::Winograd(Variant::F2x3),
-            TunedConv::Winograd(Variant::F2x5),
-        ]
-        .into_iter()
-        .find(|c| c.name() == s)
+        let variants = [Variant::F4x3, Variant::F2x3, Variant::F2x5];
+        let layouts = [
+            None,
+            Some(Layout::Gemm),
+            Some(Layout::Blocks),
+            Some(Layout::Fused),
+        ];
+        [TunedConv::Direct, TunedConv::Im2col]
+            .into_iter()
+            .chain(variants.into_iter().flat_map(|v| {
+                layouts
+                    .into_iter()
+                    .map(move |layout| TunedConv::Winograd(v, layout))
+            }))
+            .find(|c| c.name() == s)
+    }
+}
+
+/// A Winograd layout's name in tuning files.
+fn layout_name(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Gemm => "gemm",
+        Layout::Blocks => "blocks",
+        Layout::Fused => "fused",
     }
 }
 
@@ -228,7 +285,7 @@ impl Tuning {
         };
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
         match lines.next() {
-            Some((_, HEADER)) => {}
+            Some((_, HEADER | HEADER_V1)) => {}
             _ => return Err(err(1, &format!("expected '{HEADER}'"))),
         }
         let machine = match lines.next() {
@@ -244,7 +301,7 @@ impl Tuning {
             let key = ConvKey::parse(key).ok_or_else(|| err(n, "unreadable convolution shape"))?;
             let kernel = |s: &str| {
                 TunedConv::parse(s)
-                    .filter(|c| key.candidates().contains(c))
+                    .filter(|c| key.can_run(*c))
                     .ok_or_else(|| err(n, &format!("'{s}' cannot compute {key}")))
             };
             let choice = Choice {
@@ -399,16 +456,81 @@ mod tests {
             key(),
             Choice {
                 few: TunedConv::Direct,
-                many: TunedConv::Winograd(Variant::F2x5),
+                many: TunedConv::Winograd(Variant::F2x5, Some(Layout::Blocks)),
             },
         );
         let text = t.to_text();
+        assert!(text.starts_with("# alexvgg tuning v2\nmachine "), "{text}");
         assert!(
-            text.contains("96-256/g2:k5x5:s1x1:p2,2,2,2:o28x28 direct winograd-f2x5"),
+            text.contains("96-256/g2:k5x5:s1x1:p2,2,2,2:o28x28 direct winograd-f2x5-blocks"),
             "{text}"
         );
         assert_eq!(Tuning::parse(&text), Ok(t));
         assert_eq!(key().input(), [28, 28]);
+    }
+
+    #[test]
+    fn tables_written_before_layouts_were_tuned_still_read() {
+        let text = format!(
+            "# alexvgg tuning v1\nmachine M\n{} im2col winograd-f2x5\n",
+            key()
+        );
+        let t = Tuning::parse(&text).unwrap();
+        assert_eq!(
+            t.choice(&key()),
+            Some(Choice {
+                few: TunedConv::Im2col,
+                many: TunedConv::Winograd(Variant::F2x5, None),
+            })
+        );
+    }
+
+    #[test]
+    fn every_winograd_layout_is_a_candidate_where_it_can_serve() {
+        let names = |k: &ConvKey| -> Vec<String> {
+            k.candidates().into_iter().map(TunedConv::name).collect()
+        };
+        assert_eq!(
+            names(&key()),
+            [
+                "direct",
+                "im2col",
+                "winograd-f2x5-gemm",
+                "winograd-f2x5-blocks",
+                "winograd-f2x5-fused"
+            ]
+        );
+        // VGG16's conv5_x: 512 -> 512 3x3, 37.7 MB of F(4x4,3x3) filters: no fused rows
+        let big = ConvKey {
+            cin: 512,
+            cout: 512,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            output: [14, 14],
+        };
+        assert_eq!(
+            names(&big),
+            [
+                "direct",
+                "im2col",
+                "winograd-f4x3-gemm",
+                "winograd-f4x3-blocks",
+                "winograd-f2x3-gemm",
+                "winograd-f2x3-blocks"
+            ]
+        );
+        // stride 4 (AlexNet's conv1): no Winograd form
+        let strided = ConvKey {
+            stride: [4, 4],
+            kernel: [11, 11],
+            ..big
+        };
+        assert_eq!(names(&strided), ["direct", "im2col"]);
+        for name in names(&key()) {
+            assert_eq!(TunedConv::parse(&name).map(TunedConv::name), Some(name));
+        }
     }
 
     #[test]
@@ -418,9 +540,9 @@ mod tests {
             assert_eq!(e.line, line, "{e}");
             assert!(e.to_string().contains(says), "{e}");
         };
-        bad("", 1, "# alexvgg tuning v1");
-        bad("# alexvgg tuning v1\nx", 2, "machine");
-        let head = "# alexvgg tuning v1\nmachine M\n";
+        bad("", 1, "# alexvgg tuning v2");
+        bad("# alexvgg tuning v2\nx", 2, "machine");
+        let head = "# alexvgg tuning v2\nmachine M\n";
         bad(
             &format!("{head}garbage direct direct"),
             3,
@@ -430,6 +552,11 @@ mod tests {
         // a 5x5 layer has no F(4x4, 3x3) form
         bad(
             &format!("{head}{} winograd-f4x3 direct", key()),
+            3,
+            "cannot compute",
+        );
+        bad(
+            &format!("{head}{} direct winograd-f2x5-rows", key()),
             3,
             "cannot compute",
         );

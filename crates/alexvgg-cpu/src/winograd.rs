@@ -74,9 +74,14 @@ impl Variant {
 /// Bytes of transformed input and products that one block of tiles may use.
 const BLOCK_BYTES: usize = 8 << 20;
 
-/// Largest transformed filter (bytes) run tile row by tile row ([`Layout::Fused`]): each
-/// task reads all of it (at 8 MB AlexNet's 13x13 layers were measured 30-60% slower fused).
+/// Largest transformed filter (bytes) run tile row by tile row ([`Layout::Fused`]) on the AVX2
+/// register tiles: each task reads all of it (at 8 MB AlexNet's 13x13 layers were measured
+/// 30-60% slower fused).
 const FUSED_MAX_BYTES: usize = 2 << 20;
+
+/// The same for the AVX-512 register tiles on inputs with many tiles, which were measured
+/// fastest fused up to VGG16's conv3_1 (4.7 MB; 15-25% ahead of the blocked layouts at batch 8).
+const FUSED_MAX_BYTES_AVX512: usize = 5 << 20;
 
 /// A 3x3 convolution's filters in the Winograd domain.
 #[derive(Clone, Debug)]
@@ -164,9 +169,9 @@ pub enum Layout {
 }
 
 impl WinogradConv {
-    /// Transforms a burn/PyTorch `[cout, cin / groups, k, k]` weight (in f64, rounded once); the
-    /// layer runs [fused](Layout::Fused) where [`Simd::current`] has vector register tiles and
-    /// the transformed filter has at most 2 MB, [`Layout::Gemm`] otherwise.
+    /// Transforms a burn/PyTorch `[cout, cin / groups, k, k]` weight (in f64, rounded once),
+    /// in the layout [`default_layout`](Self::default_layout) picks for the register tiles of
+    /// [`Simd::current`].
     ///
     /// # Panics
     /// When the kernel does not match `variant` or the sizes disagree.
@@ -177,24 +182,43 @@ impl WinogradConv {
         bias: Vec<f32>,
         variant: Variant,
     ) -> Self {
-        let layout = if Simd::current().vector_kernels() {
-            Self::default_layout(dims, variant)
-        } else {
-            Layout::Gemm
-        };
+        let tiles = Simd::current().for_kernel(Kernel::Tiles);
+        let layout = Self::default_layout(dims, variant, tiles, false);
         Self::with_layout(weight, dims, groups, bias, variant, layout)
     }
 
-    /// The layout [`from_oihw`](Self::from_oihw) picks for a `[cout, cin_g, k, k]` weight:
-    /// [`Layout::Fused`] where the transformed filter has at most 2 MB, [`Layout::Gemm`]
-    /// otherwise.
-    pub fn default_layout(dims: [usize; 4], variant: Variant) -> Layout {
-        let kk = variant.input() * variant.input();
-        if kk * dims[0] * dims[1] * 4 <= FUSED_MAX_BYTES {
-            Layout::Fused
+    /// The layout for a `[cout, cin_g, k, k]` weight whose products run the register tiles of
+    /// level `tiles`, on inputs with `few_tiles` (AlexNet's 13x13 maps at batch 1) or not:
+    /// [`Layout::Fused`] where the transformed filter is small (at most 2 MB; 5 MB for the
+    /// AVX-512 tiles on inputs with many tiles); beyond that [`Layout::Blocks`] for the AVX-512
+    /// tiles and on inputs with few tiles (where the `gemm` crate's packing dominates), the
+    /// `gemm` crate ([`Layout::Gemm`]) else; the `gemm` crate at the portable level, whose
+    /// tiles are the compiler's. Measured with `alexvgg tune` (AMD EPYC, Zen 4 class;
+    /// `docs/cpu-engine.md`).
+    pub fn default_layout(
+        dims: [usize; 4],
+        variant: Variant,
+        tiles: Simd,
+        few_tiles: bool,
+    ) -> Layout {
+        let bytes = Self::transformed_bytes(dims, variant);
+        let fused_max = if tiles == Simd::Avx512 && !few_tiles {
+            FUSED_MAX_BYTES_AVX512
         } else {
-            Layout::Gemm
+            FUSED_MAX_BYTES
+        };
+        match tiles {
+            Simd::Portable => Layout::Gemm,
+            _ if bytes <= fused_max => Layout::Fused,
+            Simd::Avx512 => Layout::Blocks,
+            _ if few_tiles => Layout::Blocks,
+            _ => Layout::Gemm,
         }
+    }
+
+    /// Bytes of a `[cout, cin_g, k, k]` weight's filters in the Winograd domain of `variant`.
+    pub fn transformed_bytes(dims: [usize; 4], variant: Variant) -> usize {
+        variant.input() * variant.input() * dims[0] * dims[1] * 4
     }
 
     /// [`from_oihw`](Self::from_oihw) with the layout chosen by the caller (the register tiles

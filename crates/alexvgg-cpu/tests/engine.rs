@@ -405,7 +405,7 @@ fn engine_reports_its_kernels_per_layer() {
 #[test]
 fn recorded_kernel_choices_change_the_kernels_not_the_logits() {
     use alexvgg_cpu::tune::{Choice, TunedConv, Tuning, conv_keys};
-    use alexvgg_cpu::winograd::Variant;
+    use alexvgg_cpu::winograd::{Layout, Variant};
     let device = Device::flex();
     let arch = Architecture::AlexNet(AlexNetVariant::Tf);
     let shape = NetworkShape {
@@ -423,10 +423,16 @@ fn recorded_kernel_choices_change_the_kernels_not_the_logits() {
                 few: TunedConv::Direct,
                 many: TunedConv::Im2col,
             },
-            // F(4x4, 3x3) where the fixed rules pick F(2x2, 3x3) (13x13 maps)
+            // F(4x4, 3x3) at batch 1 too, where the fixed rules pick F(2x2, 3x3) (13x13 maps),
+            // its products by the `gemm` crate at batch 1 and fused register tiles at batch 8
             "conv3" => Choice {
-                few: TunedConv::Winograd(Variant::F4x3),
-                many: TunedConv::Winograd(Variant::F4x3),
+                few: TunedConv::Winograd(Variant::F4x3, Some(Layout::Gemm)),
+                many: TunedConv::Winograd(Variant::F4x3, Some(Layout::Fused)),
+            },
+            // a table written before layouts were tuned: the engine's layout rule
+            "conv4" => Choice {
+                few: TunedConv::Winograd(Variant::F4x3, None),
+                many: TunedConv::Winograd(Variant::F4x3, None),
             },
             _ => continue,
         };
@@ -453,8 +459,26 @@ fn recorded_kernel_choices_change_the_kernels_not_the_logits() {
     assert!(conv1.starts_with("tuned: batch 4+ im2col-gemm"), "{conv1}");
     assert!(conv1.contains("batch 1-3 direct"), "{conv1}");
     let conv3 = describe(&tuned, "conv3");
-    assert!(conv3.starts_with("tuned: winograd F(4x4,3x3)"), "{conv3}");
-    assert!(describe(&plain, "conv3").starts_with("winograd F(2x2,3x3)"));
+    assert!(
+        conv3.starts_with("tuned: batch 4+ winograd F(4x4,3x3) fused (products: tiles"),
+        "{conv3}"
+    );
+    assert!(
+        conv3.contains("batch 1-3 winograd F(4x4,3x3) gemm (products: gemm crate"),
+        "{conv3}"
+    );
+    // no recorded layout: the one the fixed rules give the layer's F(4x4, 3x3) form
+    let conv4 = describe(&tuned, "conv4");
+    let rule = conv4.strip_prefix("tuned: ").unwrap();
+    assert!(rule.starts_with("winograd F(4x4,3x3) "), "{conv4}");
+    assert!(describe(&plain, "conv4").starts_with(rule), "{conv4}");
+    // the fixed rules: F(4x4, 3x3), and F(2x2, 3x3) for inputs with few tiles (batch 1)
+    let fixed = describe(&plain, "conv3");
+    assert!(fixed.starts_with("winograd F(4x4,3x3)"), "{fixed}");
+    assert!(
+        fixed.contains("under 32 tiles: winograd F(2x2,3x3)"),
+        "{fixed}"
+    );
     // unlisted layers keep the fixed rules
     assert_eq!(describe(&tuned, "conv2"), describe(&plain, "conv2"));
     for batch in [1, 8] {
