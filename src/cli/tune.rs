@@ -2,7 +2,10 @@
 //! engine ([`alexvgg_cpu::tune`], [`alexvgg_inference::tuning`]).
 
 use alexvgg_cpu::Simd;
-use alexvgg_cpu::tune::{Tuning, conv_keys, fastest, measure};
+use alexvgg_cpu::simd::Kernel;
+use alexvgg_cpu::tune::{
+    Tuning, conv_keys, elementwise_levels, fastest, measure, measure_elementwise,
+};
 use alexvgg_inference::device::make_device;
 use alexvgg_inference::tuning;
 use alexvgg_models::NetworkShape;
@@ -36,9 +39,8 @@ pub fn run(a: TuneArgs) -> Result<()> {
     }
     let (_, device) = make_device(Some("cpu"))?;
     let side = arch.input_size();
-    let rows = arch
-        .init(&NetworkShape::default(), &device)?
-        .layers([3, side, side])?;
+    let model = arch.init(&NetworkShape::default(), &device)?;
+    let rows = model.layers([3, side, side])?;
     let simd = Simd::current();
     let machine = Tuning::machine_of(simd);
     let mut table = match tuning::read() {
@@ -96,6 +98,31 @@ pub fn run(a: TuneArgs) -> Result<()> {
         }
         table.entries.insert(key.clone(), choice);
         done.push(key);
+    }
+    // The element-wise kernels' level, where the CPU offers two, in the network as tuned so far.
+    if elementwise_levels(simd).is_empty() {
+        outln!(
+            "element-wise kernels: {} (no other level on this CPU)",
+            simd.for_kernel(Kernel::Elementwise)
+        );
+    } else {
+        let timings = measure_elementwise(&model, &table, a.iters)?;
+        let best = timings
+            .iter()
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .map(|t| t.0);
+        let cells: Vec<String> = timings
+            .iter()
+            .map(|(level, ms)| {
+                let mark = if Some(*level) == best { "*" } else { "" };
+                format!("{level} {ms:.2} ms{mark}")
+            })
+            .collect();
+        outln!(
+            "element-wise kernels (Winograd transforms, LRN, max pool), whole network at batch 8: {}",
+            cells.join(", ")
+        );
+        table.elementwise = best;
     }
     if a.dry_run {
         outln!("(--dry-run: nothing recorded)");

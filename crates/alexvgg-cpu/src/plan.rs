@@ -148,6 +148,25 @@ impl ConvKernel {
         }
     }
 
+    /// Runs Winograd's input and output transforms (of every form) at `level`.
+    fn set_transforms(&mut self, level: Simd) {
+        match self {
+            ConvKernel::Winograd(w, small) => {
+                w.transforms = level;
+                if let Some(small) = small {
+                    small.set_transforms(level);
+                }
+            }
+            ConvKernel::Tuned { many, few } => {
+                many.set_transforms(level);
+                if let Some(few) = few {
+                    few.set_transforms(level);
+                }
+            }
+            ConvKernel::Im2col(_) | ConvKernel::Direct(_) => {}
+        }
+    }
+
     /// Runs the convolution, picking the small-input form where there is one and the input
     /// has few tiles.
     fn run(&self, x: &Nhwc, g: &ConvGeometry, relu: bool, pool: &Pool) -> Nhwc {
@@ -627,9 +646,8 @@ impl Op {
         }
     }
 
-    /// What computes this op at level `simd` (the element-wise kernels' level).
-    fn kernel(&self, simd: Simd) -> LayerKernel {
-        let elementwise = simd.for_kernel(Kernel::Elementwise);
+    /// What computes this op, its element-wise kernels at level `elementwise`.
+    fn kernel(&self, elementwise: Simd) -> LayerKernel {
         let (family, description) = match self {
             Op::Conv { weights, .. } => (weights.family(), weights.describe()),
             Op::Lrn { .. } => ("lrn", format!("lrn {elementwise}")),
@@ -672,6 +690,8 @@ pub struct Engine {
     num_classes: usize,
     pool: Pool,
     simd: Simd,
+    /// The element-wise kernels' level (Winograd's transforms, LRN, max pooling).
+    elementwise: Simd,
 }
 
 fn values<const D: usize>(name: &str, tensor: Tensor<D>) -> Result<Vec<f32>, EngineError> {
@@ -782,14 +802,29 @@ impl Engine {
             .map(|rows| tune::conv_keys(&rows, 3).into_iter().collect())
             .unwrap_or_default();
         let simd = options.simd.unwrap_or_else(Simd::current).min(Simd::best());
-        let options = &Tuned {
+        let tuned = &Tuned {
             options,
             keys,
             simd,
         };
-        match model {
-            Model::AlexNet(m) => Self::from_alexnet(m, options),
-            Model::Vgg(m) => Self::from_vgg(m, options),
+        let mut engine = match model {
+            Model::AlexNet(m) => Self::from_alexnet(m, tuned)?,
+            Model::Vgg(m) => Self::from_vgg(m, tuned)?,
+        };
+        // A level measured on this machine (`alexvgg tune`), else the rule of `Simd::for_kernel`.
+        if let Some(level) = options.tuning.and_then(|t| t.elementwise) {
+            engine.set_elementwise(level.min(simd));
+        }
+        Ok(engine)
+    }
+
+    /// Runs the element-wise kernels (Winograd's transforms, LRN, max pooling) at `level`.
+    fn set_elementwise(&mut self, level: Simd) {
+        self.elementwise = level;
+        for op in &mut self.ops {
+            if let Op::Conv { weights, .. } = op {
+                weights.set_transforms(level);
+            }
         }
     }
 
@@ -902,6 +937,7 @@ impl Engine {
             num_classes,
             pool: Pool::new(),
             simd,
+            elementwise: simd.for_kernel(Kernel::Elementwise),
         })
     }
 
@@ -912,10 +948,20 @@ impl Engine {
         self.simd
     }
 
+    /// The level of the element-wise kernels (Winograd's transforms, LRN, max pooling): the
+    /// one a tuning table recorded ([`crate::tune::Tuning::elementwise`]), else
+    /// [`Simd::for_kernel`]'s rule for [`simd`](Self::simd).
+    pub fn elementwise(&self) -> Simd {
+        self.elementwise
+    }
+
     /// The kernel that computes each layer, in execution order (the names of
     /// [`layer_names`](Self::layer_names)).
     pub fn layer_kernels(&self) -> Vec<LayerKernel> {
-        self.ops.iter().map(|op| op.kernel(self.simd)).collect()
+        self.ops
+            .iter()
+            .map(|op| op.kernel(self.elementwise))
+            .collect()
     }
 
     /// Number of output classes.
@@ -1054,7 +1100,7 @@ impl Engine {
                     let x = map
                         .take()
                         .expect("feature layers come before the classifier");
-                    let y = feature_op(op, x, self.simd.for_kernel(Kernel::Elementwise), pool)?;
+                    let y = feature_op(op, x, self.elementwise, pool)?;
                     observer(op.name(), Activation::Map(&y));
                     if until == Some(op.name()) {
                         pool.give(y.data);

@@ -14,7 +14,7 @@
 //! - Batch normalization (training mode): [`batch_norm_train`] keeps the normalized input,
 //!   [`batch_norm_backward`] is burn's closed form.
 //! - Fully connected: `dW = xᵀ · dY` and `dX = dY · Wᵀ` ([`linear_backward`]), products on
-//!   strided views of the row-major buffers, split by rows across the cores ([`gemm_rows`]).
+//!   strided views of the row-major buffers, split by rows across the cores (`gemm_rows`).
 
 use rayon::prelude::*;
 

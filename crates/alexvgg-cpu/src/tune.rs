@@ -1,21 +1,23 @@
 //! Per-machine kernel choice, like FFTW's wisdom: `alexvgg tune` times every kernel that can
-//! compute each convolution of a network ([`measure`]) at batch 1 and batch 8 on this machine,
-//! and records the fastest in a [`Tuning`] table (a small text file in the cache directory). An
-//! [`Engine`](crate::Engine) built with the table ([`EngineOptions::tuning`](crate::EngineOptions::tuning))
-//! uses the recorded kernel for every layer it lists, the batch-1 choice for batches below
-//! [`MANY_FROM`] and the batch-8 choice from there; layers it does not list, and every engine
-//! built without a table (the tests), keep the fixed rules of
+//! compute each convolution of a network ([`measure`]: direct, im2col + GEMM, each Winograd form
+//! in each layout of its products) at batch 1 and batch 8 on this machine, and, where the CPU
+//! has AVX-512, the element-wise kernels at AVX2 and AVX-512 ([`measure_elementwise`]); it
+//! records the fastest in a [`Tuning`] table (a small text file in the cache directory). An
+//! [`Engine`] built with the table ([`EngineOptions::tuning`]) uses the recorded kernel for every
+//! layer it lists, the batch-1 choice for batches below [`MANY_FROM`] and the batch-8 choice from
+//! there, and the recorded element-wise level; layers it does not list, and every engine built
+//! without a table (the tests), keep the fixed rules of
 //! [`ConvAlgorithm::Auto`](crate::ConvAlgorithm::Auto).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
-use alexvgg_models::{LayerInfo, LayerKind};
+use alexvgg_models::{LayerInfo, LayerKind, Model};
 use burn::nn::PaddingConfig2d;
 
 use crate::kernels::Nhwc;
-use crate::plan::RawConv;
+use crate::plan::{Engine, EngineError, EngineOptions, RawConv};
 use crate::pool::Pool;
 use crate::simd::Simd;
 use crate::winograd::{Layout, Variant, WinogradConv};
@@ -229,6 +231,10 @@ pub struct Tuning {
     pub machine: String,
     /// Choices by convolution shape.
     pub entries: BTreeMap<ConvKey, Choice>,
+    /// The level measured fastest for the element-wise kernels (Winograd's transforms, LRN,
+    /// max pooling; [`measure_elementwise`]), where the machine has more than one; `None`: the
+    /// rule of [`Simd::for_kernel`].
+    pub elementwise: Option<Simd>,
 }
 
 /// A tuning file that cannot be read as one.
@@ -247,6 +253,7 @@ impl Tuning {
         Self {
             machine,
             entries: BTreeMap::new(),
+            elementwise: None,
         }
     }
 
@@ -264,10 +271,13 @@ impl Tuning {
         self.entries.get(key).copied()
     }
 
-    /// The table as text: a header, the machine, then one line per convolution
-    /// (`KEY FEW MANY`).
+    /// The table as text: a header, the machine, the element-wise level where one was measured
+    /// (`elementwise LEVEL`), then one line per convolution (`KEY FEW MANY`).
     pub fn to_text(&self) -> String {
         let mut out = format!("{HEADER}\nmachine {}\n", self.machine);
+        if let Some(level) = self.elementwise {
+            out += &format!("elementwise {level}\n");
+        }
         for (key, c) in &self.entries {
             out += &format!("{key} {} {}\n", c.few.name(), c.many.name());
         }
@@ -293,7 +303,14 @@ impl Tuning {
             _ => return Err(err(2, "expected 'machine ...'")),
         };
         let mut entries = BTreeMap::new();
+        let mut elementwise = None;
         for (n, line) in lines.filter(|(_, l)| !l.is_empty()) {
+            if let Some(level) = line.strip_prefix("elementwise ") {
+                let level = Simd::parse(level)
+                    .ok_or_else(|| err(n, &format!("unknown SIMD level '{}'", level.trim())))?;
+                elementwise = Some(level);
+                continue;
+            }
             let fields: Vec<&str> = line.split_whitespace().collect();
             let [key, few, many] = fields[..] else {
                 return Err(err(n, "expected 'SHAPE FEW MANY'"));
@@ -310,7 +327,11 @@ impl Tuning {
             };
             entries.insert(key, choice);
         }
-        Ok(Self { machine, entries })
+        Ok(Self {
+            machine,
+            entries,
+            elementwise,
+        })
     }
 }
 
@@ -419,6 +440,68 @@ pub fn measure(key: &ConvKey, simd: Simd, iters: usize) -> Vec<Timing> {
         .collect()
 }
 
+/// The levels [`measure_elementwise`] compares on this CPU at engine level `simd`: AVX2 and
+/// AVX-512 where it has AVX-512 (the only level with a choice), none else.
+pub fn elementwise_levels(simd: Simd) -> Vec<Simd> {
+    if simd == Simd::Avx512 {
+        vec![Simd::Avx2, Simd::Avx512]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Times `model`'s whole forward pass at batch 8 (random input) with the element-wise kernels
+/// (Winograd's transforms, LRN, max pooling) at each of [`elementwise_levels`], everything
+/// else as `table` and the fixed rules give it: `iters` timed runs per level after one untimed
+/// one, the levels alternating; the median ms per level.
+///
+/// # Errors
+/// [`EngineError`] when the model cannot be compiled or run.
+pub fn measure_elementwise(
+    model: &Model,
+    table: &Tuning,
+    iters: usize,
+) -> Result<Vec<(Simd, f64)>, EngineError> {
+    let levels = elementwise_levels(Simd::current());
+    let engines = levels
+        .iter()
+        .map(|&level| {
+            let table: &'static Tuning = Box::leak(Box::new(Tuning {
+                elementwise: Some(level),
+                ..table.clone()
+            }));
+            let options = EngineOptions {
+                tuning: Some(table),
+                ..EngineOptions::default()
+            };
+            Engine::with_options(model.clone(), &options)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let side = model.input_size();
+    let dims = [8, 3, side, side];
+    let input: Vec<f32> = (0..dims.iter().product::<usize>())
+        .map(|i| ((i * 7919) % 255) as f32 - 120.0)
+        .collect();
+    let mut times = vec![Vec::new(); engines.len()];
+    for round in 0..iters.max(1) + 1 {
+        for (engine, t) in engines.iter().zip(&mut times) {
+            let start = Instant::now();
+            engine.forward(&input, dims)?;
+            if round > 0 {
+                t.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(levels
+        .into_iter()
+        .zip(times)
+        .map(|(level, mut t)| {
+            t.sort_by(f64::total_cmp);
+            (level, t[t.len() / 2])
+        })
+        .collect())
+}
+
 /// The fastest kernels of `timings` (batch 1, batch 8).
 pub fn fastest(timings: &[Timing]) -> Option<Choice> {
     let best = |ms: fn(&Timing) -> f64| {
@@ -459,8 +542,14 @@ mod tests {
                 many: TunedConv::Winograd(Variant::F2x5, Some(Layout::Blocks)),
             },
         );
+        t.elementwise = Some(Simd::Avx2);
         let text = t.to_text();
-        assert!(text.starts_with("# alexvgg tuning v2\nmachine "), "{text}");
+        assert!(
+            text.starts_with(
+                "# alexvgg tuning v2\nmachine Some CPU; kernels: avx2\nelementwise avx2\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("96-256/g2:k5x5:s1x1:p2,2,2,2:o28x28 direct winograd-f2x5-blocks"),
             "{text}"
@@ -559,6 +648,11 @@ mod tests {
             &format!("{head}{} direct winograd-f2x5-rows", key()),
             3,
             "cannot compute",
+        );
+        bad(
+            &format!("{head}elementwise avx1024"),
+            3,
+            "unknown SIMD level 'avx1024'",
         );
     }
 

@@ -500,3 +500,68 @@ fn recorded_kernel_choices_change_the_kernels_not_the_logits() {
         );
     }
 }
+
+/// A tuning table's element-wise level (`alexvgg tune` on a CPU with AVX-512) runs Winograd's
+/// transforms, LRN and max pooling at that level (lowered to the engine's), and changes nothing
+/// in the logits.
+#[test]
+fn a_recorded_elementwise_level_runs_those_kernels_and_keeps_the_logits() {
+    use alexvgg_cpu::tune::Tuning;
+    let arch = Architecture::AlexNet(AlexNetVariant::Tf);
+    let shape = NetworkShape {
+        num_classes: 5,
+        hidden: 16,
+        width_divisor: 4,
+    };
+    let model = arch.init(&shape, &cpu()).unwrap();
+    let dims = [2, 3, 227, 227];
+    let input: Vec<f32> = (0..dims.iter().product::<usize>())
+        .map(|i| ((i * 7919) % 255) as f32 - 120.0)
+        .collect();
+    let reference = Engine::from_model(model.clone())
+        .unwrap()
+        .forward(&input, dims)
+        .unwrap();
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for level in Simd::supported_levels() {
+        let table: &'static Tuning = Box::leak(Box::new(Tuning {
+            elementwise: Some(level),
+            ..Tuning::new("test".into())
+        }));
+        let engine = Engine::with_options(
+            model.clone(),
+            &EngineOptions {
+                tuning: Some(table),
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap();
+        let want = level.min(engine.simd());
+        assert_eq!(engine.elementwise(), want);
+        let kernels = engine.layer_kernels();
+        let describe = |layer: &str| {
+            kernels
+                .iter()
+                .find(|k| k.layer == layer)
+                .unwrap()
+                .description
+                .clone()
+        };
+        assert_eq!(describe("lrn1"), format!("lrn {want}"));
+        assert_eq!(describe("pool1"), format!("max-pool {want}"));
+        let conv3 = describe("conv3");
+        // every Winograd form of the layer, the small-input one included
+        assert_eq!(
+            conv3.matches(&format!("transforms: {want})")).count(),
+            2,
+            "{conv3}"
+        );
+        let logits = engine.forward(&input, dims).unwrap();
+        let worst = logits
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-4 * scale, "{level}: {worst} vs scale {scale}");
+    }
+}
