@@ -26,8 +26,8 @@ pub enum ConvAlgorithm {
     /// Winograd where it pays: F(4x4, 3x3) and F(2x2, 5x5) for layers with at least 16 input
     /// and output channels per group; for inputs with few 4x4 tiles (AlexNet's 13x13 layers at
     /// batch 1), F(2x2, 3x3) or the direct kernel, whichever was measured faster, where the
-    /// layer's weights are small enough to keep a second form (feature maps with few tiles
-    /// even at larger batches whose weights are not, VGG16's 14x14: F(2x2, 3x3) alone). Each
+    /// layer's weights are small enough to keep a second form (small feature maps whose weights
+    /// are not, VGG16's 14x14 conv5_x: F(2x2, 3x3) alone, at every batch). Each
     /// Winograd form's products in the layout [`WinogradConv::default_layout`] picks for the
     /// level's register tiles. Every other convolution (AlexNet's
     /// 11x11 stride-4 conv1, VGG's 3-channel conv1_1) runs the direct kernel (measured to take
@@ -381,8 +381,9 @@ impl RawConv {
                 if output
                     .is_some_and(|[h, w]| h.div_ceil(4) * w.div_ceil(4) < WINOGRAD_MIN_TILES) =>
             {
+                // As the engine: F(4x4, 3x3) only where it keeps both forms.
                 match few_tiles {
-                    Some(false) => {
+                    Some(false) if keep_both => {
                         ConvKernel::Winograd(self.winograd(large, bias, simd, true), None)
                     }
                     None if keep_both => {
@@ -403,11 +404,10 @@ impl RawConv {
                         self.direct(bias, simd)
                     }
                 };
+                // As the engine: the small-input form only where it keeps both forms.
                 match few_tiles {
-                    Some(true) => fallback(bias),
-                    Some(false) => {
-                        ConvKernel::Winograd(self.winograd(large, bias, simd, false), None)
-                    }
+                    Some(true) if keep_both => fallback(bias),
+                    Some(_) => ConvKernel::Winograd(self.winograd(large, bias, simd, false), None),
                     None => {
                         let small = keep_both.then(|| Box::new(fallback(bias.clone())));
                         ConvKernel::Winograd(self.winograd(large, bias, simd, false), small)
