@@ -7,7 +7,8 @@
 
 use rayon::prelude::*;
 
-/// A row-major matrix view: element `(i, j)` is `data[offset + i * stride + j]`.
+/// A strided matrix view: element `(i, j)` is `data[offset + i * stride + j * col_stride]`
+/// (row-major where `col_stride` is 1, transposed where `stride` is 1).
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
     /// Backing storage.
@@ -16,26 +17,48 @@ pub struct MatRef<'a> {
     pub offset: usize,
     /// Distance between rows.
     pub stride: usize,
+    /// Distance between columns.
+    pub col_stride: usize,
 }
 
 impl<'a> MatRef<'a> {
-    /// A view of `data` starting at `offset` with row stride `stride`.
+    /// A row-major view of `data` starting at `offset` with row stride `stride`.
     pub fn new(data: &'a [f32], offset: usize, stride: usize) -> Self {
         Self {
             data,
             offset,
             stride,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of the dense row-major `[_, cols]` matrix `data`.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            offset: 0,
+            stride: 1,
+            col_stride: cols,
+        }
+    }
+
+    /// The same view from row `row` on.
+    pub fn from_row(self, row: usize) -> Self {
+        Self {
+            offset: self.offset + row * self.stride,
+            ..self
         }
     }
 
     fn check(&self, rows: usize, cols: usize, what: &str) {
         if rows > 0 && cols > 0 {
-            let last = self.offset + (rows - 1) * self.stride + cols;
+            let last = self.offset + (rows - 1) * self.stride + (cols - 1) * self.col_stride;
             assert!(
-                last <= self.data.len(),
-                "{what}: {rows}x{cols} view (offset {}, stride {}) overruns {} elements",
+                last < self.data.len(),
+                "{what}: {rows}x{cols} view (offset {}, strides {}/{}) overruns {} elements",
                 self.offset,
                 self.stride,
+                self.col_stride,
                 self.data.len()
             );
         }
@@ -56,6 +79,24 @@ pub fn sgemm_serial(
     c: &mut [f32],
     ldc: usize,
 ) {
+    sgemm_serial_into(m, n, k, a, b, c, ldc, false);
+}
+
+/// [`sgemm_serial`], adding the product to `c` instead where `accumulate` is set.
+///
+/// # Panics
+/// When a view does not fit its slice.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_serial_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -63,8 +104,10 @@ pub fn sgemm_serial(
     b.check(k, n, "rhs");
     assert!((m - 1) * ldc + n <= c.len(), "dst: {m}x{n} overruns");
     if k == 0 {
-        for row in c.chunks_mut(ldc).take(m) {
-            row[..n].fill(0.0);
+        if !accumulate {
+            for row in c.chunks_mut(ldc).take(m) {
+                row[..n].fill(0.0);
+            }
         }
         return;
     }
@@ -78,14 +121,14 @@ pub fn sgemm_serial(
             c.as_mut_ptr(),
             1,
             ldc as isize,
-            false,
+            accumulate,
             a.data.as_ptr().add(a.offset),
-            1,
+            a.col_stride as isize,
             a.stride as isize,
             b.data.as_ptr().add(b.offset),
-            1,
+            b.col_stride as isize,
             b.stride as isize,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
@@ -110,8 +153,7 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>, c: &mut
             .enumerate()
             .for_each(|(i, c_block)| {
                 let r0 = i * rows;
-                let a_block = MatRef::new(a.data, a.offset + r0 * a.stride, a.stride);
-                sgemm_serial(c_block.len() / n, n, k, a_block, b, c_block, n);
+                sgemm_serial(c_block.len() / n, n, k, a.from_row(r0), b, c_block, n);
             });
     } else {
         let cols = column_block(n, threads);
@@ -124,7 +166,10 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>, c: &mut
                 let c0 = j * cols;
                 let w = cols.min(n - c0);
                 let mut part = vec![0.0; m * w];
-                let b_block = MatRef::new(b.data, b.offset + c0, b.stride);
+                let b_block = MatRef {
+                    offset: b.offset + c0 * b.col_stride,
+                    ..b
+                };
                 sgemm_serial(m, w, k, a, b_block, &mut part, w);
                 part
             })

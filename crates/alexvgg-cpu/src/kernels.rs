@@ -257,7 +257,7 @@ pub fn conv2d(x: &Nhwc, w: &PackedConv, geometry: &ConvGeometry, relu: bool, poo
 
 /// Writes the patch rows of output pixels `first..first + rows` (flat over batch, y, x) for the
 /// input channels `c0..c0 + cin_g` into `col` (`rows x (kh * kw * cin_g)`), zeros for padding.
-fn im2col(
+pub(crate) fn im2col(
     x: &Nhwc,
     g: &ConvGeometry,
     first: usize,

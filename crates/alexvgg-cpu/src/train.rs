@@ -18,7 +18,8 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{ConvGeometry, Nhwc};
+use crate::gemm::{MatRef, sgemm_serial, sgemm_serial_into};
+use crate::kernels::{ConvGeometry, Nhwc, im2col};
 
 /// Parts every reduction is split into, whatever the number of threads: each part sums its
 /// range in order and the parts are added in order, so a gradient comes out bit-identical from
@@ -115,93 +116,11 @@ pub fn relu_mask(dy: &mut [f32], passed: &[bool]) {
         });
 }
 
-/// Writes the patches of group `group` for output pixels `p0..p0 + rows` into `out`
-/// (`rows x kh*kw*cin_g`, row-major, `(ky, kx, c)` order; zeros outside the input).
-fn group_patches(
-    x: &Nhwc,
-    g: &ConvGeometry,
-    group: usize,
-    cin_g: usize,
-    p0: usize,
-    out: &mut [f32],
-) {
-    let [kh, kw] = g.kernel;
-    let [oh, ow] = g.output;
-    let k = kh * kw * cin_g;
-    for (r, row) in out.chunks_mut(k).enumerate() {
-        let p = p0 + r;
-        let (n, rest) = (p / (oh * ow), p % (oh * ow));
-        let (oy, ox) = (rest / ow, rest % ow);
-        for ky in 0..kh {
-            let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
-            let row = &mut row[ky * kw * cin_g..][..kw * cin_g];
-            if iy < 0 || iy as usize >= x.height {
-                row.fill(0.0);
-                continue;
-            }
-            if cin_g == x.channels {
-                // one group: the window's pixels of this row are contiguous in x, one copy
-                let ix0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
-                let lo = (-ix0).clamp(0, kw as isize) as usize;
-                let hi = (x.width as isize - ix0).clamp(0, kw as isize) as usize;
-                row[..lo * cin_g].fill(0.0);
-                if hi > lo {
-                    let at = ((n * x.height + iy as usize) * x.width
-                        + (ix0 + lo as isize) as usize)
-                        * cin_g;
-                    row[lo * cin_g..hi * cin_g]
-                        .copy_from_slice(&x.data[at..at + (hi - lo) * cin_g]);
-                }
-                row[hi.max(lo) * cin_g..].fill(0.0);
-                continue;
-            }
-            for kx in 0..kw {
-                let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
-                let dst = &mut row[kx * cin_g..][..cin_g];
-                if ix < 0 || ix as usize >= x.width {
-                    dst.fill(0.0);
-                } else {
-                    let at = ((n * x.height + iy as usize) * x.width + ix as usize) * x.channels
-                        + group * cin_g;
-                    dst.copy_from_slice(&x.data[at..at + cin_g]);
-                }
-            }
-        }
-    }
-}
-
 /// `c[m, n] += aᵀ · b` with `a` a `[k, m]` block of `dy` (row stride `lda`) and `b` a dense
 /// `[k, n]` matrix, on this thread.
 fn accumulate_at_b(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: &mut [f32]) {
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    assert!((k - 1) * lda + m <= a.len() && k * n <= b.len() && m * n <= c.len());
-    // SAFETY: the asserts above keep every view inside its slice; `c` is a distinct mutable
-    // borrow, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            a.as_ptr(),
-            lda as isize,
-            1,
-            b.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    let a = MatRef::transposed(a, lda);
+    sgemm_serial_into(m, n, k, a, MatRef::new(b, 0, n), c, n, true);
 }
 
 /// Gradients of a convolution's weight (`[cout, cin / groups, kh, kw]`, burn's layout) and
@@ -234,7 +153,15 @@ pub fn conv_weight_grad(
                     bias.iter_mut().zip(row).for_each(|(s, v)| *s += v);
                 }
                 for group in 0..groups {
-                    group_patches(x, g, group, cin_g, p0, &mut patches[..rows * k]);
+                    im2col(
+                        x,
+                        g,
+                        p0,
+                        rows,
+                        group * cin_g,
+                        cin_g,
+                        &mut patches[..rows * k],
+                    );
                     accumulate_at_b(
                         cout_g,
                         k,
@@ -403,90 +330,23 @@ fn window_sums(padded: &[f32], out: &mut [f32], radius: usize) {
     }
 }
 
-/// A matrix view: element `(i, j)` at `data[i * row_stride + j * col_stride]`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct View<'a> {
-    /// Backing storage.
-    data: &'a [f32],
-    /// Distance between rows.
-    row_stride: usize,
-    /// Distance between columns.
-    col_stride: usize,
-}
-
-impl<'a> View<'a> {
-    /// A dense row-major `[_, cols]` matrix.
-    pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
-        Self {
-            data,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-
-    /// The transpose of a dense row-major `[_, cols]` matrix.
-    pub(crate) fn transposed(data: &'a [f32], cols: usize) -> Self {
-        Self {
-            data,
-            row_stride: 1,
-            col_stride: cols,
-        }
-    }
-
-    fn last(&self, rows: usize, cols: usize) -> usize {
-        (rows - 1) * self.row_stride + (cols - 1) * self.col_stride
-    }
-}
-
 /// `c[m, n] = a[m, k] · b[k, n]` (`c` dense row-major), the rows of `c` split across the rayon
-/// pool, each block one single-threaded `gemm` call.
+/// pool, each block one single-threaded product.
 ///
 /// # Panics
 /// When a view does not fit its slice.
-pub(crate) fn gemm_rows(m: usize, n: usize, k: usize, a: View<'_>, b: View<'_>, c: &mut [f32]) {
+pub(crate) fn gemm_rows(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32]) {
     assert!(c.len() >= m * n, "dst: {m}x{n} overruns");
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
-        c[..m * n].fill(0.0);
-        return;
-    }
-    assert!(a.last(m, k) < a.data.len(), "lhs: {m}x{k} view overruns");
-    assert!(b.last(k, n) < b.data.len(), "rhs: {k}x{n} view overruns");
     let threads = rayon::current_num_threads().max(1);
     let rows = m.div_ceil(threads * 4).max(8);
     c[..m * n]
         .par_chunks_mut(rows * n)
         .enumerate()
         .for_each(|(block, c)| {
-            let i0 = block * rows;
-            let mb = c.len() / n;
-            // SAFETY: rows i0..i0 + mb of `a` and all of `b` lie inside their slices (checked
-            // above for the whole product); `c` is this block's own mutable chunk.
-            unsafe {
-                gemm::gemm(
-                    mb,
-                    n,
-                    k,
-                    c.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.data.as_ptr().add(i0 * a.row_stride),
-                    a.col_stride as isize,
-                    a.row_stride as isize,
-                    b.data.as_ptr(),
-                    b.col_stride as isize,
-                    b.row_stride as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            sgemm_serial(c.len() / n, n, k, a.from_row(block * rows), b, c, n);
         });
 }
 
@@ -509,18 +369,29 @@ pub fn linear_forward(
         d_out,
         batch,
         d_in,
-        View::transposed(weight, d_out),
-        View::transposed(x, d_in),
+        MatRef::transposed(weight, d_out),
+        MatRef::transposed(x, d_in),
         &mut yt,
     );
-    let mut y = vec![0.0f32; batch * d_out];
-    for (o, col) in yt.chunks(batch.max(1)).enumerate() {
-        for (n, &v) in col.iter().enumerate() {
-            let v = v + bias[o];
-            y[n * d_out + o] = if relu { relu_keep_nan(v) } else { v };
+    let mut y = transpose(&yt, d_out, batch);
+    for row in y.chunks_mut(d_out.max(1)) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            let t = *v + b;
+            *v = if relu { relu_keep_nan(t) } else { t };
         }
     }
     y
+}
+
+/// The transpose (`[cols, rows]`) of a dense row-major `[rows, cols]` matrix.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; rows * cols];
+    for (i, row) in m.chunks(cols.max(1)).take(rows).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * rows + i] = v;
+        }
+    }
+    t
 }
 
 /// Gradients of a fully connected layer from its input `x` (`[batch, d_in]`), its weight
@@ -542,8 +413,8 @@ pub fn linear_backward(
             d_in,
             d_out,
             batch,
-            View::transposed(x, d_in),
-            View::rows(dy, d_out),
+            MatRef::transposed(x, d_in),
+            MatRef::new(dy, 0, d_out),
             &mut dw,
         );
         dw
@@ -555,17 +426,11 @@ pub fn linear_backward(
             d_in,
             batch,
             d_out,
-            View::rows(w, d_out),
-            View::transposed(dy, d_out),
+            MatRef::new(w, 0, d_out),
+            MatRef::transposed(dy, d_out),
             &mut dxt,
         );
-        let mut dx = vec![0.0f32; batch * d_in];
-        for (i, col) in dxt.chunks(batch.max(1)).enumerate() {
-            for (n, &v) in col.iter().enumerate() {
-                dx[n * d_in + i] = v;
-            }
-        }
-        dx
+        transpose(&dxt, d_in, batch)
     });
     (dw, db, dx)
 }

@@ -532,6 +532,19 @@ mod tests {
         }
     }
 
+    /// A stride-1 3x3 convolution padded to keep its `side x side` map.
+    fn same3x3(cin: usize, cout: usize, side: usize) -> ConvKey {
+        ConvKey {
+            cin,
+            cout,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            output: [side, side],
+        }
+    }
+
     #[test]
     fn a_table_reads_back_as_written() {
         let mut t = Tuning::new("Some CPU; kernels: avx2".into());
@@ -590,15 +603,7 @@ mod tests {
             ]
         );
         // VGG16's conv5_x: 512 -> 512 3x3, 37.7 MB of F(4x4,3x3) filters: no fused rows
-        let big = ConvKey {
-            cin: 512,
-            cout: 512,
-            groups: 1,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [1, 1, 1, 1],
-            output: [14, 14],
-        };
+        let big = same3x3(512, 512, 14);
         assert_eq!(
             names(&big),
             [
@@ -658,15 +663,7 @@ mod tests {
 
     #[test]
     fn every_candidate_is_timed_and_the_fastest_chosen() {
-        let small = ConvKey {
-            cin: 8,
-            cout: 8,
-            groups: 1,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [1, 1, 1, 1],
-            output: [6, 6],
-        };
+        let small = same3x3(8, 8, 6);
         let timings = measure(&small, Simd::current(), 1);
         let kernels: Vec<TunedConv> = timings.iter().map(|t| t.kernel).collect();
         assert_eq!(kernels, small.candidates());

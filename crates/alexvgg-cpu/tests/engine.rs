@@ -20,6 +20,16 @@ use burn::tensor::{Distribution, Tensor};
 use fixtures::*;
 use support::*;
 
+/// How `engine` computes `layer` (its [`Engine::layer_kernels`] description).
+fn describe(engine: &Engine, layer: &str) -> String {
+    engine
+        .layer_kernels()
+        .into_iter()
+        .find(|k| k.layer == layer)
+        .unwrap()
+        .description
+}
+
 /// The engine runs on the host; models are built on the CPU backend.
 fn cpu() -> Device {
     Device::flex()
@@ -448,13 +458,6 @@ fn recorded_kernel_choices_change_the_kernels_not_the_logits() {
         },
     )
     .unwrap();
-    let describe = |e: &Engine, layer: &str| {
-        e.layer_kernels()
-            .into_iter()
-            .find(|k| k.layer == layer)
-            .unwrap()
-            .description
-    };
     let conv1 = describe(&tuned, "conv1");
     assert!(conv1.starts_with("tuned: batch 4+ im2col-gemm"), "{conv1}");
     assert!(conv1.contains("batch 1-3 direct"), "{conv1}");
@@ -538,18 +541,9 @@ fn a_recorded_elementwise_level_runs_those_kernels_and_keeps_the_logits() {
         .unwrap();
         let want = level.min(engine.simd());
         assert_eq!(engine.elementwise(), want);
-        let kernels = engine.layer_kernels();
-        let describe = |layer: &str| {
-            kernels
-                .iter()
-                .find(|k| k.layer == layer)
-                .unwrap()
-                .description
-                .clone()
-        };
-        assert_eq!(describe("lrn1"), format!("lrn {want}"));
-        assert_eq!(describe("pool1"), format!("max-pool {want}"));
-        let conv3 = describe("conv3");
+        assert_eq!(describe(&engine, "lrn1"), format!("lrn {want}"));
+        assert_eq!(describe(&engine, "pool1"), format!("max-pool {want}"));
+        let conv3 = describe(&engine, "conv3");
         // every Winograd form of the layer, the small-input one included
         assert_eq!(
             conv3.matches(&format!("transforms: {want})")).count(),
